@@ -1,0 +1,1 @@
+"""The one shared runtime of every shop process (see DESIGN.md)."""

@@ -1,0 +1,115 @@
+"""Clients for the data stores, built the same way by every process.
+
+Blocking clients (boto3, confluent-kafka) are wrapped so callers on the event
+loop await them without blocking it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import boto3
+import confluent_kafka
+import redis.asyncio as aioredis
+from botocore.config import Config as BotoConfig
+from pymongo import AsyncMongoClient
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from common.settings import KafkaSettings, S3Settings
+
+
+def pg_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An async SQLAlchemy engine on psycopg 3 (``postgresql+psycopg://…``)."""
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def mongo_client(url: str) -> AsyncMongoClient[Mapping[str, Any]]:
+    return AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=5000)
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+
+
+def s3_client(settings: S3Settings) -> Any:
+    """A boto3 S3 client (blocking: call it through ``asyncio.to_thread``)."""
+    secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key,
+        aws_secret_access_key=secret,
+        config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+    )
+
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class KafkaProducer:
+    """confluent-kafka producer with idempotence on and awaitable delivery.
+
+    A background thread polls for delivery reports, so ``send`` never blocks the
+    event loop and resolves once the broker has acknowledged the message.
+    """
+
+    def __init__(self, settings: KafkaSettings, **config: Any) -> None:
+        self._producer = confluent_kafka.Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+                **config,
+            }
+        )
+        self._closed = False
+        self._poller = asyncio.get_running_loop().run_in_executor(None, self._poll)
+
+    def _poll(self) -> None:
+        while not self._closed:
+            self._producer.poll(0.1)
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()) -> Any:
+        loop = asyncio.get_running_loop()
+        delivered: asyncio.Future[Any] = loop.create_future()
+
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err is not None:
+                loop.call_soon_threadsafe(_settle, delivered, confluent_kafka.KafkaException(err), None)
+            else:
+                loop.call_soon_threadsafe(_settle, delivered, None, msg)
+
+        self._producer.produce(topic, value=value, key=key, headers=list(headers), on_delivery=on_delivery)
+        return await delivered
+
+    async def close(self, flush_seconds: float = 10.0) -> None:
+        await asyncio.to_thread(self._producer.flush, flush_seconds)
+        self._closed = True
+        await self._poller
+
+
+def _settle(future: asyncio.Future[Any], error: BaseException | None, result: Any) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def kafka_consumer(settings: KafkaSettings, group_id: str, **config: Any) -> confluent_kafka.Consumer:
+    """A consumer that commits offsets only when told to (after the effect is stored)."""
+    return confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            **config,
+        }
+    )

@@ -1,0 +1,226 @@
+"""Domain errors and how they travel: to gRPC status (services) and back to
+HTTP + ``application/problem+json`` (the edge).
+
+Services raise a :class:`DomainError`; the shared server interceptor turns it
+into a gRPC status with ``google.rpc`` details (``BadRequest`` field violations,
+``RetryInfo``, ``ErrorInfo``).  The edge reads those details back with
+:func:`problem_from_rpc_error` and answers with RFC 9457 problem details.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+DETAILS_KEY = "grpc-status-details-bin"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+@dataclass
+class DomainError(Exception):
+    """A failure a caller can act on.  Subclasses fix the gRPC code."""
+
+    message: str
+    violations: list[FieldViolation] = field(default_factory=list)
+    reason: str | None = None  # machine-readable, goes into ErrorInfo
+    metadata: dict[str, str] = field(default_factory=dict)
+    retry_after: float | None = None  # seconds, goes into RetryInfo
+
+    code = grpc.StatusCode.UNKNOWN
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def to_status(self) -> status_pb2.Status:
+        details: list[any_pb2.Any] = []
+        if self.violations:
+            bad = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in self.violations
+                ]
+            )
+            details.append(_pack(bad))
+        if self.reason:
+            info = error_details_pb2.ErrorInfo(reason=self.reason, domain="shop", metadata=self.metadata)
+            details.append(_pack(info))
+        if self.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(int(self.retry_after * 1e9))
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+
+
+class InvalidArgument(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(DomainError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(DomainError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Aborted(DomainError):
+    """A conflict with concurrent work (e.g. out of stock, optimistic lock)."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class Unauthenticated(DomainError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(DomainError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(DomainError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(DomainError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def status_trailers(status: status_pb2.Status) -> tuple[tuple[str, bytes], ...]:
+    return ((DETAILS_KEY, status.SerializeToString()),)
+
+
+# --- the edge side -------------------------------------------------------
+
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+# Reasons (google.rpc.ErrorInfo, catalogued in proto/shop/common/v1/errors.proto)
+# whose HTTP status is more precise than their gRPC code's.
+REASON_HTTP_STATUS: dict[str, int] = {
+    "PAYMENT_DECLINED": 402,
+    "INSUFFICIENT_FUNDS": 402,
+    "IMAGE_TOO_LARGE": 413,
+    "UNSUPPORTED_IMAGE_TYPE": 415,
+    "IDEMPOTENCY_KEY_REUSED": 422,
+    "PAYMENT_PROCESSOR_ERROR": 502,
+}
+
+TITLES: dict[int, str] = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    499: "Client Closed Request",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+@dataclass
+class Problem:
+    """An RFC 9457 problem: what the edge answers for every failure."""
+
+    status: int
+    detail: str
+    errors: list[FieldViolation] = field(default_factory=list)
+    reason: str | None = None
+    retry_after: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"https://shop.example/problems/{self.reason or self.status}",
+            "title": TITLES.get(self.status, "Error"),
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.errors:
+            body["errors"] = [{"field": v.field, "message": v.description} for v in self.errors]
+        body.update(self.extra)
+        return body
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+def rpc_status_from_metadata(metadata: Any) -> status_pb2.Status | None:
+    for key, value in metadata or ():
+        if key == DETAILS_KEY:
+            status = status_pb2.Status()
+            status.ParseFromString(value)
+            return status
+    return None
+
+
+def problem_from_rpc_error(error: grpc.aio.AioRpcError) -> Problem:
+    """Map a failed upstream call to the problem the edge answers with."""
+    code = error.code()
+    http = HTTP_STATUS.get(code, 500)
+    status = rpc_status_from_metadata(error.trailing_metadata())
+    problem = Problem(status=http, detail=error.details() or code.name.lower())
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        problem.detail = "a service this request needs is unavailable; try again shortly"
+    if http == 500:
+        problem.detail = "internal error"
+    if status is None:
+        return problem
+    for any_detail in status.details:
+        if any_detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            any_detail.Unpack(bad)
+            problem.errors = [FieldViolation(v.field, v.description) for v in bad.field_violations]
+        elif any_detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            any_detail.Unpack(info)
+            problem.reason = info.reason
+            problem.status = REASON_HTTP_STATUS.get(info.reason, problem.status)
+            problem.extra.update(dict(info.metadata))
+        elif any_detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            any_detail.Unpack(retry)
+            problem.retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+    return problem

@@ -1,0 +1,31 @@
+"""gRPC client channels: one long-lived ``grpc.aio`` channel per upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+from common.grpc_server import MAX_MESSAGE_BYTES
+
+DEFAULT_TIMEOUT = 5.0
+
+
+def channel(target: str) -> grpc.aio.Channel:
+    """An insecure channel with tracing, keepalive and large-message options."""
+    return grpc.aio.insecure_channel(
+        target,
+        interceptors=aio_client_interceptors(),  # type: ignore[no-untyped-call]
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.enable_retries", 1),
+        ],
+    )
+
+
+def bearer(token: str | None) -> Sequence[tuple[str, str]]:
+    """Metadata that forwards an access token, or none."""
+    return (("authorization", f"Bearer {token}"),) if token else ()

@@ -1,0 +1,111 @@
+"""Typed settings read from ``SHOP_*`` environment variables.
+
+Every process builds one settings object at start by combining the pieces it
+needs (``class ProductSettings(ServiceSettings, MongoSettings, S3Settings)``).
+Defaults match the local cluster that ``python -m devstack up`` runs, so a
+developer needs no configuration.  Secrets have development defaults only:
+outside development mode a missing secret stops the process at start.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+# The seed's ports: one per process, fixed so grpcurl and curl examples work.
+SERVICE_PORTS: dict[str, int] = {
+    "user_svc": 8080,
+    "product_svc": 8081,
+    "order_svc": 8082,
+    "notify_svc": 8083,
+    "comment_svc": 8084,
+    "edge": 8085,
+}
+
+# Local-cluster-only secrets.  They are filled in only in development and test
+# mode; production refuses to start without real values.
+DEV_SECRETS: dict[str, str] = {
+    "s3_secret_key": "shop-dev-secret-not-for-production",
+}
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHOP_", extra="ignore")
+
+    env: Environment = "development"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _development_secrets(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        production = str(data.get("env", "development")) == "production"
+        for name, field in cls.model_fields.items():
+            if field.annotation not in (SecretStr, SecretStr | None) or data.get(name):
+                continue
+            if production:
+                raise ValueError(f"SHOP_{name.upper()} must be set outside development mode")
+            if name in DEV_SECRETS:
+                data[name] = DEV_SECRETS[name]
+        return data
+
+    @property
+    def development(self) -> bool:
+        return self.env != "production"
+
+
+class CommonSettings(_Settings):
+    """What every process reads: logging, telemetry, token verification."""
+
+    service_name: ClassVar[str] = "shop"
+
+    log_level: str = "INFO"
+    host: str = "127.0.0.1"
+    # Prometheus metrics endpoint; 0 disables it.
+    metrics_port: int = 0
+    # On SIGTERM: seconds health reports NOT_SERVING before new calls are
+    # refused, then seconds in-flight calls get to finish.
+    shutdown_drain: float = 1.0
+    shutdown_grace: float = 5.0
+    # PEM file with the public key that verifies access tokens.  Every service
+    # reads it; only user_svc holds the private key.  Unset: no token is
+    # accepted and every authenticated call answers UNAUTHENTICATED.
+    jwt_public_key_file: str | None = None
+    jwt_issuer: str = "shop"
+    jwt_audience: str = "shop"
+
+
+class ServiceSettings(CommonSettings):
+    """A gRPC service process."""
+
+    port: int = 0
+
+
+class PostgresSettings(_Settings):
+    # SQLAlchemy URL; each service overrides the default with its own database.
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+class RedisSettings(_Settings):
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+class KafkaSettings(_Settings):
+    kafka_bootstrap: str = "127.0.0.1:9092"
+
+
+class MongoSettings(_Settings):
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
+    mongo_database: str = "shop_product"
+
+
+class S3Settings(_Settings):
+    s3_endpoint: str = "http://127.0.0.1:9000"
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "shop-images"
+    s3_access_key: str = "shop-dev"
+    s3_secret_key: SecretStr | None = None
