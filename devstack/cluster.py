@@ -1,0 +1,234 @@
+"""The whole local cluster: real servers first, then the shop processes.
+
+Used by ``python -m devstack`` (fixed, well-known ports; data kept under
+``.devstack/``) and by the test suite (free ports, throwaway directories).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.auth import generate_key_pair
+from common.settings import SERVICE_PORTS
+from devstack.paths import REPO
+from devstack.process import Process, free_port, port_open
+from devstack.servers import DEFAULT_PORTS, SERVERS, Postgres, Server
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    servers: tuple[str, ...]
+    database: str | None = None  # its own PostgreSQL database, migrated with Alembic
+
+    @property
+    def exists(self) -> bool:
+        return (REPO / self.name / "__main__.py").exists()
+
+    @property
+    def migrations(self) -> Path | None:
+        if self.database is None:
+            return None
+        ini = REPO / "migrations" / self.name.removesuffix("_svc") / "alembic.ini"
+        return ini if ini.exists() else None
+
+
+# Start order: a service comes after the services it calls.
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("user_svc", ("postgres", "redis"), "shop_user"),
+    ServiceSpec("product_svc", ("mongo", "s3")),
+    ServiceSpec("order_svc", ("postgres", "kafka", "redis"), "shop_order"),
+    ServiceSpec("comment_svc", ("postgres", "kafka"), "shop_comment"),
+    ServiceSpec("notify_svc", ("redis", "kafka")),
+    ServiceSpec("edge", ()),
+)
+SERVICE_BY_NAME = {spec.name: spec for spec in SERVICES}
+
+
+def addr_env(name: str) -> str:
+    """The variable that tells a process where ``name`` listens: SHOP_PRODUCT_SVC_ADDR."""
+    return f"SHOP_{name.upper()}_ADDR"
+
+
+class Cluster:
+    def __init__(self, root: Path, *, fixed_ports: bool = False) -> None:
+        self.root = root
+        self.fixed_ports = fixed_ports
+        self.servers: dict[str, Server] = {}
+        self.services: dict[str, Process] = {}
+        self.service_ports: dict[str, int] = {}
+        # Extra environment per service (tests use it for short windows and limits).
+        self.overrides: dict[str, dict[str, str]] = {}
+        root.mkdir(parents=True, exist_ok=True)
+        self.keys = root / "keys"
+        if not (self.keys / "jwt_private.pem").exists():
+            self.keys.mkdir(parents=True, exist_ok=True)
+            private, public = generate_key_pair()
+            (self.keys / "jwt_private.pem").write_bytes(private)
+            os.chmod(self.keys / "jwt_private.pem", 0o600)
+            (self.keys / "jwt_public.pem").write_bytes(public)
+
+    # -- servers
+    def start_servers(self, names: list[str]) -> None:
+        """Start several servers at once, then wait for all of them."""
+        new = [name for name in dict.fromkeys(names) if name not in self.servers]
+        started: list[Server] = []
+        try:
+            for name in new:
+                ports = DEFAULT_PORTS[name] if self.fixed_ports else None
+                server = SERVERS[name](self.root / name, ports)
+                self.servers[name] = server
+                started.append(server.start())
+            with ThreadPoolExecutor(max_workers=len(started) or 1) as pool:
+                for future in [pool.submit(server.wait) for server in started]:
+                    future.result()
+        finally:
+            self.write_state()
+
+    def server(self, name: str) -> Server:
+        self.start_servers([name])
+        return self.servers[name]
+
+    @property
+    def postgres(self) -> Postgres:
+        server = self.server("postgres")
+        assert isinstance(server, Postgres)
+        return server
+
+    # -- shop processes
+    def env(self) -> dict[str, str]:
+        env = {
+            "SHOP_ENV": "development",
+            "SHOP_JWT_PUBLIC_KEY_FILE": str(self.keys / "jwt_public.pem"),
+            "SHOP_JWT_PRIVATE_KEY_FILE": str(self.keys / "jwt_private.pem"),
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "gen")]),
+        }
+        for server in self.servers.values():
+            env.update(server.env())
+        for name, port in self.service_ports.items():
+            env[addr_env(name)] = f"127.0.0.1:{port}"
+        return env
+
+    def service_env_for(self, name: str) -> dict[str, str]:
+        """The environment a service process runs with (for its commands, e.g. create-admin)."""
+        return self.service_env(SERVICE_BY_NAME[name])
+
+    def service_env(self, spec: ServiceSpec) -> dict[str, str]:
+        env = self.env()
+        env["SHOP_PORT"] = str(self.service_ports[spec.name])
+        if spec.database:
+            env["SHOP_DATABASE_URL"] = self.postgres.url(spec.database)
+        env.update(self.overrides.get(spec.name, {}))
+        return env
+
+    def start_services(self, names: list[str] | None = None) -> list[str]:
+        """Start the services that exist (in dependency order); return their names."""
+        wanted = [spec for spec in SERVICES if (names is None or spec.name in names) and spec.exists]
+        self.start_servers([server for spec in wanted for server in spec.servers])
+        # Every built service gets its port now, so each process knows where all the others are.
+        for spec in SERVICES:
+            if spec.exists and spec.name not in self.service_ports:
+                fixed = SERVICE_PORTS[spec.name]
+                self.service_ports[spec.name] = fixed if self.fixed_ports else free_port()
+        for spec in wanted:
+            if spec.name in self.services:
+                continue
+            self.migrate(spec)
+            self.start_service(spec.name)
+        return [spec.name for spec in wanted]
+
+    def migrate(self, spec: ServiceSpec) -> None:
+        if spec.migrations is None:
+            return
+        import subprocess
+
+        result = subprocess.run(
+            [sys.executable, "-m", "alembic", "-c", str(spec.migrations), "upgrade", "head"],
+            env={**os.environ, **self.service_env(spec)},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"migrating {spec.name} failed:\n{result.stdout}{result.stderr}")
+
+    def start_service(self, name: str) -> Process:
+        spec = SERVICE_BY_NAME[name]
+        port = self.service_ports[name]
+        if port_open(port):
+            raise RuntimeError(f"{name}: port {port} already in use; is another cluster running?")
+        process = Process(
+            name,
+            [sys.executable, "-m", name],
+            self.root / "logs" / f"{name}.log",
+            env=self.service_env(spec),
+            cwd=REPO,
+        ).start()
+        self.services[name] = process
+        self.write_state()
+        process.wait_ready(lambda: _service_ready(name, port), 30)
+        return process
+
+    def addr(self, name: str) -> str:
+        """Where a started service listens (host:port)."""
+        return f"127.0.0.1:{self.service_ports[name]}"
+
+    def stop_service(self, name: str) -> None:
+        process = self.services.pop(name, None)
+        if process:
+            process.stop()
+        self.write_state()
+
+    # -- all of it
+    def stop(self) -> None:
+        for name in reversed(list(self.services)):
+            self.services[name].stop()
+        self.services.clear()
+        for server in reversed(list(self.servers.values())):
+            server.stop()
+        self.write_state()
+
+    def table(self) -> list[tuple[str, str, str]]:
+        rows = []
+        for name, server in self.servers.items():
+            ports = ", ".join(f"{key} {port}" for key, port in server.ports.items())
+            rows.append((name, ports, str(server.log)))
+        for name, process in self.services.items():
+            rows.append((name, f"port {self.service_ports[name]}", str(process.log)))
+        return rows
+
+    def write_state(self) -> None:
+        state = {
+            "written": time.time(),
+            "processes": [
+                {"name": name, "pid": server.process.pid, "ports": server.ports, "log": str(server.log)}
+                for name, server in self.servers.items()
+                if server.process
+            ]
+            + [
+                {"name": name, "pid": process.pid, "ports": {"port": self.service_ports[name]}, "log": str(process.log)}
+                for name, process in self.services.items()
+            ],
+        }
+        (self.root / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def _service_ready(name: str, port: int) -> bool:
+    if name == "edge":
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,129 @@
+"""Child processes: start with a log file, wait until ready, stop cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+class NotReady(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+class Process:
+    """One child process with its own session (so a stop reaches its children)."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        user: str | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.log = log
+        self.env = env
+        self.cwd = cwd
+        self.user = user
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def start(self) -> Process:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        argv = as_user(self.user, self.argv)
+        with open(self.log, "ab") as out:
+            self.popen = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(self.env or {})},
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if not self.alive():
+                code = self.popen.returncode if self.popen else None
+                raise NotReady(f"{self.name} exited with {code}; last log lines:\n{tail(self.log)}")
+            try:
+                if check():
+                    return
+            except Exception as exc:  # noqa: BLE001 - not ready yet
+                last = exc
+            time.sleep(0.1)
+        raise NotReady(f"{self.name} not ready after {timeout:.0f}s ({last!r}); last log lines:\n{tail(self.log)}")
+
+    def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        stop_group(self.popen.pid, timeout, sig)
+        self.popen.wait(timeout=5)
+
+
+def stop_group(pid: int, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Signal a process group, then kill it if it has not gone within ``timeout``."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        try:  # reap it if it is our child
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def as_user(user: str | None, argv: list[str]) -> list[str]:
+    """Run ``argv`` as ``user`` when we are root (PostgreSQL refuses to run as root)."""
+    if user and os.geteuid() == 0:
+        return ["runuser", "-u", user, "--", *argv]
+    return argv

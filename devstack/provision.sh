@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Set up everything the cluster and the tests need on a fresh Debian/Ubuntu
+# machine, idempotently; a second run only checks.
+#
+#   devstack/provision.sh            # system packages, .venv, servers, tools
+#   devstack/provision.sh bench      # ... plus the load tools (wrk, ghz)
+#
+# Downloads and builds are cached in ${SHOP_CACHE:-~/.cache/shop} (Go binaries,
+# Kafka jars) and in the usual pip / Go / Maven caches.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+want_bench=0
+[ "${1:-}" = "bench" ] && want_bench=1
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# 1. System packages (PostgreSQL, Redis, a JDK and Maven for Kafka).
+missing=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v java >/dev/null || missing+=(default-jdk-headless)
+command -v mvn >/dev/null || missing+=(maven)
+command -v git >/dev/null || missing+=(git)
+command -v runuser >/dev/null || missing+=(util-linux)
+[ "$want_bench" = 1 ] && { command -v wrk >/dev/null || missing+=(wrk); }
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "apt: installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's postgresql package starts a system cluster on 5432; the local
+# cluster runs its own PostgreSQL, so stop the packaged one if it runs.
+if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
+  as_root pg_ctlcluster "$(pg_lsclusters -h | awk '/online/{print $1; exit}')" main stop 2>/dev/null || true
+fi
+command -v go >/dev/null || { echo "Go >= 1.24 is needed to build the servers (FerretDB, MinIO, Jaeger): install it first" >&2; exit 1; }
+
+# 2. The Python environment.
+python="${PYTHON:-python3}"
+stamp=.venv/.installed
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "python: installing .venv"
+  "$python" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  echo "$want" > "$stamp"
+else
+  echo "python: .venv cached"
+fi
+
+# The code is found through a .pth file: the repo root and gen/ (generated stubs).
+site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+printf '%s\n%s\n' "$PWD" "$PWD/gen" > "$site/shop.pth"
+
+# 3. Servers and tools built from the registries.
+tools=(ferretdb minio jaeger grpcurl)
+[ "$want_bench" = 1 ] && tools+=(ghz)
+bash devstack/provision/go_tools.sh "${tools[@]}"
+bash devstack/provision/kafka.sh

@@ -1,0 +1,486 @@
+"""The real servers of the local cluster, each started on loopback.
+
+Every server gets a data directory and its ports, starts as a child process,
+and is ready only when a real client call through it succeeds.  ``env()`` gives
+the ``SHOP_*`` variables that point the shop processes (and tests) at it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import IO
+
+from devstack.paths import BIN, CACHE, REPO
+from devstack.process import Process, as_user, free_port, port_open
+
+# Databases of the PostgreSQL-backed services, one each.
+PG_DATABASES = ("shop_user", "shop_order", "shop_comment")
+KAFKA_VERSION = "4.3.1"
+# Local-cluster-only credentials (see common/settings.py DEV_SECRETS).
+S3_ACCESS_KEY = "shop-dev"
+S3_SECRET_KEY = "shop-dev-secret-not-for-production"
+
+
+class Server:
+    name = ""
+    ready_timeout = 60.0
+
+    def __init__(self, data: Path, ports: dict[str, int] | None = None) -> None:
+        self.data = data
+        self.ports = {key: (ports or {}).get(key) or free_port() for key in self.port_names()}
+        self.process: Process | None = None
+
+    # -- what a server defines
+    def port_names(self) -> tuple[str, ...]:
+        return ("port",)
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """One-time set-up of the data directory."""
+
+    def ready(self) -> bool:
+        return port_open(self.ports["port"])
+
+    def after_ready(self) -> None:
+        """Set-up that needs the server running (databases, buckets)."""
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def process_env(self) -> dict[str, str]:
+        return {}
+
+    user: str | None = None
+
+    # -- lifecycle
+    @property
+    def log(self) -> Path:
+        return self.data.parent / "logs" / f"{self.name}.log"
+
+    def start(self) -> Server:
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        busy = [f"{key}={port}" for key, port in self.ports.items() if port_open(port)]
+        if busy:
+            raise RuntimeError(f"{self.name}: port already in use ({', '.join(busy)}); is another cluster running?")
+        self.prepare()
+        self.process = Process(self.name, self.argv(), self.log, env=self.process_env(), user=self.user).start()
+        return self
+
+    def wait(self) -> None:
+        assert self.process is not None
+        self.process.wait_ready(self.ready, self.ready_timeout)
+        self.after_ready()
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+
+def binary(name: str) -> str:
+    """A server or tool binary: built into the cache by `make deps`, or on the PATH."""
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise FileNotFoundError(f"{name} is not installed: run `make deps` (devstack/provision.sh)")
+
+
+# --- PostgreSQL -------------------------------------------------------------
+
+
+def pg_bindir() -> Path:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+    if not candidates:
+        raise FileNotFoundError("PostgreSQL is not installed: run `make deps` (apt-get install postgresql)")
+    return Path(candidates[-1])
+
+
+class Postgres(Server):
+    """PostgreSQL, run as the ``postgres`` user when we are root."""
+
+    name = "postgres"
+
+    def __init__(self, data: Path, ports: dict[str, int] | None = None) -> None:
+        super().__init__(data, ports)
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.pgdata = self._reachable(data / "pgdata")
+
+    def _reachable(self, wanted: Path) -> Path:
+        """The postgres user must be able to reach its data dir; fall back to /tmp."""
+        if self.user is None:
+            return wanted
+        wanted.parent.mkdir(parents=True, exist_ok=True)
+        probe = as_user(self.user, ["test", "-w", str(wanted.parent)])
+        if subprocess.run(probe, check=False).returncode == 0 or wanted.exists():
+            return wanted
+        link = wanted.parent / "pgdata.location"
+        if link.exists():
+            return Path(link.read_text().strip())
+        moved = Path(tempfile.mkdtemp(prefix="shop-pgdata-"))
+        shutil.chown(moved, "postgres", "postgres")
+        link.write_text(str(moved))
+        return moved
+
+    def prepare(self) -> None:
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            shutil.chown(self.pgdata, self.user, self.user)
+        os.chmod(self.pgdata, 0o700)
+        initdb = as_user(
+            self.user,
+            [
+                str(pg_bindir() / "initdb"),
+                "-D",
+                str(self.pgdata),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C.UTF-8",
+            ],
+        )
+        with open(self.log, "ab") as out:
+            code = _run(initdb, out)
+        if code != 0:
+            raise RuntimeError(f"initdb failed ({code}); see {self.log}")
+
+    def argv(self) -> list[str]:
+        return [
+            str(pg_bindir() / "postgres"),
+            "-D",
+            str(self.pgdata),
+            "-p",
+            str(self.ports["port"]),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.pgdata}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "shared_buffers=128MB",
+        ]
+
+    def ready(self) -> bool:
+        import psycopg
+
+        with psycopg.connect(self.dsn("postgres"), connect_timeout=2) as conn:
+            conn.execute("select 1")
+        return True
+
+    def after_ready(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+            existing = {row[0] for row in conn.execute("select datname from pg_database")}
+            for db in PG_DATABASES:
+                if db not in existing:
+                    conn.execute(f'create database "{db}"')
+
+    def dsn(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.ports['port']}/{database}"
+
+    def url(self, database: str) -> str:
+        """SQLAlchemy URL for the async engine on psycopg 3."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.ports['port']}/{database}"
+
+    def env(self) -> dict[str, str]:
+        return {"SHOP_PG_PORT": str(self.ports["port"])}
+
+
+def _run(argv: list[str], out: IO[bytes]) -> int:
+    return subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+
+
+# --- Redis ------------------------------------------------------------------
+
+
+class Redis(Server):
+    name = "redis"
+
+    def argv(self) -> list[str]:
+        return [
+            binary("redis-server"),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.ports["port"]),
+            "--dir",
+            str(self.data),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ]
+
+    def ready(self) -> bool:
+        import redis
+
+        return bool(redis.Redis(port=self.ports["port"], socket_timeout=1).ping())
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.ports['port']}/{db}"
+
+    def env(self) -> dict[str, str]:
+        return {"SHOP_REDIS_URL": self.url()}
+
+
+# --- Kafka (KRaft, single node) ----------------------------------------------
+
+
+class Kafka(Server):
+    name = "kafka"
+    ready_timeout = 90.0
+
+    def port_names(self) -> tuple[str, ...]:
+        return ("port", "controller")
+
+    @property
+    def libs(self) -> Path:
+        libs = CACHE / "kafka" / KAFKA_VERSION / "libs"
+        if not libs.is_dir():
+            raise FileNotFoundError(f"Kafka {KAFKA_VERSION} is not provisioned: run `make deps`")
+        return libs
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            # A small heap floor and the serial collector: ready in ~2 s at ~300 MB.
+            "java",
+            "-Xms64m",
+            "-Xmx512m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={REPO / 'devstack' / 'kafka' / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.data / 'logs'}",
+            "-cp",
+            f"{self.libs}/*",
+            main,
+            *args,
+        ]
+
+    def prepare(self) -> None:
+        port, controller = self.ports["port"], self.ports["controller"]
+        config = self.data / "server.properties"
+        config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers=127.0.0.1:{controller}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={self.data / 'kraft'}",
+                    "num.partitions=3",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=3",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "auto.create.topics.enable=true",
+                    "group.initial.rebalance.delay.ms=0",
+                    "log.flush.interval.messages=9223372036854775807",
+                    "",
+                ]
+            )
+        )
+        if (self.data / "kraft" / "meta.properties").exists():
+            return
+        cluster_id = _kafka_cluster_id()
+        fmt = self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config))
+        with open(self.log, "ab") as out:
+            code = _run(fmt, out)
+        if code != 0:
+            raise RuntimeError(f"kafka storage format failed ({code}); see {self.log}")
+
+    def argv(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.data / "server.properties"))
+
+    def ready(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        metadata = admin.list_topics(timeout=2)
+        if not metadata.brokers:
+            return False
+        # Load the group coordinator now (it creates __consumer_offsets), or the
+        # first consumer group waits seconds on "coordinator load in progress".
+        # (Not list_consumer_group_offsets: it can crash librdkafka this early.)
+        admin.describe_consumer_groups(["devstack-warmup"])["devstack-warmup"].result(timeout=5)
+        return True
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ports['port']}"
+
+    def env(self) -> dict[str, str]:
+        return {"SHOP_KAFKA_BOOTSTRAP": self.bootstrap}
+
+
+def _kafka_cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+# --- MongoDB wire protocol: FerretDB on SQLite ---------------------------------
+
+
+class Mongo(Server):
+    name = "mongo"
+
+    def argv(self) -> list[str]:
+        return [
+            binary("ferretdb"),
+            "-listen-addr",
+            f"127.0.0.1:{self.ports['port']}",
+            "-data-dir",
+            str(self.data / "sqlite"),
+            "-log-level",
+            "warn",
+        ]
+
+    def ready(self) -> bool:
+        import pymongo
+
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=1000)
+        try:
+            client.admin.command("ping")
+        finally:
+            client.close()
+        return True
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.ports['port']}/"
+
+    def env(self) -> dict[str, str]:
+        return {"SHOP_MONGO_URL": self.url}
+
+
+# --- S3: MinIO -----------------------------------------------------------------
+
+
+class S3(Server):
+    name = "s3"
+
+    def port_names(self) -> tuple[str, ...]:
+        return ("port", "console")
+
+    def argv(self) -> list[str]:
+        return [
+            binary("minio"),
+            "server",
+            str(self.data / "objects"),
+            "--quiet",
+            "--address",
+            f"127.0.0.1:{self.ports['port']}",
+            "--console-address",
+            f"127.0.0.1:{self.ports['console']}",
+        ]
+
+    def process_env(self) -> dict[str, str]:
+        return {
+            "MINIO_ROOT_USER": S3_ACCESS_KEY,
+            "MINIO_ROOT_PASSWORD": S3_SECRET_KEY,
+            "MINIO_BROWSER": "off",
+            "MINIO_UPDATE": "off",
+            "MINIO_CI_CD": "1",
+        }
+
+    def ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.endpoint}/minio/health/ready", timeout=2) as response:
+            return bool(response.status == 200)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['port']}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "SHOP_S3_ENDPOINT": self.endpoint,
+            "SHOP_S3_ACCESS_KEY": S3_ACCESS_KEY,
+            "SHOP_S3_SECRET_KEY": S3_SECRET_KEY,
+        }
+
+
+# --- Tracing: Jaeger v2, in memory -----------------------------------------------
+
+
+class Jaeger(Server):
+    name = "jaeger"
+
+    def port_names(self) -> tuple[str, ...]:
+        return ("otlp_grpc", "otlp_http", "query_http", "query_grpc", "health")
+
+    def argv(self) -> list[str]:
+        return [binary("jaeger"), "--config", str(REPO / "devstack" / "jaeger.yaml")]
+
+    def process_env(self) -> dict[str, str]:
+        return {
+            "JAEGER_LISTEN_HOST": "127.0.0.1",
+            "JAEGER_OTLP_GRPC_PORT": str(self.ports["otlp_grpc"]),
+            "JAEGER_OTLP_HTTP_PORT": str(self.ports["otlp_http"]),
+            "JAEGER_QUERY_HTTP_PORT": str(self.ports["query_http"]),
+            "JAEGER_QUERY_GRPC_PORT": str(self.ports["query_grpc"]),
+            "JAEGER_HEALTH_PORT": str(self.ports["health"]),
+            "JAEGER_LOG_LEVEL": "warn",
+        }
+
+    def ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.query_url}/api/services", timeout=2) as response:
+            json.load(response)
+        return port_open(self.ports["otlp_grpc"])
+
+    @property
+    def query_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['query_http']}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.ports['otlp_grpc']}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        }
+
+
+SERVERS: dict[str, type[Server]] = {cls.name: cls for cls in (Postgres, Redis, Kafka, Mongo, S3, Jaeger)}
+
+# The well-known ports `python -m devstack up` uses.
+DEFAULT_PORTS: dict[str, dict[str, int]] = {
+    "postgres": {"port": 5432},
+    "redis": {"port": 6379},
+    "kafka": {"port": 9092, "controller": 9093},
+    "mongo": {"port": 27017},
+    "s3": {"port": 9000, "console": 9001},
+    "jaeger": {"otlp_grpc": 4317, "otlp_http": 4318, "query_http": 16686, "query_grpc": 16685, "health": 13133},
+}
