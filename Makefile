@@ -1,0 +1,46 @@
+# The commands that matter.  `make up` and `make test` set everything up first.
+PY := .venv/bin/python
+export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
+
+.PHONY: help deps up down status test test-unit lint gen check-gen clean
+
+help:
+	@echo "make up        set up everything, run the local cluster (Ctrl-C stops it)"
+	@echo "make test      set up everything, run lint, the generated-code check and all tests"
+	@echo "make down      stop a cluster started by 'make up' in another terminal"
+	@echo "make status    what runs where"
+	@echo "make gen       regenerate gen/ from proto/"
+	@echo "make lint      ruff, mypy, buf lint"
+
+deps:
+	bash devstack/provision.sh
+
+up: deps
+	$(PY) -m devstack up
+
+down:
+	$(PY) -m devstack down
+
+status:
+	$(PY) -m devstack status
+
+test: deps lint check-gen
+	$(PY) -m pytest
+
+test-unit:
+	$(PY) -m pytest tests/unit
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/buf lint
+
+gen:
+	bash scripts/gen.sh
+
+check-gen:
+	bash scripts/check_gen.sh
+
+clean:
+	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,119 @@
+"""Session fixtures: the real servers, started on free loopback ports by devstack.
+
+Each server starts once per test session, the first time a test asks for it;
+the servers every collected test needs are started together, in parallel.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from devstack.cluster import Cluster
+from devstack.servers import S3, Jaeger, Kafka, Mongo, Postgres, Redis, Server
+
+S = TypeVar("S", bound=Server)
+
+# fixture name -> server name
+SERVER_FIXTURES = {
+    "postgres": "postgres",
+    "redis_server": "redis",
+    "kafka": "kafka",
+    "mongo": "mongo",
+    "s3": "s3",
+    "jaeger": "jaeger",
+}
+
+
+# Test settings of the shop processes: cheap password hashing, short rate-limit
+# windows (so "limited, then recovered" takes seconds), a per-address limit the
+# whole suite (all from 127.0.0.1) stays under, CORS on for one origin.
+TEST_OVERRIDES = {
+    "user_svc": {
+        "SHOP_ARGON2_TIME_COST": "1",
+        "SHOP_ARGON2_MEMORY_KIB": "8192",
+        "SHOP_ARGON2_PARALLELISM": "1",
+        "SHOP_LOGIN_ACCOUNT_LIMIT": "5",
+        "SHOP_LOGIN_ACCOUNT_WINDOW": "3",
+        "SHOP_LOGIN_ADDRESS_LIMIT": "1000",
+        "SHOP_LOGIN_ADDRESS_WINDOW": "60",
+    },
+    "edge": {
+        "SHOP_CORS_ORIGINS": '["http://shop.test"]',
+        "SHOP_TRUST_FORWARDED_FOR": "true",
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    root = Path(tempfile.mkdtemp(prefix="shop-test-"))
+    cluster = Cluster(root)
+    cluster.overrides.update(TEST_OVERRIDES)
+    needed = {
+        SERVER_FIXTURES[name]
+        for item in request.session.items
+        for name in getattr(item, "fixturenames", ())
+        if name in SERVER_FIXTURES
+    }
+    try:
+        cluster.start_servers(sorted(needed))
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _server(cluster: Cluster, kind: type[S]) -> S:
+    server = cluster.server(kind.name)
+    assert isinstance(server, kind)
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres(cluster: Cluster) -> Postgres:
+    return _server(cluster, Postgres)
+
+
+@pytest.fixture(scope="session")
+def redis_server(cluster: Cluster) -> Redis:
+    return _server(cluster, Redis)
+
+
+@pytest.fixture(scope="session")
+def kafka(cluster: Cluster) -> Kafka:
+    return _server(cluster, Kafka)
+
+
+@pytest.fixture(scope="session")
+def mongo(cluster: Cluster) -> Mongo:
+    return _server(cluster, Mongo)
+
+
+@pytest.fixture(scope="session")
+def s3(cluster: Cluster) -> S3:
+    return _server(cluster, S3)
+
+
+@pytest.fixture(scope="session")
+def jaeger(cluster: Cluster) -> Jaeger:
+    return _server(cluster, Jaeger)
+
+
+@pytest.fixture(scope="session")
+def services(cluster: Cluster) -> Callable[..., Cluster]:
+    """Start shop processes (and the servers they need): ``services("user_svc", "edge")``."""
+
+    def start(*names: str) -> Cluster:
+        missing = [name for name in names if name not in cluster.services]
+        if missing:
+            started = cluster.start_services(missing)
+            assert set(started) == set(missing), f"not built: {set(missing) - set(started)}"
+        return cluster
+
+    return start

@@ -1,0 +1,66 @@
+"""`python -m devstack up` runs the cluster on the well-known ports, `status`
+reports it, and Ctrl-C stops every process."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from common.settings import SERVICE_PORTS
+from devstack.cluster import SERVICES
+from devstack.process import port_open
+from devstack.servers import DEFAULT_PORTS
+
+WELL_KNOWN = [port for ports in DEFAULT_PORTS.values() for port in ports.values()] + [
+    SERVICE_PORTS[spec.name] for spec in SERVICES if spec.exists
+]
+
+
+def _devstack(state: Path, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "SHOP_DEVSTACK_DIR": str(state)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "devstack", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **kwargs,  # type: ignore[call-overload]
+    )  # fmt: skip
+
+
+def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
+    busy = [port for port in WELL_KNOWN if port_open(port)]
+    if busy:
+        pytest.skip(f"a local cluster (or something else) already uses ports {busy}")
+    up = _devstack(tmp_path, "up")
+    assert up.stdout is not None
+    output: list[str] = []
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([up.stdout], [], [], 1.0)
+            if ready:
+                line = up.stdout.readline()
+                if not line:
+                    break
+                output.append(line)
+                if "the cluster is up" in line:
+                    break
+        text = "".join(output)
+        assert "the cluster is up" in text, text
+        for name in ("postgres", "redis", "kafka", "mongo", "s3", "jaeger"):
+            assert name in text
+        assert all(port_open(port) for port in WELL_KNOWN)
+
+        status = _devstack(tmp_path, "status")
+        status_out, _ = status.communicate(timeout=60)
+        assert status.returncode == 0, status_out
+        assert "DOWN" not in status_out
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=90)
+    assert up.returncode == 0
+    assert not any(port_open(port) for port in WELL_KNOWN)
