@@ -1,0 +1,1 @@
+"""The REST edge: JSON over HTTP on :8085, gRPC to the services behind it."""

@@ -1,0 +1,57 @@
+"""The edge application: routes, middleware, error handling, upstream channels."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from opentelemetry.instrumentation.starlette import StarletteInstrumentor
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from edge.api import openapi_document, route
+from edge.middleware import RequestContext
+from edge.problems import HANDLERS
+from edge.routes import system, users
+from edge.settings import EdgeSettings
+from edge.upstreams import Upstreams
+
+OPERATIONS = [*system.api.operations, *users.api.operations]
+
+
+def create_app(settings: EdgeSettings | None = None) -> Starlette:
+    settings = settings or EdgeSettings()
+    upstreams = Upstreams(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await upstreams.open()
+        try:
+            yield
+        finally:
+            await upstreams.close()
+
+    middleware = [Middleware(RequestContext)]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "X-Cart-Token"],
+                expose_headers=["X-Request-ID", "Retry-After", "Location"],
+                max_age=600,
+            )
+        )
+    app = Starlette(
+        routes=[route(operation) for operation in OPERATIONS],
+        middleware=middleware,
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.upstreams = upstreams
+    app.state.openapi = openapi_document(OPERATIONS, title="shop", version="1.0.0")
+    StarletteInstrumentor.instrument_app(app)
+    return app

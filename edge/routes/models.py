@@ -1,0 +1,53 @@
+"""JSON shapes shared by several route modules, and their proto conversions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import BaseModel, ConfigDict, Field
+from shop.common.v1 import address_pb2
+
+
+class Strict(BaseModel):
+    """Request bodies refuse unknown fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Address(Strict):
+    recipient_name: Annotated[str, Field(max_length=200)] = ""
+    line1: Annotated[str, Field(max_length=200)] = ""
+    line2: Annotated[str, Field(max_length=200)] = ""
+    city: Annotated[str, Field(max_length=100)] = ""
+    region: Annotated[str, Field(max_length=100)] = ""
+    postal_code: Annotated[str, Field(max_length=20)] = ""
+    country_code: Annotated[str, Field(max_length=2, description="ISO 3166-1 alpha-2")] = ""
+    phone: Annotated[str, Field(max_length=20)] = ""
+
+    def to_proto(self) -> address_pb2.Address:
+        return address_pb2.Address(**self.model_dump())
+
+    @classmethod
+    def of(cls, message: address_pb2.Address) -> Address:
+        return cls(
+            recipient_name=message.recipient_name, line1=message.line1, line2=message.line2, city=message.city,
+            region=message.region, postal_code=message.postal_code, country_code=message.country_code,
+            phone=message.phone,
+        )  # fmt: skip
+
+
+class PageQuery(BaseModel):
+    """``?page_size=&page_token=`` of every listing."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    page_size: Annotated[int, Field(ge=1, le=100)] = 20
+    page_token: Annotated[str, Field(max_length=512)] = ""
+
+
+def timestamp(value: Timestamp) -> datetime | None:
+    if not value.seconds and not value.nanos:
+        return None
+    return value.ToDatetime(tzinfo=UTC)

@@ -1,0 +1,29 @@
+"""Settings of the edge process (``SHOP_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from common.settings import SERVICE_PORTS, CommonSettings
+
+
+def _local(name: str) -> str:
+    return f"127.0.0.1:{SERVICE_PORTS[name]}"
+
+
+class EdgeSettings(CommonSettings):
+    port: int = SERVICE_PORTS["edge"]
+    # Where each service listens (host:port).
+    user_svc_addr: str = _local("user_svc")
+    product_svc_addr: str = _local("product_svc")
+    order_svc_addr: str = _local("order_svc")
+    comment_svc_addr: str = _local("comment_svc")
+    notify_svc_addr: str = _local("notify_svc")
+    # Deadline of every upstream call, in seconds.
+    upstream_timeout: float = 5.0
+    # Largest request body accepted (JSON); image uploads have their own cap.
+    max_body_bytes: int = 1024 * 1024
+    # Browser origins allowed by CORS; empty: no CORS headers at all.
+    cors_origins: list[str] = Field(default_factory=list)
+    # Take the client address from X-Forwarded-For (only behind a trusted proxy).
+    trust_forwarded_for: bool = False

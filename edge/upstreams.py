@@ -1,0 +1,65 @@
+"""One long-lived ``grpc.aio`` channel per service behind the edge."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from shop.user.v1 import user_pb2_grpc
+from starlette.requests import Request
+
+from common import grpc_client
+from edge.settings import EdgeSettings
+
+
+class Upstreams:
+    """Channels and stubs, opened in the app's lifespan."""
+
+    def __init__(self, settings: EdgeSettings) -> None:
+        self.settings = settings
+        self.addresses = {"user_svc": settings.user_svc_addr}
+        self.channels: dict[str, grpc.aio.Channel] = {}
+
+    async def open(self) -> None:
+        for name, address in self.addresses.items():
+            self.channels[name] = grpc_client.channel(address)
+        self.user = user_pb2_grpc.UserServiceStub(self.channels["user_svc"])
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close() for channel in self.channels.values()))
+
+    async def health(self) -> dict[str, str]:
+        """Each upstream's gRPC health status (SERVING, NOT_SERVING, UNAVAILABLE…)."""
+
+        async def check(name: str, channel: grpc.aio.Channel) -> tuple[str, str]:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            except grpc.aio.AioRpcError as exc:
+                return name, exc.code().name
+            return name, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+        return dict(await asyncio.gather(*(check(name, ch) for name, ch in self.channels.items())))
+
+
+def upstreams(request: Request) -> Upstreams:
+    found: Upstreams = request.app.state.upstreams
+    return found
+
+
+def call_options(request: Request) -> dict[str, Any]:
+    """Deadline plus the metadata forwarded to a service: token and request id."""
+    metadata = [("x-request-id", request.state.request_id)]
+    authorization = request.headers.get("authorization")
+    if authorization:
+        metadata.append(("authorization", authorization))
+    return {"metadata": metadata, "timeout": request.app.state.settings.upstream_timeout}
+
+
+def client_address(request: Request) -> str:
+    if request.app.state.settings.trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",", 1)[0].strip()
+    return request.client.host if request.client else ""
