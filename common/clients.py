@@ -73,7 +73,11 @@ class KafkaProducer:
         while not self._closed:
             self._producer.poll(0.1)
 
-    async def send(self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()) -> Any:
+    def produce(
+        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
+    ) -> asyncio.Future[Any]:
+        """Hand a message to the producer now (calls keep their order); the
+        future resolves when the broker acknowledged it."""
         loop = asyncio.get_running_loop()
         delivered: asyncio.Future[Any] = loop.create_future()
 
@@ -84,7 +88,10 @@ class KafkaProducer:
                 loop.call_soon_threadsafe(_settle, delivered, None, msg)
 
         self._producer.produce(topic, value=value, key=key, headers=list(headers), on_delivery=on_delivery)
-        return await delivered
+        return delivered
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()) -> Any:
+        return await self.produce(topic, value, key=key, headers=headers)
 
     async def close(self, flush_seconds: float = 10.0) -> None:
         await asyncio.to_thread(self._producer.flush, flush_seconds)
