@@ -101,11 +101,21 @@ class TokenVerifier:
 class TokenSigner:
     """Signs access tokens; only user_svc holds one."""
 
-    def __init__(self, private_key: ed25519.Ed25519PrivateKey, *, issuer: str, audience: str, ttl: int) -> None:
+    def __init__(
+        self,
+        private_key: ed25519.Ed25519PrivateKey,
+        *,
+        issuer: str,
+        audience: str,
+        ttl: int,
+        kid: str | None = None,
+    ) -> None:
         self._key = private_key
         self._issuer = issuer
         self._audience = audience
         self.ttl = ttl
+        # Key id in the token header: names the JWKS entry that verifies it.
+        self.kid = kid
 
     def sign(self, user_id: str, role: str, *, now: float | None = None) -> tuple[str, int]:
         """The token and its expiry (unix seconds)."""
@@ -120,7 +130,8 @@ class TokenSigner:
             "exp": expires,
             "jti": uuid.uuid4().hex,
         }
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM), expires
+        headers = {"kid": self.kid} if self.kid else None
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers=headers), expires
 
 
 def generate_key_pair() -> tuple[bytes, bytes]:

@@ -144,6 +144,7 @@ TITLES: dict[int, str] = {
     402: "Payment Required",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
     409: "Conflict",
     413: "Content Too Large",
     415: "Unsupported Media Type",
@@ -171,7 +172,9 @@ class Problem:
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "type": f"https://shop.example/problems/{self.reason or self.status}",
+            # A reason (proto/shop/common/v1/errors.proto) names the problem type;
+            # without one the status code says it all (RFC 9457 "about:blank").
+            "type": f"urn:shop:problem:{self.reason.lower()}" if self.reason else "about:blank",
             "title": TITLES.get(self.status, "Error"),
             "status": self.status,
             "detail": self.detail,

@@ -67,7 +67,7 @@ def decode(headers: Iterable[tuple[str, bytes | str | None]] | None, value: byte
     message: Message = cls()
     try:
         message.ParseFromString(value)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+    except Exception as exc:
         raise UndecodableEvent(f"payload is not a valid {event_type}: {exc}") from exc
     return event_id, message
 

@@ -16,7 +16,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -31,8 +31,12 @@ from common.settings import ServiceSettings
 
 log = logging.getLogger("shop.grpc")
 
-Context = grpc.aio.ServicerContext[Any, Any]
-Handler = grpc.RpcMethodHandler[Any, Any]
+if TYPE_CHECKING:  # the stubs are generic, the runtime classes are not
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    Context = grpc.aio.ServicerContext
+    Handler = grpc.RpcMethodHandler
 
 HANDLED = Counter("grpc_server_handled_total", "RPCs completed, by method and status code", ["method", "code"])
 LATENCY = Histogram(

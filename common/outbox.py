@@ -18,6 +18,7 @@ state change, and a relay publishes them to Kafka.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -115,6 +116,10 @@ async def add_event(conn: AsyncConnection, outbox: Table, *, topic: str, key: st
     return event_id
 
 
+def UNPUBLISHED_COLUMNS(t: Table) -> list[Any]:
+    return [t.c.id, t.c.event_id, t.c.topic, t.c.key, t.c.event_type, t.c.payload, t.c.headers, t.c.created_at]
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -146,7 +151,7 @@ class OutboxRelay:
                     published = await self.publish_batch()
                     backoff = 0.2
                     await self._maybe_stats()
-                except Exception:  # noqa: BLE001 - Kafka or the database is down: wait and retry
+                except Exception:
                     log.warning("outbox relay could not publish; retrying in %.1fs", backoff, exc_info=True)
                     await _wait(stop, backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -177,7 +182,7 @@ class OutboxRelay:
                     .order_by(t.c.id)
                     .limit(self.batch_size)
                     .with_for_update()
-                )  # fmt: skip
+                )
             ).all()
             if not rows:
                 return 0
@@ -234,10 +239,8 @@ class OutboxRelay:
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
