@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from devstack.paths import BIN, CACHE, REPO
-from devstack.process import Process, as_user, free_port, port_open
+from devstack.process import Process, as_user, free_port, port_open, tail
 
 # Databases of the PostgreSQL-backed services, one each.
 PG_DATABASES = ("shop_user", "shop_order", "shop_comment")
@@ -160,7 +160,7 @@ class Postgres(Server):
         with open(self.log, "ab") as out:
             code = _run(initdb, out)
         if code != 0:
-            raise RuntimeError(f"initdb failed ({code}); see {self.log}")
+            raise RuntimeError(f"initdb failed ({code}):\n{tail(self.log)}")
 
     def argv(self) -> list[str]:
         return [
@@ -317,11 +317,13 @@ class Kafka(Server):
         if (self.data / "kraft" / "meta.properties").exists():
             return
         cluster_id = _kafka_cluster_id()
-        fmt = self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config))
+        fmt = self._java(
+            "kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={cluster_id}", "--config", str(config)
+        )  # the "=" form: an id may start with "-"
         with open(self.log, "ab") as out:
             code = _run(fmt, out)
         if code != 0:
-            raise RuntimeError(f"kafka storage format failed ({code}); see {self.log}")
+            raise RuntimeError(f"kafka storage format failed ({code}):\n{tail(self.log)}")
 
     def argv(self) -> list[str]:
         return self._java("kafka.Kafka", str(self.data / "server.properties"))
@@ -329,7 +331,9 @@ class Kafka(Server):
     def ready(self) -> bool:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        if not port_open(self.ports["port"]):
+            return False
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
         metadata = admin.list_topics(timeout=2)
         if not metadata.brokers:
             return False
