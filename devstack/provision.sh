@@ -16,6 +16,7 @@ want_bench=0
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # 1. System packages (PostgreSQL, Redis, a JDK and Maven for Kafka).
+export PATH="$PATH:/usr/sbin:/sbin"
 missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
@@ -34,7 +35,10 @@ fi
 if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
   as_root pg_ctlcluster "$(pg_lsclusters -h | awk '/online/{print $1; exit}')" main stop 2>/dev/null || true
 fi
-command -v go >/dev/null || { echo "Go >= 1.24 is needed to build the servers (FerretDB, MinIO, Jaeger): install it first" >&2; exit 1; }
+if ! command -v go >/dev/null; then
+  [ -x /usr/local/go/bin/go ] && export PATH="$PATH:/usr/local/go/bin" \
+    || { echo "Go >= 1.25 is needed to build the servers (FerretDB, MinIO, Jaeger): install it first" >&2; exit 1; }
+fi
 
 # 2. The Python environment.
 python="${PYTHON:-python3}"

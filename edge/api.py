@@ -47,10 +47,12 @@ class Operation:
 
 
 class Api:
-    """A group of operations (one route module)."""
+    """A group of operations (one route module) and the services it calls
+    (the edge is ready when those answer their health checks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, upstreams: Sequence[str] = ()) -> None:
         self.operations: list[Operation] = []
+        self.upstreams = tuple(upstreams)
 
     def operation(
         self,

@@ -17,12 +17,15 @@ from edge.routes import system, users
 from edge.settings import EdgeSettings
 from edge.upstreams import Upstreams
 
-OPERATIONS = [*system.api.operations, *users.api.operations]
+# Every route module of the edge; a new resource adds its module here.
+ROUTE_MODULES = [system, users]
+OPERATIONS = [operation for module in ROUTE_MODULES for operation in module.api.operations]
+UPSTREAMS = sorted({name for module in ROUTE_MODULES for name in module.api.upstreams})
 
 
 def create_app(settings: EdgeSettings | None = None) -> Starlette:
     settings = settings or EdgeSettings()
-    upstreams = Upstreams(settings)
+    upstreams = Upstreams(settings, UPSTREAMS)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

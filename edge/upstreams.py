@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from shop.comment.v1 import comment_pb2_grpc
+from shop.notify.v1 import notify_pb2_grpc
+from shop.order.v1 import cart_pb2_grpc, order_pb2_grpc
+from shop.product.v1 import product_pb2_grpc
 from shop.user.v1 import user_pb2_grpc
 from starlette.requests import Request
 
@@ -15,17 +20,32 @@ from edge.settings import EdgeSettings
 
 
 class Upstreams:
-    """Channels and stubs, opened in the app's lifespan."""
+    """Channels and stubs, opened in the app's lifespan.  A channel connects
+    lazily, so a stub of a service that is not running costs nothing until
+    it is called (and then answers 503)."""
 
-    def __init__(self, settings: EdgeSettings) -> None:
+    def __init__(self, settings: EdgeSettings, in_use: Sequence[str]) -> None:
         self.settings = settings
-        self.addresses = {"user_svc": settings.user_svc_addr}
+        self.addresses = {
+            "user_svc": settings.user_svc_addr,
+            "product_svc": settings.product_svc_addr,
+            "order_svc": settings.order_svc_addr,
+            "comment_svc": settings.comment_svc_addr,
+            "notify_svc": settings.notify_svc_addr,
+        }
+        # The services the mounted routes call: readiness checks these.
+        self.in_use = list(in_use)
         self.channels: dict[str, grpc.aio.Channel] = {}
 
     async def open(self) -> None:
         for name, address in self.addresses.items():
             self.channels[name] = grpc_client.channel(address)
         self.user = user_pb2_grpc.UserServiceStub(self.channels["user_svc"])
+        self.product = product_pb2_grpc.ProductServiceStub(self.channels["product_svc"])
+        self.order = order_pb2_grpc.OrderServiceStub(self.channels["order_svc"])
+        self.cart = cart_pb2_grpc.CartServiceStub(self.channels["order_svc"])
+        self.comment = comment_pb2_grpc.CommentServiceStub(self.channels["comment_svc"])
+        self.notify = notify_pb2_grpc.NotificationServiceStub(self.channels["notify_svc"])
 
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self.channels.values()))
@@ -40,7 +60,7 @@ class Upstreams:
                 return name, exc.code().name
             return name, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
-        return dict(await asyncio.gather(*(check(name, ch) for name, ch in self.channels.items())))
+        return dict(await asyncio.gather(*(check(name, self.channels[name]) for name in self.in_use)))
 
 
 def upstreams(request: Request) -> Upstreams:

@@ -15,7 +15,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from edge.api import Api
 from edge.upstreams import call_options, upstreams
 
-api = Api()
+api = Api(upstreams=["user_svc"])  # the JWKS comes from user_svc
 
 
 class Health(BaseModel):

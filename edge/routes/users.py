@@ -16,7 +16,7 @@ from edge.problems import HttpProblem
 from edge.routes.models import Address, PageQuery, Strict, timestamp
 from edge.upstreams import call_options, client_address, upstreams
 
-api = Api()
+api = Api(upstreams=["user_svc"])
 
 Role = Literal["customer", "admin"]
 ROLE_TO_PROTO: dict[Role, user_pb2.Role.ValueType] = {"customer": user_pb2.ROLE_CUSTOMER, "admin": user_pb2.ROLE_ADMIN}
