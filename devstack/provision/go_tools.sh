@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Build the dev stack's Go servers/tools with `go install` into ${SHOP_CACHE:-$HOME/.cache/shop}/bin.
+#
+#   bash devstack/provision/go_tools.sh [tool ...]
+#
+#   tools:  ferretdb minio jaeger grpcurl ghz   ("all" = every one of them)
+#   no args = ferretdb minio jaeger grpcurl     (ghz, a benchmark tool, only when named or with "all")
+#
+# Idempotent: a tool whose binary exists and whose stamp $BIN/.<tool>.version holds the pinned
+# version is skipped ("cached"). FORCE=1 rebuilds anyway. Prints one line per tool; the go
+# command's own output goes to $SHOP_CACHE/logs/go_tools-<tool>.log (its tail is shown on failure).
+# Go's module and build caches stay at their defaults (~/go/pkg/mod, ~/.cache/go-build), so a
+# rebuild after a version bump or a wiped $SHOP_CACHE is mostly cache hits.
+set -euo pipefail
+
+# ---- pins -------------------------------------------------------------------------------------
+# FerretDB v1 (MongoDB wire protocol on SQLite), built through the wrapper module devstack/ferretdb
+# (its go.mod pins this version; keep both in step).
+FERRETDB_VERSION=v1.24.2
+# MinIO publishes no semver tags; this is the pseudo-version the module proxy serves as @latest.
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+# Jaeger: the v2.x tags are not installable (module path has no /v2), but every v2 release is
+# tagged v1.x on the same commit: v1.76.0 == v2.13.0, and its cmd/jaeger is the v2 binary.
+JAEGER_VERSION=v1.76.0
+JAEGER_V2_VERSION=v2.13.0
+GRPCURL_VERSION=v1.9.4
+GHZ_VERSION=v0.121.0
+
+DEFAULT_TOOLS=(ferretdb minio jaeger grpcurl)
+ALL_TOOLS=(ferretdb minio jaeger grpcurl ghz)
+# -----------------------------------------------------------------------------------------------
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CACHE=${SHOP_CACHE:-$HOME/.cache/shop}
+BIN=$CACHE/bin
+LOGS=$CACHE/logs
+SRC=$CACHE/src
+export GOBIN=$BIN
+# None of the pins needs a Go newer than 1.25, so never let the go command fetch a toolchain.
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+
+if ! command -v go >/dev/null 2>&1; then
+    if [[ -x /usr/local/go/bin/go ]]; then
+        export PATH=$PATH:/usr/local/go/bin
+    else
+        echo "go_tools: no 'go' on PATH (need Go >= 1.25)" >&2
+        exit 1
+    fi
+fi
+
+mkdir -p "$BIN" "$LOGS" "$SRC"
+
+die_with_log() { # tool log
+    echo "$1: FAILED, last lines of $2:" >&2
+    tail -n 30 "$2" >&2
+    exit 1
+}
+
+# What $BIN/.<tool>.version must hold for <tool> to count as up to date.
+stamp_for() {
+    case $1 in
+        ferretdb)
+            # The wrapper's sources are part of the pin: editing them triggers a rebuild.
+            local h
+            h=$(cat "$REPO_ROOT"/devstack/ferretdb/{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)
+            echo "$FERRETDB_VERSION+wrapper.$h" ;;
+        minio) echo "$MINIO_VERSION" ;;
+        jaeger) echo "$JAEGER_VERSION" ;;
+        grpcurl) echo "$GRPCURL_VERSION" ;;
+        ghz) echo "$GHZ_VERSION" ;;
+        *) echo "go_tools: unknown tool '$1' (known: ${ALL_TOOLS[*]} all)" >&2; return 1 ;;
+    esac
+}
+
+build_ferretdb() {
+    # Plain `go install github.com/FerretDB/FerretDB/cmd/ferretdb@...` builds, but panics at start
+    # (no build/version/version.txt in the module zip); the wrapper uses the embeddable package.
+    local want
+    want=$(sed -n 's#^require github.com/FerretDB/FerretDB \(v[^ ]*\).*#\1#p' "$REPO_ROOT/devstack/ferretdb/go.mod")
+    if [[ $want != "$FERRETDB_VERSION" ]]; then
+        echo "devstack/ferretdb/go.mod requires FerretDB '$want', but the pin is $FERRETDB_VERSION"
+        return 1
+    fi
+    # -buildvcs=false: the wrapper lives in this repo's work tree; VCS stamping is of no use here.
+    cd "$REPO_ROOT/devstack/ferretdb"
+    go install -trimpath -buildvcs=false .
+}
+
+build_minio() {
+    go install -trimpath "github.com/minio/minio@$MINIO_VERSION"
+}
+
+build_jaeger() {
+    # `go install .../cmd/jaeger@v1.76.0` is refused: jaeger's go.mod has a replace directive.
+    # So build it from a throwaway main module that requires jaeger, repeats its replace
+    # directives and starts from jaeger's own go.sum (the checksum database does not answer for
+    # some of its dependencies here, and go.sum entries need no look-up).
+    local mod dir gomod
+    mod=github.com/jaegertracing/jaeger
+    dir=$SRC/jaeger-$JAEGER_VERSION
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    gomod=$(go mod download -json "$mod@$JAEGER_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [[ -f $gomod/go.mod ]] || { echo "cannot locate $mod@$JAEGER_VERSION in the module cache"; return 1; }
+    {
+        printf 'module shop-devstack/jaeger-build\n\ngo %s\n\nrequire %s %s\n\n' \
+            "$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$gomod/go.mod")" "$mod" "$JAEGER_VERSION"
+        # replace directives, single-line or in a block
+        awk '/^replace[ \t]*\($/ {b=1; next} b && /^\)/ {b=0; next} b {print "replace " $0; next} /^replace / {print}' \
+            "$gomod/go.mod"
+    } >"$dir/go.mod"
+    cp "$gomod/go.sum" "$dir/go.sum"
+    chmod u+w "$dir/go.sum"
+    cd "$dir"
+    go get "$mod/cmd/jaeger@$JAEGER_VERSION"
+    go install -trimpath \
+        -ldflags "-X $mod/internal/version.latestVersion=$JAEGER_V2_VERSION" \
+        "$mod/cmd/jaeger"
+}
+
+build_grpcurl() {
+    go install -trimpath -ldflags "-X main.version=$GRPCURL_VERSION" \
+        "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
+}
+
+build_ghz() {
+    go install -trimpath -ldflags "-X main.version=$GHZ_VERSION" \
+        "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION"
+}
+
+# ---- arguments --------------------------------------------------------------------------------
+tools=()
+if [[ $# -eq 0 ]]; then
+    tools=("${DEFAULT_TOOLS[@]}")
+else
+    for a in "$@"; do
+        if [[ $a == all ]]; then tools+=("${ALL_TOOLS[@]}"); else tools+=("$a"); fi
+    done
+fi
+for t in "${tools[@]}"; do stamp_for "$t" >/dev/null; done # reject unknown names up front
+
+# ---- build ------------------------------------------------------------------------------------
+declare -A done_
+for t in "${tools[@]}"; do
+    [[ -n ${done_[$t]:-} ]] && continue
+    done_[$t]=1
+    stamp=$(stamp_for "$t")
+    stampfile=$BIN/.$t.version
+    if [[ ${FORCE:-0} != 1 && -x $BIN/$t && -f $stampfile && $(<"$stampfile") == "$stamp" ]]; then
+        printf '%-9s cached  %s  %s\n' "$t" "$stamp" "$BIN/$t"
+        continue
+    fi
+    rm -f "$stampfile"
+    log=$LOGS/go_tools-$t.log
+    start=$SECONDS
+    # Run in a background job so that `set -e` holds inside the build function
+    # (it is switched off for functions called from an `if` or `||` condition).
+    rc=0
+    "build_$t" >"$log" 2>&1 &
+    wait $! || rc=$?
+    ((rc == 0)) || die_with_log "$t" "$log"
+    [[ -x $BIN/$t ]] || die_with_log "$t" "$log"
+    echo "$stamp" >"$stampfile"
+    printf '%-9s built   %s  %s  (%ss)\n' "$t" "$stamp" "$BIN/$t" "$((SECONDS - start))"
+done
