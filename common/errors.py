@@ -227,3 +227,43 @@ def problem_from_rpc_error(error: grpc.aio.AioRpcError) -> Problem:
             any_detail.Unpack(retry)
             problem.retry_after = retry.retry_delay.ToNanoseconds() / 1e9
     return problem
+
+
+# --- a service calling another ----------------------------------------------------
+
+_BY_CODE: dict[grpc.StatusCode, type[DomainError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        Aborted,
+        Unauthenticated,
+        PermissionDenied,
+        ResourceExhausted,
+        Unavailable,
+    )
+}
+
+
+def from_upstream(error: grpc.aio.AioRpcError, dependency: str) -> DomainError:
+    """An upstream failure as this service's own error: the caller's mistakes
+    (NOT_FOUND, OUT_OF_STOCK, …) pass through with their reason and metadata;
+    an unreachable or failing dependency becomes UNAVAILABLE naming it."""
+    code = error.code()
+    cls = _BY_CODE.get(code)
+    if cls is None or cls in (Unavailable, Unauthenticated, PermissionDenied):
+        return Unavailable(
+            f"{dependency} is unavailable; nothing was changed, try again shortly",
+            reason="DEPENDENCY_UNAVAILABLE",
+            metadata={"dependency": dependency},
+        )
+    problem = problem_from_rpc_error(error)
+    violations = problem.errors
+    return cls(
+        error.details() or code.name.lower(),
+        violations=violations,
+        reason=problem.reason,
+        metadata={k: str(v) for k, v in problem.extra.items()},
+    )

@@ -158,3 +158,15 @@ async def require_schema_at_head(engine: AsyncEngine, ini: Path) -> SchemaStatus
         f"database {status.database!r} is not migrated: it is at {found}, this code needs {heads}. "
         f"Run `{command}` from {REPO} (with SHOP_DATABASE_URL pointing at it), then start again"
     )
+
+
+async def check_database(engine: AsyncEngine, service: str) -> None:
+    """At a service's start: the database is reachable and migrated to head, or
+    :class:`SchemaNotCurrent` says what is wrong and which command fixes it."""
+    from sqlalchemy import exc as sa_exc
+
+    try:
+        await require_schema_at_head(engine, migrations_ini(service))
+    except (OSError, sa_exc.DBAPIError) as exc:
+        url = make_url(str(engine.url)).render_as_string(hide_password=True)
+        raise SchemaNotCurrent(f"cannot reach the database {url}: {exc}") from exc

@@ -195,6 +195,10 @@ class Cluster:
             server.stop()
         self.write_state()
 
+    def logs(self) -> dict[str, Path]:
+        """The log file of every shop process started."""
+        return {name: process.log for name, process in self.services.items()}
+
     def table(self) -> list[tuple[str, str, str]]:
         rows = []
         for name, server in self.servers.items():

@@ -15,6 +15,7 @@ from typing import TypeVar
 import pytest
 
 from devstack.cluster import Cluster
+from devstack.process import tail
 from devstack.servers import S3, Jaeger, Kafka, Mongo, Postgres, Redis, Server
 
 S = TypeVar("S", bound=Server)
@@ -30,6 +31,8 @@ SERVER_FIXTURES = {
 }
 
 
+_CLUSTER: list[Cluster] = []
+
 # Test settings of the shop processes: cheap password hashing, short rate-limit
 # windows (so "limited, then recovered" takes seconds), a per-address limit the
 # whole suite (all from 127.0.0.1) stays under, CORS on for one origin.
@@ -43,6 +46,16 @@ TEST_OVERRIDES = {
         "SHOP_LOGIN_ADDRESS_LIMIT": "1000",
         "SHOP_LOGIN_ADDRESS_WINDOW": "60",
     },
+    # A reservation abandoned midway is rolled back after 3 s, swept every second.
+    "product_svc": {
+        "SHOP_RESERVATION_PENDING_TIMEOUT": "3",
+        "SHOP_RECOVERY_INTERVAL": "1",
+    },
+    "order_svc": {
+        "SHOP_SWEEP_INTERVAL": "0.5",
+        "SHOP_ORPHAN_RESERVATION_AFTER": "2",
+        "SHOP_PRODUCT_TIMEOUT": "2",
+    },
     "edge": {
         "SHOP_CORS_ORIGINS": '["http://shop.test"]',
         "SHOP_TRUST_FORWARDED_FOR": "true",
@@ -55,6 +68,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="shop-test-"))
     cluster = Cluster(root)
     cluster.overrides.update(TEST_OVERRIDES)
+    _CLUSTER.append(cluster)
     needed = {
         SERVER_FIXTURES[name]
         for item in request.session.items
@@ -117,3 +131,14 @@ def services(cluster: Cluster) -> Callable[..., Cluster]:
         return cluster
 
     return start
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    if report.failed and call.when == "call":
+        # A failing test shows the last lines of every shop process's log.
+        for cluster in _CLUSTER:
+            for name, log in cluster.logs().items():
+                report.sections.append((f"log of {name}", tail(log, 25)))
+    return report

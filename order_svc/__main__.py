@@ -1,0 +1,81 @@
+"""order_svc: orders, payments and the checkout saga.
+
+    python -m order_svc        serve gRPC on SHOP_PORT (default 8082)
+
+Besides the gRPC server the process runs the outbox relay (events to Kafka) and
+the sweeper (expiry of unpaid orders, stock releases and commits still owed to
+product_svc, orphaned reservations, old idempotency keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+
+from shop.order.v1 import order_pb2, order_pb2_grpc
+
+from common import telemetry
+from common.clients import KafkaProducer, pg_engine
+from common.grpc_client import channel
+from common.grpc_server import GrpcServer, serve
+from common.migrations import SchemaNotCurrent, check_database
+from common.outbox import OutboxRelay
+from order_svc.orders import Orders
+from order_svc.payments import TestProcessor
+from order_svc.products import ProductClient
+from order_svc.server import OrderService
+from order_svc.settings import OrderSettings
+from order_svc.store import Store
+
+log = logging.getLogger("shop.order")
+
+
+async def run(settings: OrderSettings) -> int:
+    engine = pg_engine(settings.database_url, pool_size=settings.db_pool_size)
+    products_channel = channel(settings.product_svc_addr)
+    stop = asyncio.Event()
+    background: list[asyncio.Task[None]] = []
+    producer: KafkaProducer | None = None
+    try:
+        try:
+            await check_database(engine, "order")
+        except SchemaNotCurrent as exc:
+            log.error(str(exc))
+            print(f"order_svc: {exc}", file=sys.stderr, flush=True)
+            return 1
+        store = Store(engine)
+        orders = Orders(store, ProductClient(products_channel, settings.product_timeout), TestProcessor(), settings)
+        if settings.relay_enabled:
+            producer = KafkaProducer(settings, **{"message.timeout.ms": 10_000})
+            background.append(asyncio.create_task(OutboxRelay(engine, producer).run(stop)))
+        background.append(asyncio.create_task(orders.sweep_forever(stop)))
+
+        server = GrpcServer(settings)
+        server.add(
+            order_pb2_grpc.add_OrderServiceServicer_to_server,
+            OrderService(orders),
+            order_pb2.DESCRIPTOR.services_by_name["OrderService"],
+        )
+        await serve(server, stopping=None)
+        return 0
+    finally:
+        stop.set()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 10)
+        if producer is not None:
+            await producer.close()
+        await products_channel.close()
+        await engine.dispose()
+
+
+def main() -> int:
+    settings = OrderSettings()
+    telemetry.setup("order_svc", log_level=settings.log_level, metrics_port=settings.metrics_port, host=settings.host)
+    return asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

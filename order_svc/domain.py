@@ -1,0 +1,231 @@
+"""The rules of orders: plain Python, no I/O.
+
+The state machine, order validation, pricing and shipping, and the request
+fingerprints behind idempotency keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from common.money import Money, MoneyError
+from common.validation import Address, Violations, invalid, parse_uuid, validate_address
+
+
+class Status(StrEnum):
+    PENDING_PAYMENT = "PENDING_PAYMENT"
+    PAID = "PAID"
+    SHIPPED = "SHIPPED"
+    DELIVERED = "DELIVERED"
+    CANCELLED = "CANCELLED"
+
+
+# Every legal transition; anything else is refused naming the current state.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING_PAYMENT: frozenset({Status.PAID, Status.CANCELLED}),
+    Status.PAID: frozenset({Status.SHIPPED, Status.CANCELLED}),
+    Status.SHIPPED: frozenset({Status.DELIVERED}),
+    Status.DELIVERED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+
+class CancelReason(StrEnum):
+    CUSTOMER = "CUSTOMER"
+    ADMIN = "ADMIN"
+    EXPIRED = "EXPIRED"
+
+
+class ShippingMethod(StrEnum):
+    STANDARD = "STANDARD"
+    EXPRESS = "EXPRESS"
+
+
+def check_transition(current: Status, target: Status) -> None:
+    if target not in TRANSITIONS[current]:
+        raise FailedPrecondition(
+            f"the order is {current.value}; it cannot become {target.value}",
+            reason="INVALID_STATE",
+            metadata={"current_state": f"ORDER_STATUS_{current.value}"},
+        )
+
+
+# --- placing an order -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    product_id: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_items: int = 100
+    max_line_quantity: int = 100
+
+
+def validate_items(items: Sequence[Item], limits: Limits, path: str = "items") -> list[Item]:
+    violations = Violations()
+    if not items:
+        violations.add(path, "name at least one product")
+    if len(items) > limits.max_items:
+        violations.add(path, f"at most {limits.max_items} different products per order")
+    seen: set[str] = set()
+    cleaned = []
+    for index, item in enumerate(items):
+        where = f"{path}[{index}]"
+        product_id = item.product_id.strip()
+        if parse_uuid(product_id) is None:
+            violations.add(f"{where}.product_id", "must be a product id (UUID)")
+        elif product_id in seen:
+            violations.add(f"{where}.product_id", "appears twice; send one line per product with its total quantity")
+        seen.add(product_id)
+        if not 1 <= item.quantity <= limits.max_line_quantity:
+            violations.add(f"{where}.quantity", f"must be between 1 and {limits.max_line_quantity}")
+        cleaned.append(Item(product_id, item.quantity))
+    violations.check()
+    return cleaned
+
+
+def validate_shipping_address(address: Address, path: str = "shipping_address") -> Address:
+    violations = Violations()
+    cleaned = validate_address(address, path, violations)
+    violations.check()
+    return cleaned
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """What product_svc says about a product right now."""
+
+    product_id: str
+    name: str
+    price: Money
+    active: bool
+
+
+@dataclass(frozen=True)
+class Line:
+    product_id: str
+    product_name: str
+    quantity: int
+    unit_price: Money
+    line_total: Money
+
+
+@dataclass(frozen=True)
+class ShippingRule:
+    standard_minor: int = 499
+    express_minor: int = 1499
+    free_over_minor: int = 5000
+
+    def quote(self, method: ShippingMethod, subtotal: Money) -> Money:
+        if method is ShippingMethod.EXPRESS:
+            return Money(self.express_minor, subtotal.currency)
+        if subtotal.amount_minor >= self.free_over_minor:
+            return Money.zero(subtotal.currency)
+        return Money(self.standard_minor, subtotal.currency)
+
+
+@dataclass(frozen=True)
+class Priced:
+    lines: list[Line]
+    subtotal: Money
+    shipping: Money
+    total: Money
+
+    @property
+    def currency(self) -> str:
+        return self.total.currency
+
+
+def price(
+    items: Sequence[Item], catalog: dict[str, CatalogEntry], method: ShippingMethod, rule: ShippingRule
+) -> Priced:
+    """Lines and totals from the catalog's current prices (never the client's)."""
+    missing = [item.product_id for item in items if item.product_id not in catalog]
+    if missing:
+        raise NotFound(
+            f"no such product: {', '.join(missing)}", reason="PRODUCT_NOT_FOUND", metadata={"product_id": missing[0]}
+        )
+    archived = [item.product_id for item in items if not catalog[item.product_id].active]
+    if archived:
+        raise FailedPrecondition(
+            f"product {archived[0]} is no longer sold", reason="PRODUCT_ARCHIVED", metadata={"product_id": archived[0]}
+        )
+    currencies = sorted({catalog[item.product_id].price.currency for item in items})
+    if len(currencies) > 1:
+        raise FailedPrecondition(
+            f"these products are priced in different currencies ({', '.join(currencies)}); order them separately",
+            reason="MIXED_CURRENCIES",
+        )
+    lines = []
+    for item in items:
+        entry = catalog[item.product_id]
+        lines.append(Line(item.product_id, entry.name, item.quantity, entry.price, entry.price.times(item.quantity)))
+    try:
+        subtotal = Money.zero(currencies[0])
+        for line in lines:
+            subtotal = subtotal + line.line_total
+        shipping = rule.quote(method, subtotal)
+        total = subtotal + shipping
+    except MoneyError as exc:
+        raise InvalidArgument(f"the order total is out of range: {exc}") from exc
+    return Priced(lines=lines, subtotal=subtotal, shipping=shipping, total=total)
+
+
+# --- shipping an order ------------------------------------------------------------------
+
+
+def validate_shipment(carrier: str, tracking_number: str) -> tuple[str, str]:
+    violations = Violations()
+    cleaned = []
+    for name, value in (("carrier", carrier), ("tracking_number", tracking_number)):
+        value = value.strip()
+        if not 1 <= len(value) <= 100:
+            violations.add(name, "must be 1 to 100 characters")
+        elif any(ch not in string.printable or ch in "\r\n\t\x0b\x0c" for ch in value):
+            violations.add(name, "must be printable characters")
+        cleaned.append(value)
+    violations.check()
+    return cleaned[0], cleaned[1]
+
+
+def validate_note(note: str, path: str = "note") -> str:
+    note = note.strip()
+    if len(note) > 500:
+        raise invalid(FieldViolation(path, "must be at most 500 characters"))
+    return note
+
+
+# --- idempotency ---------------------------------------------------------------------------
+
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def validate_idempotency_key(key: str, path: str = "idempotency_key") -> str:
+    if len(key) > IDEMPOTENCY_KEY_MAX or any(not ch.isprintable() for ch in key):
+        raise invalid(FieldViolation(path, f"must be 1 to {IDEMPOTENCY_KEY_MAX} printable characters"))
+    return key
+
+
+def fingerprint(request_bytes: bytes) -> str:
+    """What a repeat with the same key must match: the request without its key."""
+    return hashlib.sha256(request_bytes).hexdigest()
+
+
+class KeyReused(InvalidArgument):
+    """The same idempotency key with a different request (the edge answers 422)."""
+
+
+def key_reused() -> KeyReused:
+    return KeyReused(
+        "this Idempotency-Key was already used with a different request; use a new key for a new request",
+        reason="IDEMPOTENCY_KEY_REUSED",
+    )

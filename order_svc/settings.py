@@ -1,0 +1,46 @@
+"""order_svc settings, read from ``SHOP_*`` environment variables."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from common.settings import SERVICE_PORTS, KafkaSettings, PostgresSettings, ServiceSettings
+
+DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/shop_order"
+
+
+class OrderSettings(ServiceSettings, PostgresSettings, KafkaSettings):
+    service_name: ClassVar[str] = "order_svc"
+
+    port: int = SERVICE_PORTS["order_svc"]
+    database_url: str = DEFAULT_DATABASE_URL
+    db_pool_size: int = Field(20, ge=1)
+    product_svc_addr: str = f"127.0.0.1:{SERVICE_PORTS['product_svc']}"
+    # Deadline of calls to product_svc, in seconds.
+    product_timeout: float = Field(3.0, gt=0)
+
+    # An unpaid order is cancelled (EXPIRED) and its stock released after this.
+    payment_window_seconds: int = Field(30 * 60, ge=1)
+    # How often expired orders and pending stock releases are looked for.
+    sweep_interval: float = Field(5.0, gt=0)
+    # A reservation whose order was never written is released after this.
+    orphan_reservation_after: float = Field(60.0, gt=0)
+
+    # Shipping rule (minor units of the order's currency): standard costs
+    # shipping_standard_minor, free from free_shipping_over_minor; express
+    # always costs shipping_express_minor.
+    shipping_standard_minor: int = Field(499, ge=0)
+    shipping_express_minor: int = Field(1499, ge=0)
+    free_shipping_over_minor: int = Field(5000, ge=0)
+
+    max_items: int = Field(100, ge=1)
+    max_line_quantity: int = Field(100, ge=1)
+    # How long an idempotency key is remembered, and how long a request that
+    # holds one may run before a retry may take over.
+    idempotency_ttl_seconds: int = Field(24 * 3600, ge=60)
+    idempotency_lease_seconds: float = Field(30.0, gt=0)
+
+    # The outbox relay publishing this service's events.
+    relay_enabled: bool = True

@@ -1,0 +1,389 @@
+"""order_svc against real PostgreSQL, Kafka and the running product_svc."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import psycopg
+import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+from shop.common.v1 import address_pb2, money_pb2, paging_pb2
+from shop.events.v1 import order_events_pb2
+from shop.order.v1 import order_pb2, order_pb2_grpc
+from shop.product.v1 import product_pb2, product_pb2_grpc
+
+from common import events
+from common.errors import problem_from_rpc_error
+from devstack.cluster import Cluster
+from tests.kafka_helpers import consume
+from tests.tokens import Identities
+
+ADDRESS = address_pb2.Address(
+    recipient_name="Ann Buyer", line1="1 Main St", city="Berlin", postal_code="10115", country_code="DE"
+)
+
+
+class Shop:
+    """Stubs and identities for one test."""
+
+    def __init__(self, cluster: Cluster, channels: dict[str, grpc.aio.Channel]) -> None:
+        self.cluster = cluster
+        self.ids = Identities(cluster)
+        self.admin = self.ids.admin()
+        self.orders = order_pb2_grpc.OrderServiceStub(channels["order_svc"])
+        self.products = product_pb2_grpc.ProductServiceStub(channels["product_svc"])
+        self.category_id = ""
+
+    async def product(self, *, stock: int = 10, price: int = 1999, currency: str = "EUR") -> str:
+        if not self.category_id:
+            reply = await self.products.CreateCategory(
+                product_pb2.CreateCategoryRequest(name="Things", slug=f"things-{uuid.uuid4().hex[:8]}"),
+                metadata=self.admin,
+            )
+            self.category_id = reply.category.id
+        created = await self.products.CreateProduct(
+            product_pb2.CreateProductRequest(
+                name=f"Thing {uuid.uuid4().hex[:6]}",
+                category_id=self.category_id,
+                price=money_pb2.Money(amount_minor=price, currency_code=currency),
+                stock=stock,
+            ),
+            metadata=self.admin,
+        )
+        return created.product.id
+
+    async def stock(self, product_id: str) -> int:
+        reply = await self.products.GetProduct(product_pb2.GetProductRequest(product_id=product_id))
+        return reply.product.stock
+
+    async def order(self, who: list[tuple[str, str]], *lines: tuple[str, int], key: str = "") -> order_pb2.Order:
+        reply = await self.orders.CreateOrder(
+            order_pb2.CreateOrderRequest(
+                items=[order_pb2.OrderItem(product_id=p, quantity=q) for p, q in lines],
+                shipping_address=ADDRESS,
+                idempotency_key=key,
+            ),
+            metadata=who,
+        )
+        return reply.order
+
+    async def pay(self, who, order_id: str, token: str = "tok_approve", key: str = "") -> order_pb2.PayOrderResponse:
+        return await self.orders.PayOrder(
+            order_pb2.PayOrderRequest(order_id=order_id, payment_method_token=token, idempotency_key=key),
+            metadata=who,
+        )
+
+
+@pytest.fixture(scope="module")
+def stack(services) -> Cluster:
+    return services("product_svc", "order_svc")
+
+
+@pytest.fixture
+async def shop(stack: Cluster) -> AsyncIterator[Shop]:
+    channels = {name: grpc.aio.insecure_channel(stack.addr(name)) for name in ("order_svc", "product_svc")}
+    yield Shop(stack, channels)
+    for channel in channels.values():
+        await channel.close()
+
+
+def reason(error: grpc.aio.AioRpcError) -> str | None:
+    return problem_from_rpc_error(error).reason
+
+
+async def order_events(cluster: Cluster, order_id: str, count: int) -> list[str]:
+    kafka = cluster.servers["kafka"]
+    messages = await consume(kafka.env()["SHOP_KAFKA_BOOTSTRAP"], events.ORDERS_TOPIC, 10_000, timeout=0) or []
+    deadline = asyncio.get_running_loop().time() + 30
+    found: list[str] = []
+    while len(found) < count and asyncio.get_running_loop().time() < deadline:
+        messages = await consume(kafka.env()["SHOP_KAFKA_BOOTSTRAP"], events.ORDERS_TOPIC, 100_000, timeout=3)
+        found = [events.header(m.headers(), events.EVENT_TYPE) or "" for m in messages if m.key() == order_id.encode()]
+    return [name.rsplit(".", 1)[-1] for name in found]
+
+
+async def test_happy_path_to_delivered_with_events_in_order(shop: Shop) -> None:
+    product = await shop.product(stock=5, price=1999)
+    buyer_id, buyer = shop.ids.customer()
+    order = await shop.order(buyer, (product, 2))
+    assert order.status == order_pb2.ORDER_STATUS_PENDING_PAYMENT
+    assert order.user_id == buyer_id
+    assert (order.lines[0].unit_price.amount_minor, order.lines[0].line_total.amount_minor) == (1999, 3998)
+    assert order.subtotal.amount_minor == 3998 and order.shipping.amount_minor == 499
+    assert order.total.amount_minor == 4497 and order.total.currency_code == "EUR"
+    assert await shop.stock(product) == 3
+
+    paid = await shop.pay(buyer, order.id)
+    assert paid.order.status == order_pb2.ORDER_STATUS_PAID
+    assert paid.payment.status == order_pb2.PAYMENT_STATUS_APPROVED
+    assert paid.payment.amount.amount_minor == 4497
+
+    shipped = await shop.orders.ShipOrder(
+        order_pb2.ShipOrderRequest(order_id=order.id, carrier="DHL", tracking_number="JD0001"), metadata=shop.admin
+    )
+    assert shipped.order.shipment.carrier == "DHL"
+    delivered = await shop.orders.DeliverOrder(order_pb2.DeliverOrderRequest(order_id=order.id), metadata=shop.admin)
+    assert delivered.order.status == order_pb2.ORDER_STATUS_DELIVERED
+    assert await shop.stock(product) == 3  # committed, not returned
+
+    assert await order_events(shop.cluster, order.id, 4) == [
+        "OrderCreated", "OrderPaid", "OrderShipped", "OrderDelivered",
+    ]  # fmt: skip
+    purchased = await shop.orders.HasPurchased(
+        order_pb2.HasPurchasedRequest(user_id=buyer_id, product_id=product), metadata=buyer
+    )
+    assert purchased.purchased and purchased.first_delivered_at.seconds > 0
+    other = await shop.orders.HasPurchased(
+        order_pb2.HasPurchasedRequest(user_id=buyer_id, product_id=await shop.product()), metadata=buyer
+    )
+    assert not other.purchased
+    with pytest.raises(grpc.aio.AioRpcError) as nosy:
+        await shop.orders.HasPurchased(
+            order_pb2.HasPurchasedRequest(user_id=buyer_id, product_id=product), metadata=shop.ids.customer()[1]
+        )
+    assert nosy.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_out_of_stock_names_the_product_and_leaves_nothing(shop: Shop) -> None:
+    plenty, scarce = await shop.product(stock=10), await shop.product(stock=1)
+    _, buyer = shop.ids.customer()
+    with pytest.raises(grpc.aio.AioRpcError) as short:
+        await shop.order(buyer, (plenty, 2), (scarce, 2))
+    assert short.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    problem = problem_from_rpc_error(short.value)
+    assert (problem.status, problem.reason, problem.extra["product_id"]) == (409, "OUT_OF_STOCK", scarce)
+    assert (await shop.stock(plenty), await shop.stock(scarce)) == (10, 1)
+    mine = await shop.orders.ListMyOrders(order_pb2.ListMyOrdersRequest(), metadata=buyer)
+    assert list(mine.orders) == []
+
+
+async def test_bad_requests(shop: Shop) -> None:
+    product = await shop.product()
+    _, buyer = shop.ids.customer()
+    cases = [
+        order_pb2.CreateOrderRequest(shipping_address=ADDRESS),
+        order_pb2.CreateOrderRequest(
+            items=[order_pb2.OrderItem(product_id=product, quantity=0)], shipping_address=ADDRESS
+        ),
+        order_pb2.CreateOrderRequest(
+            items=[order_pb2.OrderItem(product_id="nope", quantity=1)], shipping_address=ADDRESS
+        ),
+        order_pb2.CreateOrderRequest(items=[order_pb2.OrderItem(product_id=product, quantity=1)]),
+    ]
+    for request in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await shop.orders.CreateOrder(request, metadata=buyer)
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, request
+        assert problem_from_rpc_error(bad.value).errors
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await shop.order(buyer, (str(uuid.uuid4()), 1))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+        await shop.orders.CreateOrder(order_pb2.CreateOrderRequest())
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    euro, dollar = await shop.product(currency="EUR"), await shop.product(currency="USD")
+    with pytest.raises(grpc.aio.AioRpcError) as mixed:
+        await shop.order(buyer, (euro, 1), (dollar, 1))
+    assert reason(mixed.value) == "MIXED_CURRENCIES"
+    assert (await shop.stock(euro), await shop.stock(dollar)) == (10, 10)
+
+
+async def test_price_change_before_ordering_uses_the_new_price(shop: Shop) -> None:
+    product = await shop.product(price=1000)
+    await shop.products.UpdateProduct(
+        product_pb2.UpdateProductRequest(
+            product=product_pb2.Product(id=product, price=money_pb2.Money(amount_minor=1250, currency_code="EUR")),
+            update_mask=FieldMask(paths=["price"]),
+        ),
+        metadata=shop.admin,
+    )
+    order = await shop.order(shop.ids.customer()[1], (product, 1))
+    assert order.lines[0].unit_price.amount_minor == 1250
+
+
+async def test_idempotent_create_under_concurrent_repeats(shop: Shop) -> None:
+    product = await shop.product(stock=10)
+    _, buyer = shop.ids.customer()
+    key = f"checkout-{uuid.uuid4()}"
+    results = await asyncio.gather(*(shop.order(buyer, (product, 2), key=key) for _ in range(8)))
+    assert len({order.id for order in results}) == 1
+    assert results[0] == results[-1]
+    assert await shop.stock(product) == 8
+    mine = await shop.orders.ListMyOrders(order_pb2.ListMyOrdersRequest(), metadata=buyer)
+    assert [o.id for o in mine.orders] == [results[0].id]
+    with pytest.raises(grpc.aio.AioRpcError) as reused:
+        await shop.order(buyer, (product, 3), key=key)
+    assert reason(reused.value) == "IDEMPOTENCY_KEY_REUSED"
+    assert problem_from_rpc_error(reused.value).status == 422
+    # The same key from another buyer is another request.
+    other = await shop.order(shop.ids.customer()[1], (product, 1), key=key)
+    assert other.id != results[0].id
+
+
+async def test_idempotent_pay_under_concurrent_repeats(shop: Shop) -> None:
+    product = await shop.product()
+    _, buyer = shop.ids.customer()
+    order = await shop.order(buyer, (product, 1))
+    key = f"pay-{uuid.uuid4()}"
+    replies = await asyncio.gather(*(shop.pay(buyer, order.id, key=key) for _ in range(6)))
+    assert len({reply.payment.id for reply in replies}) == 1
+    # Other keys (another tab) find the order already paid.
+    outcomes = await asyncio.gather(
+        *(shop.pay(buyer, order.id, key=f"k-{n}") for n in range(4)), return_exceptions=True
+    )
+    for outcome in outcomes:
+        assert isinstance(outcome, grpc.aio.AioRpcError)
+        assert reason(outcome) == "INVALID_STATE"
+        assert problem_from_rpc_error(outcome).extra["current_state"] == "ORDER_STATUS_PAID"
+    final = await shop.orders.GetOrder(order_pb2.GetOrderRequest(order_id=order.id), metadata=buyer)
+    charged = [p for p in final.order.payments if p.status == order_pb2.PAYMENT_STATUS_APPROVED]
+    assert len(charged) == 1
+
+
+async def test_declined_payment_leaves_the_order_payable(shop: Shop) -> None:
+    product = await shop.product()
+    _, buyer = shop.ids.customer()
+    order = await shop.order(buyer, (product, 1))
+    for token, expected in (("tok_decline", "PAYMENT_DECLINED"), ("tok_insufficient_funds", "INSUFFICIENT_FUNDS")):
+        with pytest.raises(grpc.aio.AioRpcError) as declined:
+            await shop.pay(buyer, order.id, token)
+        assert reason(declined.value) == expected
+        assert problem_from_rpc_error(declined.value).status == 402
+    with pytest.raises(grpc.aio.AioRpcError) as broken:
+        await shop.pay(buyer, order.id, "tok_processor_error")
+    assert broken.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert problem_from_rpc_error(broken.value).status == 502
+    paid = await shop.pay(buyer, order.id, "tok_approve")
+    assert paid.order.status == order_pb2.ORDER_STATUS_PAID
+    statuses = [p.status for p in paid.order.payments]
+    assert statuses == [
+        order_pb2.PAYMENT_STATUS_DECLINED, order_pb2.PAYMENT_STATUS_DECLINED,
+        order_pb2.PAYMENT_STATUS_FAILED, order_pb2.PAYMENT_STATUS_APPROVED,
+    ]  # fmt: skip
+
+
+async def test_cancel_releases_stock_and_refunds(shop: Shop) -> None:
+    product = await shop.product(stock=6)
+    _, buyer = shop.ids.customer()
+    unpaid = await shop.order(buyer, (product, 2))
+    paid = await shop.order(buyer, (product, 3))
+    await shop.pay(buyer, paid.id)
+    assert await shop.stock(product) == 1
+    cancelled = await shop.orders.CancelOrder(order_pb2.CancelOrderRequest(order_id=unpaid.id), metadata=buyer)
+    assert cancelled.order.status == order_pb2.ORDER_STATUS_CANCELLED
+    assert not cancelled.order.cancellation.refunded
+    refunded = await shop.orders.CancelOrder(order_pb2.CancelOrderRequest(order_id=paid.id), metadata=buyer)
+    assert refunded.order.cancellation.refunded
+    assert refunded.order.payments[-1].status == order_pb2.PAYMENT_STATUS_REFUNDED
+    assert await shop.stock(product) == 6
+    again = await shop.orders.CancelOrder(order_pb2.CancelOrderRequest(order_id=paid.id), metadata=buyer)
+    assert again.order.status == order_pb2.ORDER_STATUS_CANCELLED  # idempotent
+    assert await shop.stock(product) == 6
+    assert await order_events(shop.cluster, paid.id, 3) == ["OrderCreated", "OrderPaid", "OrderCancelled"]
+
+    shipped = await shop.order(buyer, (product, 1))
+    await shop.pay(buyer, shipped.id)
+    await shop.orders.ShipOrder(
+        order_pb2.ShipOrderRequest(order_id=shipped.id, carrier="UPS", tracking_number="1Z"), metadata=shop.admin
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await shop.orders.CancelOrder(order_pb2.CancelOrderRequest(order_id=shipped.id), metadata=buyer)
+    assert reason(late.value) == "INVALID_STATE"
+    assert problem_from_rpc_error(late.value).extra["current_state"] == "ORDER_STATUS_SHIPPED"
+    with pytest.raises(grpc.aio.AioRpcError) as stranger:
+        await shop.orders.CancelOrder(order_pb2.CancelOrderRequest(order_id=unpaid.id), metadata=shop.ids.customer()[1])
+    assert stranger.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_unpaid_orders_expire_and_release_stock(shop: Shop, postgres) -> None:
+    product = await shop.product(stock=4)
+    _, buyer = shop.ids.customer()
+    order = await shop.order(buyer, (product, 3))
+    assert await shop.stock(product) == 1
+    # Move the payment deadline into the past; the sweeper does the rest.
+    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
+        conn.execute("update orders set expires_at = now() - interval '1 second' where id = %s", (order.id,))
+    for _ in range(100):
+        current = await shop.orders.GetOrder(order_pb2.GetOrderRequest(order_id=order.id), metadata=buyer)
+        if current.order.status == order_pb2.ORDER_STATUS_CANCELLED:
+            break
+        await asyncio.sleep(0.1)
+    assert current.order.cancellation.reason == order_pb2.CANCELLATION_REASON_EXPIRED
+    for _ in range(50):
+        if await shop.stock(product) == 4:
+            break
+        await asyncio.sleep(0.1)
+    assert await shop.stock(product) == 4
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await shop.pay(buyer, order.id)
+    assert reason(late.value) == "INVALID_STATE"
+
+
+async def test_an_orphaned_reservation_is_released(shop: Shop, postgres) -> None:
+    """A reservation made for an order that was never written (the process died
+    between ReserveStock and its transaction) goes back to stock."""
+    product = await shop.product(stock=5)
+    orphan = str(uuid.uuid4())
+    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
+        conn.execute(
+            "insert into pending_reservations (order_id, created_at) values (%s, now() - interval '1 minute')",
+            (orphan,),
+        )
+    await shop.products.ReserveStock(
+        product_pb2.ReserveStockRequest(
+            reservation_id=orphan, items=[product_pb2.ReservationItem(product_id=product, quantity=5)]
+        )
+    )
+    assert await shop.stock(product) == 0
+    for _ in range(100):
+        if await shop.stock(product) == 5:
+            break
+        await asyncio.sleep(0.1)
+    assert await shop.stock(product) == 5
+
+
+async def test_paging_my_orders(shop: Shop) -> None:
+    product = await shop.product(stock=50)
+    _, buyer = shop.ids.customer()
+    placed = [(await shop.order(buyer, (product, 1))).id for _ in range(5)]
+    seen, token = [], ""
+    while True:
+        page = await shop.orders.ListMyOrders(
+            order_pb2.ListMyOrdersRequest(page=paging_pb2.PageRequest(page_size=2, page_token=token)), metadata=buyer
+        )
+        seen += [o.id for o in page.orders]
+        token = page.page.next_page_token
+        if not token:
+            break
+    assert seen == list(reversed(placed))
+    everyone = await shop.orders.ListOrders(
+        order_pb2.ListOrdersRequest(page=paging_pb2.PageRequest(page_size=100)), metadata=shop.admin
+    )
+    assert set(placed) <= {o.id for o in everyone.orders}
+    with pytest.raises(grpc.aio.AioRpcError) as customer:
+        await shop.orders.ListOrders(order_pb2.ListOrdersRequest(), metadata=buyer)
+    assert customer.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_kafka_down_orders_still_accepted_and_events_arrive_later(shop: Shop) -> None:
+    product = await shop.product(stock=10)
+    _, buyer = shop.ids.customer()
+    kafka = shop.cluster.servers["kafka"]
+    kafka.stop()
+    try:
+        placed = [await shop.order(buyer, (product, 1)) for _ in range(3)]
+    finally:
+        kafka.start()
+        await asyncio.to_thread(kafka.wait)
+    for order in placed:
+        assert await order_events(shop.cluster, order.id, 1) == ["OrderCreated"]
+        decoded = [
+            events.decode(m.headers(), m.value())[1]
+            for m in await consume(kafka.env()["SHOP_KAFKA_BOOTSTRAP"], events.ORDERS_TOPIC, 100_000, timeout=2)
+            if m.key() == order.id.encode()
+        ]
+        assert isinstance(decoded[0], order_events_pb2.OrderCreated)
+        assert decoded[0].total.amount_minor == order.total.amount_minor
