@@ -23,7 +23,9 @@ class ProductClient:
     async def catalog(self, product_ids: Sequence[str]) -> dict[str, CatalogEntry]:
         try:
             reply = await self.stub.BatchGetProducts(
-                product_pb2.BatchGetProductsRequest(product_ids=list(product_ids)), timeout=self.timeout
+                product_pb2.BatchGetProductsRequest(product_ids=list(product_ids)),
+                timeout=self.timeout,
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
             raise from_upstream(exc, DEPENDENCY) from exc
@@ -43,14 +45,16 @@ class ProductClient:
             items=[product_pb2.ReservationItem(product_id=i.product_id, quantity=i.quantity) for i in items],
         )
         try:
-            await self.stub.ReserveStock(request, timeout=self.timeout)
+            await self.stub.ReserveStock(request, timeout=self.timeout, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
             raise from_upstream(exc, DEPENDENCY) from exc
 
     async def release(self, order_id: uuid.UUID) -> None:
         try:
             await self.stub.ReleaseReservation(
-                product_pb2.ReleaseReservationRequest(reservation_id=str(order_id)), timeout=self.timeout
+                product_pb2.ReleaseReservationRequest(reservation_id=str(order_id)),
+                timeout=self.timeout,
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
             raise from_upstream(exc, DEPENDENCY) from exc
@@ -58,7 +62,9 @@ class ProductClient:
     async def commit(self, order_id: uuid.UUID) -> None:
         try:
             await self.stub.CommitReservation(
-                product_pb2.CommitReservationRequest(reservation_id=str(order_id)), timeout=self.timeout
+                product_pb2.CommitReservationRequest(reservation_id=str(order_id)),
+                timeout=self.timeout,
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
             raise from_upstream(exc, DEPENDENCY) from exc

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -17,8 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from common.auth import TokenSigner
 from devstack.cluster import Cluster
-
-PASSWORD = "correct-horse-42"
+from tests.e2e.helpers import PASSWORD, admin_session, assert_problem, bearer, register, unique_email
 
 
 @pytest.fixture(scope="module")
@@ -30,31 +26,6 @@ def edge_cluster(services) -> Cluster:
 async def http(edge_cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=f"http://{edge_cluster.addr('edge')}", timeout=15) as client:
         yield client
-
-
-def unique_email() -> str:
-    return f"Buyer.{uuid.uuid4().hex[:10]}@Example.COM"
-
-
-async def register(http: httpx.AsyncClient, email: str | None = None) -> dict:
-    response = await http.post(
-        "/api/v1/auth/register", json={"email": email or unique_email(), "password": PASSWORD, "display_name": "Ann"}
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def bearer(session: dict) -> dict[str, str]:
-    return {"Authorization": f"Bearer {session['tokens']['access_token']}"}
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status
-    assert body["detail"]
-    return body
 
 
 async def test_register_normalizes_email_and_refuses_duplicates(http: httpx.AsyncClient) -> None:
@@ -207,16 +178,7 @@ async def test_admin_lists_users_and_changes_roles(http: httpx.AsyncClient, edge
     customer = await register(http)
     assert_problem(await http.get("/api/v1/users", headers=bearer(customer)), 403)
 
-    admin_email = unique_email().lower()
-    env = {**os.environ, **edge_cluster.service_env_for("user_svc"), "SHOP_ADMIN_PASSWORD": PASSWORD}
-    created = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "user_svc", "create-admin", "--email", admin_email],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
-    admin = (await http.post("/api/v1/auth/login", json={"email": admin_email, "password": PASSWORD})).json()
-    assert admin["user"]["role"] == "admin"
+    admin = await admin_session(http, edge_cluster)
 
     seen: list[str] = []
     token = ""
