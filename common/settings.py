@@ -30,6 +30,7 @@ SERVICE_PORTS: dict[str, int] = {
 # mode; production refuses to start without real values.
 DEV_SECRETS: dict[str, str] = {
     "s3_secret_key": "shop-dev-secret-not-for-production",
+    "cart_token_secret": "shop-dev-cart-secret-not-for-production",
 }
 
 

@@ -23,6 +23,9 @@ class EdgeSettings(CommonSettings):
     upstream_timeout: float = 5.0
     # Largest request body accepted (JSON); image uploads have their own cap.
     max_body_bytes: int = 1024 * 1024
+    # Largest multipart upload: product_svc's image cap (4 MiB) plus room for the
+    # multipart framing; product_svc decides the exact image limit.
+    max_upload_bytes: int = 4 * 1024 * 1024 + 64 * 1024
     # Browser origins allowed by CORS; empty: no CORS headers at all.
     cors_origins: list[str] = Field(default_factory=list)
     # Take the client address from X-Forwarded-For (only behind a trusted proxy).

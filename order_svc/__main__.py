@@ -14,14 +14,17 @@ import contextlib
 import logging
 import sys
 
-from shop.order.v1 import order_pb2, order_pb2_grpc
+from shop.order.v1 import cart_pb2, cart_pb2_grpc, order_pb2, order_pb2_grpc
 
 from common import telemetry
-from common.clients import KafkaProducer, pg_engine
+from common.clients import KafkaProducer, pg_engine, redis_client
 from common.grpc_client import channel
 from common.grpc_server import GrpcServer, serve
 from common.migrations import SchemaNotCurrent, check_database
 from common.outbox import OutboxRelay
+from order_svc.cart_server import CartService
+from order_svc.cart_store import CartStore
+from order_svc.carts import Carts
 from order_svc.orders import Orders
 from order_svc.payments import TestProcessor
 from order_svc.products import ProductClient
@@ -35,6 +38,7 @@ log = logging.getLogger("shop.order")
 async def run(settings: OrderSettings) -> int:
     engine = pg_engine(settings.database_url, pool_size=settings.db_pool_size)
     products_channel = channel(settings.product_svc_addr)
+    redis = redis_client(settings.redis_url)
     stop = asyncio.Event()
     background: list[asyncio.Task[None]] = []
     producer: KafkaProducer | None = None
@@ -46,7 +50,9 @@ async def run(settings: OrderSettings) -> int:
             print(f"order_svc: {exc}", file=sys.stderr, flush=True)
             return 1
         store = Store(engine)
-        orders = Orders(store, ProductClient(products_channel, settings.product_timeout), TestProcessor(), settings)
+        products = ProductClient(products_channel, settings.product_timeout)
+        orders = Orders(store, products, TestProcessor(), settings)
+        carts = Carts(CartStore(redis), products, orders, settings)
         if settings.relay_enabled:
             producer = KafkaProducer(settings, **{"message.timeout.ms": 10_000})
             background.append(asyncio.create_task(OutboxRelay(engine, producer).run(stop)))
@@ -58,6 +64,11 @@ async def run(settings: OrderSettings) -> int:
             OrderService(orders),
             order_pb2.DESCRIPTOR.services_by_name["OrderService"],
         )
+        server.add(
+            cart_pb2_grpc.add_CartServiceServicer_to_server,
+            CartService(carts),
+            cart_pb2.DESCRIPTOR.services_by_name["CartService"],
+        )
         await serve(server, stopping=None)
         return 0
     finally:
@@ -68,6 +79,7 @@ async def run(settings: OrderSettings) -> int:
         if producer is not None:
             await producer.close()
         await products_channel.close()
+        await redis.aclose()
         await engine.dispose()
 
 

@@ -6,13 +6,17 @@ fingerprints behind idempotency keys.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import hmac
 import string
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from common.money import Money, MoneyError
 from common.validation import Address, Violations, invalid, parse_uuid, validate_address
 
@@ -108,6 +112,9 @@ class CatalogEntry:
     name: str
     price: Money
     active: bool
+    stock: int = 0
+    weight_grams: int = 0
+    image_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,18 +126,28 @@ class Line:
     line_total: Money
 
 
+# Delivery estimate in business days, per method.
+DELIVERY_DAYS = {ShippingMethod.STANDARD: (3, 5), ShippingMethod.EXPRESS: (1, 2)}
+
+
 @dataclass(frozen=True)
 class ShippingRule:
+    """Standard shipping is free from ``free_over_minor`` of subtotal, express
+    never is; a parcel over ``heavy_grams`` pays ``heavy_surcharge_minor``."""
+
     standard_minor: int = 499
     express_minor: int = 1499
     free_over_minor: int = 5000
+    heavy_grams: int = 10_000
+    heavy_surcharge_minor: int = 999
 
-    def quote(self, method: ShippingMethod, subtotal: Money) -> Money:
+    def quote(self, method: ShippingMethod, subtotal: Money, weight_grams: int = 0) -> Money:
+        surcharge = self.heavy_surcharge_minor if weight_grams > self.heavy_grams else 0
         if method is ShippingMethod.EXPRESS:
-            return Money(self.express_minor, subtotal.currency)
+            return Money(self.express_minor + surcharge, subtotal.currency)
         if subtotal.amount_minor >= self.free_over_minor:
-            return Money.zero(subtotal.currency)
-        return Money(self.standard_minor, subtotal.currency)
+            return Money(surcharge, subtotal.currency)
+        return Money(self.standard_minor + surcharge, subtotal.currency)
 
 
 @dataclass(frozen=True)
@@ -173,7 +190,8 @@ def price(
         subtotal = Money.zero(currencies[0])
         for line in lines:
             subtotal = subtotal + line.line_total
-        shipping = rule.quote(method, subtotal)
+        weight = sum(catalog[item.product_id].weight_grams * item.quantity for item in items)
+        shipping = rule.quote(method, subtotal, weight)
         total = subtotal + shipping
     except MoneyError as exc:
         raise InvalidArgument(f"the order total is out of range: {exc}") from exc
@@ -228,4 +246,53 @@ def key_reused() -> KeyReused:
     return KeyReused(
         "this Idempotency-Key was already used with a different request; use a new key for a new request",
         reason="IDEMPOTENCY_KEY_REUSED",
+    )
+
+
+# --- guest carts ---------------------------------------------------------------------------
+
+
+class BadCartToken(Unauthenticated):
+    pass
+
+
+def bad_cart_token(why: str) -> BadCartToken:
+    return BadCartToken(f"the guest cart token is {why}; start a new cart", reason="INVALID_CART_TOKEN")
+
+
+def sign_cart_token(secret: bytes, guest_id: uuid.UUID, expires: int) -> str:
+    """An opaque guest cart token: the cart id and its expiry, HMAC-signed."""
+    body = guest_id.bytes + expires.to_bytes(8, "big")
+    mac = hmac.new(secret, body, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
+
+
+def verify_cart_token(secret: bytes, token: str, now: float) -> tuple[uuid.UUID, int]:
+    """(guest cart id, expiry) of a token; BadCartToken when forged, malformed or expired."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (ValueError, binascii.Error):
+        raise bad_cart_token("malformed") from None
+    if len(raw) != 40:
+        raise bad_cart_token("malformed")
+    body, mac = raw[:24], raw[24:]
+    if not hmac.compare_digest(mac, hmac.new(secret, body, hashlib.sha256).digest()[:16]):
+        raise bad_cart_token("not one of ours")
+    expires = int.from_bytes(body[16:], "big")
+    if expires <= now:
+        raise bad_cart_token("expired")
+    return uuid.UUID(bytes=body[:16]), expires
+
+
+def validate_quantity(quantity: int, limit: int, path: str = "quantity") -> int:
+    if not 1 <= quantity <= limit:
+        raise invalid(FieldViolation(path, f"must be between 1 and {limit}"))
+    return quantity
+
+
+def out_of_stock(product_id: str, requested: int, available: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"only {available} of product {product_id} in stock, {requested} wanted",
+        reason="OUT_OF_STOCK",
+        metadata={"product_id": product_id, "requested": str(requested), "available": str(available)},
     )

@@ -77,7 +77,11 @@ class Orders:
         self.settings = settings
         self.limits = domain.Limits(settings.max_items, settings.max_line_quantity)
         self.rule = domain.ShippingRule(
-            settings.shipping_standard_minor, settings.shipping_express_minor, settings.free_shipping_over_minor
+            settings.shipping_standard_minor,
+            settings.shipping_express_minor,
+            settings.free_shipping_over_minor,
+            settings.heavy_parcel_grams,
+            settings.heavy_surcharge_minor,
         )
 
     # --- idempotency -------------------------------------------------------------------------
@@ -100,6 +104,15 @@ class Orders:
                 raise Aborted("a request with this Idempotency-Key is still being processed; retry shortly")
             await asyncio.sleep(0.05)  # a concurrent repeat (a double click): wait for the first
 
+    async def replay(self, caller: Caller, scope: str, keyed: Keyed | None) -> bytes | None:
+        """The first response of a completed request with this key, before any other check."""
+        if keyed is None:
+            return None
+        found = await self.store.completed(caller.user_id, scope, keyed.key, keyed.request_hash)
+        if found == "mismatch":
+            raise domain.key_reused()
+        return found if isinstance(found, bytes) else None
+
     # --- placing an order ------------------------------------------------------------------------
 
     async def create(
@@ -110,19 +123,21 @@ class Orders:
         method: ShippingMethod,
         keyed: Keyed | None,
         render: Render,
+        scope: str = "create",
     ) -> OrderRecord | bytes:
-        """The order (or, for a repeated key, the first response's bytes)."""
+        """The order (or, for a repeated key, the first response's bytes).
+        CreateOrder and cart checkout both come here, each with its own key scope."""
         items = domain.validate_items(items, self.limits)
         address = domain.validate_shipping_address(address)
-        claim = await self._claim(caller, "create", keyed)
+        claim = await self._claim(caller, scope, keyed)
         if claim.replay is not None:
             return claim.replay
         order_id = claim.resource_id
         try:
-            order = await self._place(caller, order_id, items, address, method, keyed, render)
+            order = await self._place(caller, order_id, items, address, method, keyed, render, scope)
         except BaseException:
             if keyed is not None:
-                await self.store.release_key(caller.user_id, "create", keyed.key)
+                await self.store.release_key(caller.user_id, scope, keyed.key)
             raise
         ORDERS_CREATED.inc()
         return order
@@ -136,6 +151,7 @@ class Orders:
         method: ShippingMethod,
         keyed: Keyed | None,
         render: Render,
+        scope: str,
     ) -> OrderRecord:
         catalog = await self.products.catalog([item.product_id for item in items])
         priced = domain.price(items, catalog, method, self.rule)
@@ -162,7 +178,7 @@ class Orders:
                 assert order is not None
                 await add_event(conn, outbox, topic=ORDERS_TOPIC, key=str(order_id), message=events.created(order))
                 if keyed is not None:
-                    await self.store.complete_key(conn, caller.user_id, "create", keyed.key, render(order))
+                    await self.store.complete_key(conn, caller.user_id, scope, keyed.key, render(order))
         except BaseException:
             await self._compensate(order_id)
             raise

@@ -35,6 +35,9 @@ class ProductClient:
                 name=product.name,
                 price=Money(product.price.amount_minor, product.price.currency_code),
                 active=product.status == product_pb2.PRODUCT_STATUS_ACTIVE,
+                stock=product.stock,
+                weight_grams=product.weight_grams,
+                image_url=product.images[0].url if product.images else "",
             )
             for product in reply.products
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from shop.common.v1 import money_pb2, paging_pb2
 from shop.order.v1 import order_pb2, order_pb2_grpc
@@ -118,7 +119,8 @@ def _caller() -> Caller:
     return Caller(user_id=require_uuid(principal.user_id, "authorization", "a user id"), admin=principal.is_admin)
 
 
-def _keyed(key: str, request: order_pb2.CreateOrderRequest | order_pb2.PayOrderRequest) -> Keyed | None:
+def _keyed(key: str, request: Message) -> Keyed | None:
+    """The idempotency key with the fingerprint of the rest of the request."""
     if not key:
         return None
     domain.validate_idempotency_key(key)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
-from common.settings import SERVICE_PORTS, KafkaSettings, PostgresSettings, ServiceSettings
+from common.settings import SERVICE_PORTS, KafkaSettings, PostgresSettings, RedisSettings, ServiceSettings
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/shop_order"
 
 
-class OrderSettings(ServiceSettings, PostgresSettings, KafkaSettings):
+class OrderSettings(ServiceSettings, PostgresSettings, KafkaSettings, RedisSettings):
     service_name: ClassVar[str] = "order_svc"
 
     port: int = SERVICE_PORTS["order_svc"]
@@ -34,6 +34,16 @@ class OrderSettings(ServiceSettings, PostgresSettings, KafkaSettings):
     shipping_standard_minor: int = Field(499, ge=0)
     shipping_express_minor: int = Field(1499, ge=0)
     free_shipping_over_minor: int = Field(5000, ge=0)
+    # Parcels heavier than this pay the surcharge (any method; free shipping too).
+    heavy_parcel_grams: int = Field(10_000, ge=0)
+    heavy_surcharge_minor: int = Field(999, ge=0)
+
+    # Carts (Redis): a signed-in user's cart lives this long from its last
+    # change; a guest cart as long as its token.  The secret signs guest tokens.
+    cart_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
+    guest_cart_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    cart_token_secret: SecretStr | None = None
+    max_cart_lines: int = Field(100, ge=1)
 
     max_items: int = Field(100, ge=1)
     max_line_quantity: int = Field(100, ge=1)

@@ -320,6 +320,22 @@ class Store:
             )
             return Claim(resource_id=row.resource_id)
 
+    async def completed(self, user_id: uuid.UUID, scope: str, key: str, request_hash: str) -> bytes | str | None:
+        """The stored response of a completed request with this key (None if there
+        is none; "mismatch" when the key was used for another request)."""
+        t = idempotency_keys
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(t.c.request_hash, t.c.response).where(
+                        t.c.user_id == user_id, t.c.scope == scope, t.c.key == key, t.c.done.is_(True)
+                    )
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        return "mismatch" if row.request_hash != request_hash else bytes(row.response)
+
     @staticmethod
     async def complete_key(conn: AsyncConnection, user_id: uuid.UUID, scope: str, key: str, response: bytes) -> None:
         t = idempotency_keys

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, ConfigDict, Field
-from shop.common.v1 import address_pb2
+from shop.common.v1 import address_pb2, money_pb2
 
 
 class Strict(BaseModel):
@@ -36,6 +36,20 @@ class Address(Strict):
             region=message.region, postal_code=message.postal_code, country_code=message.country_code,
             phone=message.phone,
         )  # fmt: skip
+
+
+class Money(Strict):
+    """An amount in the currency's minor units (cents for EUR): ``{"amount_minor": 1999, "currency": "EUR"}``."""
+
+    amount_minor: Annotated[int, Field(ge=0, le=10**15, description="whole minor units, e.g. 1999 for 19.99 EUR")]
+    currency: Annotated[str, Field(min_length=3, max_length=3, description="ISO 4217 code, e.g. EUR")]
+
+    def to_proto(self) -> money_pb2.Money:
+        return money_pb2.Money(amount_minor=self.amount_minor, currency_code=self.currency)
+
+    @classmethod
+    def of(cls, message: money_pb2.Money) -> Money:
+        return cls.model_construct(amount_minor=message.amount_minor, currency=message.currency_code)
 
 
 class PageQuery(BaseModel):

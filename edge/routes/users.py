@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated, Literal
 
+import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from pydantic import BaseModel, Field
 from shop.common.v1 import paging_pb2
+from shop.order.v1 import cart_pb2
 from shop.user.v1 import user_pb2
 from starlette.requests import Request
 
@@ -17,6 +20,7 @@ from edge.routes.models import Address, PageQuery, Strict, timestamp
 from edge.upstreams import call_options, client_address, upstreams
 
 api = Api(upstreams=["user_svc"])
+log = logging.getLogger("shop.edge")
 
 Role = Literal["customer", "admin"]
 ROLE_TO_PROTO: dict[Role, user_pb2.Role.ValueType] = {"customer": user_pb2.ROLE_CUSTOMER, "admin": user_pb2.ROLE_ADMIN}
@@ -162,7 +166,24 @@ async def login(request: Request, body: LoginBody) -> Session:
         user_pb2.LoginRequest(email=body.email, password=body.password, client_address=client_address(request)),
         **call_options(request),
     )
+    await merge_guest_cart(request, reply.tokens.access_token)
     return Session(user=User.of(reply.user), tokens=Tokens.of(reply.tokens))
+
+
+async def merge_guest_cart(request: Request, access_token: str) -> None:
+    """A guest cart sent along (``X-Cart-Token``) joins the user's cart at sign-in.
+    Signing in never fails for it: a bad or expired guest token is only logged."""
+    guest_token = request.headers.get("x-cart-token")
+    if not guest_token:
+        return
+    options = call_options(request)
+    options["metadata"] = [*options["metadata"], ("authorization", f"Bearer {access_token}")]
+    try:
+        await upstreams(request).cart.MergeGuestCart(
+            cart_pb2.MergeGuestCartRequest(guest_cart_token=guest_token), **options
+        )
+    except grpc.aio.AioRpcError as exc:
+        log.warning("guest cart not merged at sign-in", extra={"code": exc.code().name, "details": exc.details()})
 
 
 @api.operation(
