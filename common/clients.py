@@ -18,11 +18,14 @@ from pymongo import AsyncMongoClient
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from common.settings import KafkaSettings, S3Settings
+from common.telemetry import instrument_engine
 
 
 def pg_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async SQLAlchemy engine on psycopg 3 (``postgresql+psycopg://…``)."""
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    """An async SQLAlchemy engine on psycopg 3 (``postgresql+psycopg://…``), traced when tracing is on."""
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    instrument_engine(engine)
+    return engine
 
 
 def mongo_client(url: str) -> AsyncMongoClient[Mapping[str, Any]]:

@@ -62,18 +62,38 @@ def setup_logging(service: str, level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def tracing_enabled() -> bool:
+    """Spans are exported (an OTLP endpoint is configured); without that the
+    libraries are not instrumented at all, so tracing costs nothing."""
+    return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
 def setup_tracing(service: str) -> TracerProvider:
-    """Install the process's tracer provider (idempotent per process)."""
+    """Install the process's tracer provider and instrument the data-store
+    clients (idempotent per process)."""
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    if tracing_enabled():
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        RedisInstrumentor().instrument(tracer_provider=provider)
+        PymongoInstrumentor().instrument(tracer_provider=provider)
     trace.set_tracer_provider(provider)
     return provider
+
+
+def instrument_engine(engine: Any) -> None:
+    """Database spans for one SQLAlchemy engine (when tracing is on)."""
+    if tracing_enabled():
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        # The instrumentation declares SQLAlchemy < 2.1; the event API it uses is unchanged in 2.1.
+        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, enable_commenter=False, skip_dep_check=True)
 
 
 def setup_metrics(port: int, host: str = "127.0.0.1") -> None:

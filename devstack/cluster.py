@@ -63,6 +63,7 @@ class Cluster:
         self.servers: dict[str, Server] = {}
         self.services: dict[str, Process] = {}
         self.service_ports: dict[str, int] = {}
+        self.metrics_ports: dict[str, int] = {}
         # Extra environment per service (tests use it for short windows and limits).
         self.overrides: dict[str, dict[str, str]] = {}
         root.mkdir(parents=True, exist_ok=True)
@@ -122,6 +123,8 @@ class Cluster:
     def service_env(self, spec: ServiceSpec) -> dict[str, str]:
         env = self.env()
         env["SHOP_PORT"] = str(self.service_ports[spec.name])
+        if spec.name != "edge":  # the edge serves /metrics on its own port
+            env["SHOP_METRICS_PORT"] = str(self.metrics_ports[spec.name])
         if spec.database:
             env["SHOP_DATABASE_URL"] = self.postgres.url(spec.database)
         env.update(self.overrides.get(spec.name, {}))
@@ -136,6 +139,8 @@ class Cluster:
             if spec.exists and spec.name not in self.service_ports:
                 fixed = SERVICE_PORTS[spec.name]
                 self.service_ports[spec.name] = fixed if self.fixed_ports else free_port()
+                # Prometheus metrics: 9180 + the service's offset from 8080 locally.
+                self.metrics_ports[spec.name] = fixed + 1100 if self.fixed_ports else free_port()
         for spec in wanted:
             if spec.name in self.services:
                 continue
@@ -205,7 +210,10 @@ class Cluster:
             ports = ", ".join(f"{key} {port}" for key, port in server.ports.items())
             rows.append((name, ports, str(server.log)))
         for name, process in self.services.items():
-            rows.append((name, f"port {self.service_ports[name]}", str(process.log)))
+            where = f"port {self.service_ports[name]}"
+            if name in self.metrics_ports and name != "edge":
+                where += f", metrics {self.metrics_ports[name]}"
+            rows.append((name, where, str(process.log)))
         return rows
 
     def write_state(self) -> None:
