@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, PlainValidator, ValidationError, WithJsonSchema
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,6 +24,27 @@ from starlette.routing import Route
 from edge.problems import HttpProblem, violations
 
 Handler = Callable[..., Awaitable[Any]]
+
+MULTIPART = "multipart/form-data"
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """A file sent as one part of a ``multipart/form-data`` body."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def _file_part(value: Any) -> FilePart:
+    if not isinstance(value, FilePart):
+        raise ValueError("must be a file (a form part with a filename)")
+    return value
+
+
+# A form field holding a file; in OpenAPI a binary string.
+UploadedFile = Annotated[FilePart, PlainValidator(_file_part), WithJsonSchema({"type": "string", "format": "binary"})]
 
 
 @dataclass
@@ -39,6 +62,8 @@ class Operation:
     errors: Sequence[int] = ()
     content_type: str = "application/json"
     description: str = ""
+    # A multipart/form-data body (file uploads), parsed into this model.
+    form: type[BaseModel] | None = None
     extra_responses: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -68,6 +93,7 @@ class Api:
         auth: bool = False,
         errors: Sequence[int] = (),
         content_type: str = "application/json",
+        form: type[BaseModel] | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.operations.append(
@@ -83,8 +109,9 @@ class Api:
                     status=status,
                     auth=auth,
                     errors=errors,
-                    content_type=content_type,
+                    content_type=MULTIPART if form is not None else content_type,
                     description=(handler.__doc__ or "").strip(),
+                    form=form,
                 )
             )
             return handler
@@ -94,9 +121,14 @@ class Api:
 
 def route(operation: Operation) -> Route:
     async def endpoint(request: Request) -> Response:
+        if operation.auth and "authorization" not in request.headers:
+            # Services verify the token; a request without one is refused before its body is read.
+            raise HttpProblem(401, "sign in first: send 'Authorization: Bearer <access token>'")
         kwargs: dict[str, Any] = {}
         if operation.body is not None:
             kwargs["body"] = await read_json(request, operation.body)
+        if operation.form is not None:
+            kwargs["form"] = await read_form(request, operation.form)
         if operation.query is not None:
             kwargs["query"] = parse_query(request, operation.query)
         result = await operation.handler(request, **kwargs)
@@ -141,6 +173,48 @@ async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
         return model.model_validate(data)
     except ValidationError as exc:
         raise HttpProblem(400, "the request has invalid fields", violations(exc)) from exc
+
+
+async def read_form(request: Request, model: type[BaseModel]) -> BaseModel:
+    """A ``multipart/form-data`` body, capped at ``max_upload_bytes`` while it
+    streams in; file parts become :class:`FilePart` values."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != MULTIPART:
+        raise HttpProblem(415, "send the body as multipart/form-data")
+    limit: int = request.app.state.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpProblem(413, f"the request body is larger than {limit} bytes")
+
+    async def capped() -> AsyncGenerator[bytes, None]:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HttpProblem(413, f"the request body is larger than {limit} bytes")
+            yield chunk
+
+    parser = MultiPartParser(request.headers, capped(), max_files=len(model.model_fields), max_fields=32)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise HttpProblem(400, f"the multipart body is malformed: {exc.message}") from exc
+    values: dict[str, Any] = {}
+    try:
+        for name, value in form.multi_items():
+            if name in values:
+                raise HttpProblem(400, f"the form field {name!r} is given twice")
+            if isinstance(value, UploadFile):
+                data = await value.read()
+                values[name] = FilePart(value.filename or "", value.content_type or "", data)
+            else:
+                values[name] = value
+    finally:
+        await form.close()
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise HttpProblem(400, "the form has invalid fields", violations(exc)) from exc
 
 
 def parse_query(request: Request, model: type[BaseModel]) -> BaseModel:
@@ -222,16 +296,17 @@ def openapi_document(operations: Sequence[Operation], *, title: str, version: st
                 parameters.append({"name": name, "in": "query", "required": name in required, "schema": prop})
         if parameters:
             entry["parameters"] = parameters
-        if op.body is not None:
+        body = op.body or op.form
+        if body is not None:
             entry["requestBody"] = {
                 "required": True,
-                "content": {op.content_type: {"schema": _schema(op.body, components)}},
+                "content": {op.content_type: {"schema": _schema(body, components)}},
             }
         ok: dict[str, Any] = {"description": "Success"}
         if op.response is not None:
             ok["content"] = {"application/json": {"schema": _schema(op.response, components)}}
         responses: dict[str, Any] = {str(op.status): ok}
-        codes = set(op.errors) | ({400} if op.body or op.query else set()) | ({401} if op.auth else set())
+        codes = set(op.errors) | ({400} if body or op.query else set()) | ({401} if op.auth else set())
         for code in sorted(codes):
             responses[str(code)] = {
                 "description": _ERROR_TEXT.get(code, "Error"),

@@ -14,12 +14,14 @@ from cryptography.hazmat.primitives import serialization
 
 from common.auth import TokenSigner
 from devstack.cluster import Cluster
+from edge.app import UPSTREAMS
 from tests.e2e.helpers import PASSWORD, admin_session, assert_problem, bearer, register, unique_email
 
 
 @pytest.fixture(scope="module")
 def edge_cluster(services) -> Cluster:
-    return services("user_svc", "edge")
+    # Every service the edge's routes call: readiness (test_edge_plumbing) checks them all.
+    return services(*UPSTREAMS, "edge")
 
 
 @pytest.fixture

@@ -33,8 +33,21 @@ def test_described_bodies_and_errors_resolve() -> None:
                     assert ref in schemas, f"{method} {path}: {ref} is not in components"
             body = operation.get("requestBody")
             if body:
-                ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
-                assert ref in schemas
+                assert set(body["content"]) <= {"application/json", "multipart/form-data"}
+                for content in body["content"].values():
+                    ref = content["schema"]["$ref"].rsplit("/", 1)[-1]
+                    assert ref in schemas, f"{method} {path}: {ref} is not in components"
     register = document["paths"]["/api/v1/auth/register"]["post"]
     assert set(register["responses"]) == {"201", "400", "409"}
     assert document["paths"]["/api/v1/users/me"]["get"]["security"] == [{"bearerAuth": []}]
+
+
+def test_uploads_are_described_as_multipart() -> None:
+    document = create_app().state.openapi
+    upload = document["paths"]["/api/v1/products/{product_id}/images"]["post"]
+    ref = upload["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    form = document["components"]["schemas"][ref]
+    assert form["required"] == ["file"]
+    assert form["properties"]["file"]["type"] == "string"
+    assert form["properties"]["file"]["format"] == "binary"
+    assert {"201", "400", "401", "403", "404", "413", "415"} <= set(upload["responses"])

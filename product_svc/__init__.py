@@ -1,0 +1,1 @@
+"""product_svc: the catalog (categories, products, images) and stock reservations."""

@@ -1,0 +1,107 @@
+"""product_svc: the catalog and stock reservations.
+
+    python -m product_svc       serve gRPC on SHOP_PORT (default 8081)
+
+At start: indexes are created (idempotent) and the image bucket is created when
+missing.  A background sweep finishes or rolls back stock reservations that
+crashed callers left half done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import sys
+from datetime import timedelta
+
+from pydantic import ValidationError
+from pymongo.errors import PyMongoError
+from shop.product.v1 import product_pb2, product_pb2_grpc
+
+from common import telemetry
+from common.clients import mongo_client
+from common.errors import Unavailable
+from common.grpc_server import GrpcServer, serve
+from product_svc.images import ImageStorage
+from product_svc.server import ProductService
+from product_svc.settings import ProductSettings
+from product_svc.store import Store
+
+log = logging.getLogger("shop.product")
+
+
+# Every how many sweeps the stale-hold scan (a pass over every product) runs; also at start.
+HOLD_SCAN_EVERY = 10
+
+
+async def _recovery(store: Store, settings: ProductSettings) -> None:
+    older_than = timedelta(seconds=settings.reservation_pending_timeout)
+    for sweep in itertools.count():
+        try:
+            await store.recover(older_than, scan_holds=sweep % HOLD_SCAN_EVERY == 0)
+        except Exception as exc:  # the next round tries again
+            log.warning("the reservation recovery sweep failed", exc_info=exc)
+        await asyncio.sleep(settings.recovery_interval)
+
+
+async def run(settings: ProductSettings, *, stopping: asyncio.Event | None = None) -> int:
+    client = mongo_client(settings.mongo_url)
+    recovery: asyncio.Task[None] | None = None
+    try:
+        store = Store(client[settings.mongo_database])
+        try:
+            await store.ping()
+            await store.ensure_indexes()
+        except (Unavailable, PyMongoError) as exc:
+            message = f"cannot prepare the catalog database at {settings.mongo_url}: {exc}"
+            log.error(message)
+            print(f"product_svc: {message}", file=sys.stderr, flush=True)
+            return 1
+        images = ImageStorage(settings)
+        try:
+            await images.ensure_bucket()
+        except Unavailable:  # the catalog still serves; uploads retry the bucket
+            log.warning("object storage is not reachable at start; image uploads fail until it is")
+
+        servicer = ProductService(
+            store=store,
+            images=images,
+            image_max_bytes=settings.image_max_bytes,
+            image_max_count=settings.image_max_count,
+        )
+        server = GrpcServer(settings)
+        server.add(
+            product_pb2_grpc.add_ProductServiceServicer_to_server,
+            servicer,
+            product_pb2.DESCRIPTOR.services_by_name["ProductService"],
+        )
+        recovery = asyncio.create_task(_recovery(store, settings))
+        await serve(server, stopping=stopping)
+        return 0
+    finally:
+        if recovery is not None:
+            recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recovery
+        await client.close()
+
+
+def main() -> int:
+    try:
+        settings = ProductSettings()
+    except ValidationError as exc:
+        print(f"product_svc: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    telemetry.setup(
+        ProductSettings.service_name,
+        log_level=settings.log_level,
+        metrics_port=settings.metrics_port,
+        host=settings.host,
+    )
+    return asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
