@@ -1,0 +1,1 @@
+"""user_svc: accounts, sessions and tokens (gRPC :8080, PostgreSQL, Redis)."""
