@@ -36,11 +36,11 @@ def up(args: argparse.Namespace) -> int:
         _print_table(cluster.table())
         missing = [spec.name for spec in SERVICES if spec.name not in started]
         if missing:
-            print(f"not built yet, skipped: {', '.join(missing)}")
-        print("the cluster is up; Ctrl-C stops it")
+            print(f"not built yet, skipped: {', '.join(missing)}", flush=True)
+        print("the cluster is up; Ctrl-C stops it", flush=True)
         stop.wait()
     finally:
-        print("stopping…")
+        print("stopping…", flush=True)
         cluster.stop()
     return 0
 

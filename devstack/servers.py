@@ -398,9 +398,6 @@ class Mongo(Server):
 class S3(Server):
     name = "s3"
 
-    def port_names(self) -> tuple[str, ...]:
-        return ("port", "console")
-
     def argv(self) -> list[str]:
         return [
             binary("minio"),
@@ -409,8 +406,6 @@ class S3(Server):
             "--quiet",
             "--address",
             f"127.0.0.1:{self.ports['port']}",
-            "--console-address",
-            f"127.0.0.1:{self.ports['console']}",
         ]
 
     def process_env(self) -> dict[str, str]:
@@ -485,6 +480,6 @@ DEFAULT_PORTS: dict[str, dict[str, int]] = {
     "redis": {"port": 6379},
     "kafka": {"port": 9092, "controller": 9093},
     "mongo": {"port": 27017},
-    "s3": {"port": 9000, "console": 9001},
+    "s3": {"port": 9000},
     "jaeger": {"otlp_grpc": 4317, "otlp_http": 4318, "query_http": 16686, "query_grpc": 16685, "health": 13133},
 }

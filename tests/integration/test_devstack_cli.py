@@ -4,10 +4,11 @@ reports it, and Ctrl-C stops every process."""
 from __future__ import annotations
 
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,23 +38,24 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
         pytest.skip(f"a local cluster (or something else) already uses ports {busy}")
     up = _devstack(tmp_path, "up")
     assert up.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in up.stdout], daemon=True)  # type: ignore[union-attr]
+    reader.start()
     output: list[str] = []
     deadline = time.monotonic() + 180
     try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([up.stdout], [], [], 1.0)
-            if ready:
-                line = up.stdout.readline()
-                if not line:
-                    break
-                output.append(line)
-                if "the cluster is up" in line:
+        while time.monotonic() < deadline and not any("the cluster is up" in line for line in output):
+            try:
+                output.append(lines.get(timeout=1.0))
+            except queue.Empty:
+                if up.poll() is not None:
                     break
         text = "".join(output)
         assert "the cluster is up" in text, text
         for name in ("postgres", "redis", "kafka", "mongo", "s3", "jaeger"):
             assert name in text
-        assert all(port_open(port) for port in WELL_KNOWN)
+        closed = [port for port in WELL_KNOWN if not port_open(port)]
+        assert not closed, (closed, text)
 
         status = _devstack(tmp_path, "status")
         status_out, _ = status.communicate(timeout=60)
@@ -61,6 +63,6 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
         assert "DOWN" not in status_out
     finally:
         up.send_signal(signal.SIGINT)
-        up.communicate(timeout=90)
+        up.wait(timeout=90)
     assert up.returncode == 0
     assert not any(port_open(port) for port in WELL_KNOWN)
