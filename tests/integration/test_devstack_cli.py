@@ -16,6 +16,7 @@ import pytest
 
 from common.settings import SERVICE_PORTS
 from devstack.cluster import SERVICES
+from devstack.paths import REPO
 from devstack.process import port_open
 from devstack.servers import DEFAULT_PORTS
 
@@ -30,6 +31,13 @@ def _devstack(state: Path, *args: str, **kwargs: object) -> subprocess.Popen[str
         [sys.executable, "-m", "devstack", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **kwargs,  # type: ignore[call-overload]
     )  # fmt: skip
+
+
+def readme_block(name: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"<!-- {name}:start -->")
+    block = text[start : text.index(f"<!-- {name}:end -->")]
+    return block.split("```sh\n", 1)[1].rsplit("```", 1)[0]
 
 
 def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
@@ -61,6 +69,15 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
         status_out, _ = status.communicate(timeout=60)
         assert status.returncode == 0, status_out
         assert "DOWN" not in status_out
+
+        # The README's examples work as written against this cluster.
+        tried = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", readme_block("try-it")],
+            cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        assert tried.returncode == 0, tried.stdout + tried.stderr
+        assert '"email":"ann@example.com"' in tried.stdout
+        assert '"status":"paid"' in tried.stdout
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(timeout=90)
