@@ -44,3 +44,11 @@ check-gen:
 
 clean:
 	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache
+
+# The deployable stack (compose/, deploy/k8s/), checked offline: compose config, every process's
+# environment against its settings class, the image's command lines against real servers,
+# kustomize renders + Kubernetes schemas.  deploy_tools.sh adds a Compose CLI and kustomize.
+.PHONY: deploy-check
+deploy-check: deps
+	bash devstack/provision/deploy_tools.sh
+	$(PY) -m pytest tests/integration/test_deploy.py

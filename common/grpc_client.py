@@ -26,6 +26,8 @@ def channel(target: str) -> grpc.aio.Channel:
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
             ("grpc.enable_retries", 1),
+            # Spread calls over every address the name resolves to (replicas behind a headless Service).
+            ("grpc.lb_policy_name", "round_robin"),
         ],
     )
 

@@ -63,3 +63,5 @@ tools=(ferretdb minio jaeger grpcurl)
 [ "$want_bench" = 1 ] && tools+=(ghz)
 bash devstack/provision/go_tools.sh "${tools[@]}"
 bash devstack/provision/kafka.sh
+# Offline validators of compose/ and deploy/k8s (docker-compose from apt, kustomize).
+bash devstack/provision/deploy_tools.sh

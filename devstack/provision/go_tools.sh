@@ -3,8 +3,9 @@
 #
 #   bash devstack/provision/go_tools.sh [tool ...]
 #
-#   tools:  ferretdb minio jaeger grpcurl ghz   ("all" = every one of them)
-#   no args = ferretdb minio jaeger grpcurl     (ghz, a benchmark tool, only when named or with "all")
+#   tools:  ferretdb minio jaeger grpcurl ghz kustomize   ("all" = every one of them)
+#   no args = ferretdb minio jaeger grpcurl     (ghz, a benchmark tool, and kustomize, for the
+#             deploy checks, only when named or with "all")
 #
 # Idempotent: a tool whose binary exists and whose stamp $BIN/.<tool>.version holds the pinned
 # version is skipped ("cached"). FORCE=1 rebuilds anyway. Prints one line per tool; the go
@@ -25,9 +26,11 @@ JAEGER_VERSION=v1.76.0
 JAEGER_V2_VERSION=v2.13.0
 GRPCURL_VERSION=v1.9.4
 GHZ_VERSION=v0.121.0
+# kustomize renders deploy/k8s (devstack/provision/deploy_tools.sh).
+KUSTOMIZE_VERSION=v5.8.1  # v5.8.2+ need Go >= 1.26; this stack asks for 1.25
 
 DEFAULT_TOOLS=(ferretdb minio jaeger grpcurl)
-ALL_TOOLS=(ferretdb minio jaeger grpcurl ghz)
+ALL_TOOLS=(ferretdb minio jaeger grpcurl ghz kustomize)
 # -----------------------------------------------------------------------------------------------
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -68,6 +71,7 @@ stamp_for() {
         jaeger) echo "$JAEGER_VERSION" ;;
         grpcurl) echo "$GRPCURL_VERSION" ;;
         ghz) echo "$GHZ_VERSION" ;;
+        kustomize) echo "$KUSTOMIZE_VERSION" ;;
         *) echo "go_tools: unknown tool '$1' (known: ${ALL_TOOLS[*]} all)" >&2; return 1 ;;
     esac
 }
@@ -126,6 +130,10 @@ build_grpcurl() {
 build_ghz() {
     go install -trimpath -ldflags "-X main.version=$GHZ_VERSION" \
         "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION"
+}
+
+build_kustomize() {
+    go install -trimpath "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
 }
 
 # ---- arguments --------------------------------------------------------------------------------
