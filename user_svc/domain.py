@@ -8,51 +8,44 @@ reason ``VALIDATION_FAILED``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import ipaddress
-import json
 import re
 import secrets
-import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shop.user.v1 import user_pb2
 
+from common import validation
 from common.errors import FieldViolation, InvalidArgument
 
-VALIDATION_FAILED = "VALIDATION_FAILED"
+# The shared rules (common/validation.py), used through this module too.
+from common.validation import (
+    COUNTRY_CODES as COUNTRY_CODES,
+    MAX_PAGE_SIZE as MAX_PAGE_SIZE,
+    VALIDATION_FAILED as VALIDATION_FAILED,
+    Address as Address,
+    Cursor as Cursor,
+    Violations as Violations,
+    decode_page_token as decode_page_token,
+    encode_page_token as encode_page_token,
+    filters_key as filters_key,
+    has_control as has_control,
+    invalid as invalid,
+    normalize_phone as normalize_phone,
+    page_size as page_size,
+    parse_uuid as parse_uuid,
+    phone_problem as phone_problem,
+    validate_address as validate_address,
+)
 
 
-class Violations:
-    """Collects field violations; ``check()`` raises them all at once."""
-
-    def __init__(self) -> None:
-        self.items: list[FieldViolation] = []
-
-    def add(self, path: str, description: str) -> None:
-        self.items.append(FieldViolation(path, description))
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
-    def check(self) -> None:
-        if self.items:
-            raise invalid(*self.items)
-
-
-def invalid(*violations: FieldViolation) -> InvalidArgument:
-    fields = ", ".join(dict.fromkeys(v.field for v in violations))
-    return InvalidArgument(f"invalid {fields}", violations=list(violations), reason=VALIDATION_FAILED)
-
-
-def _has_control(value: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value)
+def require_uuid(value: str, path: str) -> uuid.UUID:
+    return validation.require_uuid(value, path, "a user id")
 
 
 # --- email -----------------------------------------------------------------
@@ -136,23 +129,8 @@ def display_name_problem(value: str) -> str | None:
         return "is required"
     if len(value) > DISPLAY_NAME_MAX:
         return f"must be at most {DISPLAY_NAME_MAX} characters"
-    if _has_control(value):
+    if has_control(value):
         return "must not contain control characters or line breaks"
-    return None
-
-
-_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
-_PHONE_SEPARATORS = re.compile(r"[\s().-]")
-
-
-def normalize_phone(raw: str) -> str:
-    """Spaces, dots, dashes and parentheses dropped: "+49 (30) 123-456" -> "+4930123456"."""
-    return _PHONE_SEPARATORS.sub("", raw)
-
-
-def phone_problem(phone: str) -> str | None:
-    if not _E164.match(phone):
-        return "must be an E.164 number: '+', country code and number, up to 15 digits (e.g. +4930123456)"
     return None
 
 
@@ -184,32 +162,6 @@ def validate_registration(email: str, password: str, display_name: str) -> Regis
 MAX_ADDRESSES = 10
 LABEL_MAX = 50
 
-_COUNTRY_CODES = """
-    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT
-    BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH
-    ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT
-    HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS
-    LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI
-    NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG
-    SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG
-    UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW
-"""
-COUNTRY_CODES = frozenset(_COUNTRY_CODES.split())
-
-
-@dataclass(frozen=True)
-class Address:
-    """shop.common.v1.Address."""
-
-    recipient_name: str = ""
-    line1: str = ""
-    line2: str = ""
-    city: str = ""
-    region: str = ""
-    postal_code: str = ""
-    country_code: str = ""
-    phone: str = ""
-
 
 @dataclass(frozen=True)
 class SavedAddress:
@@ -231,51 +183,6 @@ class SavedAddress:
             is_default=bool(data.get("is_default", False)),
             address=address,
         )
-
-
-# (field, required, max length)
-_ADDRESS_FIELDS: tuple[tuple[str, bool, int], ...] = (
-    ("recipient_name", True, 100),
-    ("line1", True, 200),
-    ("line2", False, 200),
-    ("city", True, 100),
-    ("region", False, 100),
-    ("postal_code", True, 20),
-    ("country_code", True, 2),
-    ("phone", False, 32),
-)
-_POSTAL_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 -]*$")
-
-
-def validate_address(address: Address, path: str, violations: Violations) -> Address:
-    """The address trimmed (country code upper-cased, phone normalized); problems go to ``violations``."""
-    values: dict[str, str] = {}
-    for name, required, max_length in _ADDRESS_FIELDS:
-        value = getattr(address, name).strip()
-        where = f"{path}.{name}"
-        if name == "country_code":
-            value = value.upper()
-        if name == "phone":
-            value = normalize_phone(value)
-        values[name] = value
-        if not value:
-            if required:
-                violations.add(where, "is required")
-            continue
-        if _has_control(value):
-            violations.add(where, "must not contain control characters or line breaks")
-        elif name == "country_code":
-            if value not in COUNTRY_CODES:
-                violations.add(where, "must be an ISO 3166-1 alpha-2 country code such as DE or US")
-        elif len(value) > max_length:
-            violations.add(where, f"must be at most {max_length} characters")
-        elif name == "postal_code" and not _POSTAL_CODE.match(value):
-            violations.add(where, "may contain only letters, digits, spaces and dashes")
-        elif name == "phone":
-            problem = phone_problem(value)
-            if problem:
-                violations.add(where, problem)
-    return Address(**values)
 
 
 def validate_saved_addresses(
@@ -308,7 +215,7 @@ def validate_saved_addresses(
         label = item.label.strip()
         if len(label) > LABEL_MAX:
             violations.add(f"{where}.label", f"must be at most {LABEL_MAX} characters")
-        elif _has_control(label):
+        elif has_control(label):
             violations.add(f"{where}.label", "must not contain control characters or line breaks")
         address = validate_address(item.address, f"{where}.address", violations)
         result.append(SavedAddress(id=item_id or make_id(), label=label, is_default=item.is_default, address=address))
@@ -415,20 +322,6 @@ def refresh_expiry(now: datetime, ttl_seconds: int) -> datetime:
 # --- ids and paging ---------------------------------------------------------------
 
 
-def parse_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value.strip())
-    except (ValueError, AttributeError):
-        return None
-
-
-def require_uuid(value: str, path: str) -> uuid.UUID:
-    parsed = parse_uuid(value)
-    if parsed is None:
-        raise invalid(FieldViolation(path, "must be a user id (UUID)"))
-    return parsed
-
-
 MAX_BATCH = 100
 
 
@@ -442,63 +335,16 @@ def batch_ids(values: Sequence[str], path: str = "user_ids") -> list[str]:
     return ids
 
 
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
 QUERY_MAX = EMAIL_MAX
-
-
-def page_size(requested: int, path: str = "page.page_size") -> int:
-    if requested < 0:
-        raise invalid(FieldViolation(path, "must not be negative"))
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 def list_query(raw: str, path: str = "query") -> str:
     query = raw.strip().lower()
     if len(query) > QUERY_MAX:
         raise invalid(FieldViolation(path, f"must be at most {QUERY_MAX} characters"))
-    if _has_control(query):
+    if has_control(query):
         raise invalid(FieldViolation(path, "must not contain control characters"))
     return query
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Position after the last item of a page, in (created_at, id) descending order."""
-
-    created_at: datetime
-    id: uuid.UUID
-
-
-def filters_key(*filters: object) -> str:
-    """A short fingerprint of the list filters a page token belongs to."""
-    return hashlib.sha256(json.dumps([str(f) for f in filters]).encode()).hexdigest()[:12]
-
-
-def encode_page_token(cursor: Cursor, filters: str) -> str:
-    micros = round(cursor.created_at.timestamp() * 1_000_000)
-    payload = json.dumps({"v": 1, "t": micros, "i": cursor.id.hex, "f": filters}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str, filters: str, path: str = "page.page_token") -> Cursor | None:
-    """The cursor in ``token`` (None for an empty token); INVALID_ARGUMENT when it is
-    malformed or was issued for other filters."""
-    if not token:
-        return None
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if data.get("v") != 1:
-            raise ValueError("version")
-        seconds, micros = divmod(int(data["t"]), 1_000_000)
-        created_at = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=micros)
-        cursor = Cursor(created_at=created_at, id=uuid.UUID(hex=str(data["i"])))
-        issued_for = str(data["f"])
-    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise invalid(FieldViolation(path, "is not a page token from this list")) from None
-    if issued_for != filters:
-        raise invalid(FieldViolation(path, "belongs to a list with other filters; start again without a token"))
-    return cursor
 
 
 # --- client addresses (login rate limit) -------------------------------------------

@@ -61,3 +61,11 @@ async def admin_session(http: httpx.AsyncClient, cluster: Cluster) -> dict[str, 
     session: dict[str, Any] = response.json()
     assert session["user"]["role"] == "admin"
     return session
+
+
+async def until_ready(http: httpx.AsyncClient, service: str, seconds: float = 20) -> None:
+    """Wait until the edge reaches ``service`` again (after a test restarted it)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (await http.get("/readyz")).json()["upstreams"].get(service) != "SERVING":
+        assert asyncio.get_running_loop().time() < deadline, f"the edge does not reach {service} again"
+        await asyncio.sleep(0.1)

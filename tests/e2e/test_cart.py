@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from devstack.cluster import Cluster
-from tests.e2e.helpers import PASSWORD, admin_session, assert_problem, bearer, register
+from tests.e2e.helpers import PASSWORD, admin_session, assert_problem, bearer, register, until_ready
 
 ADDRESS = {"recipient_name": "Ann Buyer", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
            "country_code": "DE"}  # fmt: skip
@@ -193,5 +193,6 @@ async def test_failed_checkout_leaves_the_cart_untouched(http: httpx.AsyncClient
         assert_problem(await http.post("/api/v1/cart/checkout", headers=me, json=body), 503)
     finally:
         stack.start_service("product_svc")
+        await until_ready(http, "product_svc")
     assert quantities((await http.get("/api/v1/cart", headers=me)).json()) == {product: 1}
     assert (await http.post("/api/v1/cart/checkout", headers=me, json=body)).status_code == 201

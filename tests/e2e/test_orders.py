@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from devstack.cluster import Cluster
-from tests.e2e.helpers import admin_session, assert_problem, bearer, register
+from tests.e2e.helpers import admin_session, assert_problem, bearer, register, until_ready
 
 ADDRESS = {"recipient_name": "Ann Buyer", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
            "country_code": "DE"}  # fmt: skip
@@ -152,6 +152,7 @@ async def test_product_service_down_gives_503_and_leaks_nothing(
         assert down.json().get("dependency") == "product_svc"
     finally:
         stack.start_service("product_svc")
+        await until_ready(http, "product_svc")
     assert await catalog.stock(product) == 4
     mine = (await http.get("/api/v1/orders", headers=bearer(buyer))).json()
     assert mine["items"] == []
