@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from pydantic import ValidationError
@@ -16,6 +17,7 @@ from common.errors import FieldViolation, Problem, problem_from_rpc_error
 log = logging.getLogger("shop.edge")
 
 PROBLEM_JSON = "application/problem+json"
+T = TypeVar("T")
 
 
 class ProblemResponse(JSONResponse):
@@ -47,6 +49,21 @@ def violations(error: ValidationError) -> list[FieldViolation]:
         message = "unknown field" if item["type"] == "extra_forbidden" else str(item["msg"])
         found.append(FieldViolation(field, message))
     return found
+
+
+async def renaming_fields(call: Awaitable[T], rename: Callable[[str], str]) -> T:
+    """An upstream call whose 4xx field violations name the fields as the REST API
+    does (``rename`` maps a proto field path to its JSON name)."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        problem = problem_from_rpc_error(exc)
+        if problem.status >= 500 or not problem.errors:
+            raise
+        problem.errors = [FieldViolation(rename(v.field), v.description) for v in problem.errors]
+        error = HttpProblem(problem.status, problem.detail)
+        error.problem = problem
+        raise error from exc
 
 
 async def on_http_problem(request: Request, exc: Exception) -> Response:

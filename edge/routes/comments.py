@@ -13,12 +13,11 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from pydantic import BaseModel, Field
 from shop.comment.v1 import comment_pb2
-from shop.common.v1 import paging_pb2
 from starlette.requests import Request
 
-from common.errors import FieldViolation, problem_from_rpc_error
+from common.errors import FieldViolation
 from edge.api import Api
-from edge.problems import HttpProblem
+from edge.problems import HttpProblem, renaming_fields
 from edge.routes.models import PageQuery, Strict, timestamp
 from edge.upstreams import call_options, upstreams
 
@@ -160,16 +159,7 @@ _FIELD_NAMES = {"page.page_token": "page_token", "page.page_size": "page_size", 
 
 async def _call(call: Awaitable[T]) -> T:
     """An upstream call whose 4xx problems name the fields as this API does."""
-    try:
-        return await call
-    except grpc.aio.AioRpcError as exc:
-        problem = problem_from_rpc_error(exc)
-        if problem.status >= 500 or not problem.errors:
-            raise
-        problem.errors = [FieldViolation(_FIELD_NAMES.get(v.field, v.field), v.description) for v in problem.errors]
-        error = HttpProblem(problem.status, problem.detail)
-        error.problem = problem
-        raise error from exc
+    return await renaming_fields(call, lambda field: _FIELD_NAMES.get(field, field))
 
 
 async def rating_summary(request: Request, product_id: str) -> RatingSummary | None:
@@ -199,7 +189,7 @@ async def list_comments(request: Request, query: CommentsQuery) -> CommentPage:
     message = comment_pb2.ListCommentsRequest(
         product_id=request.path_params["product_id"],
         sort=SORT_TO_PROTO[query.sort],
-        page=paging_pb2.PageRequest(page_size=query.page_size, page_token=query.page_token),
+        page=query.page(),
         reply_limit=query.reply_limit,
     )
     if query.parent_id is not None:

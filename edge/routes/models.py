@@ -7,7 +7,7 @@ from typing import Annotated
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, ConfigDict, Field
-from shop.common.v1 import address_pb2, money_pb2
+from shop.common.v1 import address_pb2, money_pb2, paging_pb2
 
 
 class Strict(BaseModel):
@@ -59,6 +59,9 @@ class PageQuery(BaseModel):
 
     page_size: Annotated[int, Field(ge=1, le=100)] = 20
     page_token: Annotated[str, Field(max_length=512)] = ""
+
+    def page(self) -> paging_pb2.PageRequest:
+        return paging_pb2.PageRequest(page_size=self.page_size, page_token=self.page_token)
 
 
 def timestamp(value: Timestamp) -> datetime | None:

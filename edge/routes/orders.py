@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, Field
-from shop.common.v1 import paging_pb2
 from shop.order.v1 import order_pb2
 from starlette.requests import Request
 
@@ -240,7 +239,7 @@ async def create_order(request: Request, body: NewOrder) -> Order:
 async def list_my_orders(request: Request, query: MyOrdersQuery) -> OrderPage:
     reply = await upstreams(request).order.ListMyOrders(
         order_pb2.ListMyOrdersRequest(
-            page=paging_pb2.PageRequest(page_size=query.page_size, page_token=query.page_token),
+            page=query.page(),
             status=STATUS_TO_PROTO[query.status] if query.status else order_pb2.ORDER_STATUS_UNSPECIFIED,
         ),
         **call_options(request),
@@ -321,7 +320,7 @@ async def deliver_order(request: Request) -> Order:
 )  # fmt: skip
 async def list_orders(request: Request, query: AdminOrdersQuery) -> OrderPage:
     message = order_pb2.ListOrdersRequest(
-        page=paging_pb2.PageRequest(page_size=query.page_size, page_token=query.page_token),
+        page=query.page(),
         statuses=[STATUS_TO_PROTO[query.status]] if query.status else [],
         created_after=_stamp(query.created_after),
         created_before=_stamp(query.created_before),

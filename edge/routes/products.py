@@ -8,16 +8,15 @@ from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, Literal, TypeVar
 
-import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from pydantic import BaseModel, Field
-from shop.common.v1 import money_pb2, paging_pb2
+from shop.common.v1 import money_pb2
 from shop.product.v1 import product_pb2
 from starlette.requests import Request
 
-from common.errors import FieldViolation, problem_from_rpc_error
+from common.errors import FieldViolation
 from edge.api import Api, UploadedFile
-from edge.problems import HttpProblem
+from edge.problems import HttpProblem, renaming_fields
 from edge.routes.comments import RatingSummary, rating_summary
 from edge.routes.models import Money, PageQuery, Strict, timestamp
 from edge.upstreams import call_options, upstreams
@@ -212,20 +211,7 @@ def _json_field(name: str) -> str:
 
 async def _call(call: Awaitable[T]) -> T:
     """An upstream call whose 4xx problems name the fields as this API does."""
-    try:
-        return await call
-    except grpc.aio.AioRpcError as exc:
-        problem = problem_from_rpc_error(exc)
-        if problem.status >= 500 or not problem.errors:
-            raise
-        problem.errors = [FieldViolation(_json_field(v.field), v.description) for v in problem.errors]
-        error = HttpProblem(problem.status, problem.detail)
-        error.problem = problem
-        raise error from exc
-
-
-def _page(query: PageQuery) -> paging_pb2.PageRequest:
-    return paging_pb2.PageRequest(page_size=query.page_size, page_token=query.page_token)
+    return await renaming_fields(call, _json_field)
 
 
 # --- /api/v1/categories -------------------------------------------------------------------------------
@@ -236,7 +222,7 @@ def _page(query: PageQuery) -> paging_pb2.PageRequest:
     query=CategoriesQuery, response=CategoryPage,
 )  # fmt: skip
 async def list_categories(request: Request, query: CategoriesQuery) -> CategoryPage:
-    message = product_pb2.ListCategoriesRequest(page=_page(query))
+    message = product_pb2.ListCategoriesRequest(page=query.page())
     if query.parent_id is not None:
         message.parent_id = query.parent_id
     reply = await _call(upstreams(request).product.ListCategories(message, **call_options(request)))
@@ -275,7 +261,7 @@ async def list_products(request: Request, query: ProductsQuery) -> ProductPage:
             [FieldViolation("currency", "is required with min_price or max_price")],
         )
     message = product_pb2.ListProductsRequest(
-        page=_page(query),
+        page=query.page(),
         in_stock_only=query.in_stock,
         query=query.q,
         sort=SORT_TO_PROTO[query.sort],

@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from pydantic import BaseModel, Field
-from shop.common.v1 import paging_pb2
 from shop.order.v1 import cart_pb2
 from shop.user.v1 import user_pb2
 from starlette.requests import Request
@@ -266,7 +265,7 @@ async def change_password(request: Request, body: PasswordChange) -> Tokens:
 async def list_users(request: Request, query: UsersQuery) -> UserPage:
     reply = await upstreams(request).user.ListUsers(
         user_pb2.ListUsersRequest(
-            page=paging_pb2.PageRequest(page_size=query.page_size, page_token=query.page_token),
+            page=query.page(),
             query=query.query,
             role=ROLE_TO_PROTO[query.role] if query.role else user_pb2.ROLE_UNSPECIFIED,
         ),
