@@ -61,6 +61,8 @@ class Operation:
     auth: bool = False
     errors: Sequence[int] = ()
     content_type: str = "application/json"
+    # Media type of the success response (e.g. text/event-stream for a stream of ``response``).
+    response_type: str = "application/json"
     description: str = ""
     # A multipart/form-data body (file uploads), parsed into this model.
     form: type[BaseModel] | None = None
@@ -94,6 +96,7 @@ class Api:
         errors: Sequence[int] = (),
         content_type: str = "application/json",
         form: type[BaseModel] | None = None,
+        response_type: str = "application/json",
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.operations.append(
@@ -110,6 +113,7 @@ class Api:
                     auth=auth,
                     errors=errors,
                     content_type=MULTIPART if form is not None else content_type,
+                    response_type=response_type,
                     description=(handler.__doc__ or "").strip(),
                     form=form,
                 )
@@ -304,7 +308,7 @@ def openapi_document(operations: Sequence[Operation], *, title: str, version: st
             }
         ok: dict[str, Any] = {"description": "Success"}
         if op.response is not None:
-            ok["content"] = {"application/json": {"schema": _schema(op.response, components)}}
+            ok["content"] = {op.response_type: {"schema": _schema(op.response, components)}}
         responses: dict[str, Any] = {str(op.status): ok}
         codes = set(op.errors) | ({400} if body or op.query else set()) | ({401} if op.auth else set())
         for code in sorted(codes):

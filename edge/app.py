@@ -13,12 +13,12 @@ from starlette.middleware.cors import CORSMiddleware
 from edge.api import openapi_document, route
 from edge.middleware import RequestContext
 from edge.problems import HANDLERS
-from edge.routes import system, users
+from edge.routes import cart, comments, notifications, orders, products, system, users
 from edge.settings import EdgeSettings
 from edge.upstreams import Upstreams
 
 # Every route module of the edge; a new resource adds its module here.
-ROUTE_MODULES = [system, users]
+ROUTE_MODULES = [system, users, products, orders, cart, comments, notifications]
 OPERATIONS = [operation for module in ROUTE_MODULES for operation in module.api.operations]
 UPSTREAMS = sorted({name for module in ROUTE_MODULES for name in module.api.upstreams})
 
@@ -43,7 +43,7 @@ def create_app(settings: EdgeSettings | None = None) -> Starlette:
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "X-Cart-Token"],
-                expose_headers=["X-Request-ID", "Retry-After", "Location"],
+                expose_headers=["X-Request-ID", "Retry-After", "Location", "X-Cart-Token"],
                 max_age=600,
             )
         )

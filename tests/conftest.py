@@ -56,6 +56,16 @@ TEST_OVERRIDES = {
         "SHOP_ORPHAN_RESERVATION_AFTER": "2",
         "SHOP_PRODUCT_TIMEOUT": "2",
     },
+    # Webhook retries after 0.2 s and 0.4 s, 3 attempts in all; heartbeats every
+    # second; a killed consumer's partitions move after 6 s; a short feed cap.
+    "notify_svc": {
+        "SHOP_WEBHOOK_RETRY_BASE": "0.2",
+        "SHOP_WEBHOOK_MAX_ATTEMPTS": "3",
+        "SHOP_WEBHOOK_TIMEOUT": "2",
+        "SHOP_HEARTBEAT_INTERVAL": "1",
+        "SHOP_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "SHOP_FEED_CAP": "40",
+    },
     "edge": {
         "SHOP_CORS_ORIGINS": '["http://shop.test"]',
         "SHOP_TRUST_FORWARDED_FOR": "true",

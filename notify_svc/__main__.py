@@ -1,0 +1,141 @@
+"""notify_svc: notifications from Kafka events, kept in Redis.
+
+    python -m notify_svc        serve gRPC on SHOP_PORT (default 8083)
+
+One process runs the gRPC service, the Kafka consumer (group
+``SHOP_CONSUMER_GROUP``), the webhook fan-out and the webhook deliverer.  Any
+number of processes may run side by side: the consumer group splits the
+partitions, and the webhook queues are shared safely through Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+
+from pydantic import ValidationError
+from shop.notify.v1 import notify_pb2, notify_pb2_grpc
+
+from common import telemetry
+from common.clients import KafkaProducer, redis_client
+from common.consumer import EventConsumer
+from common.grpc_server import GrpcServer, serve
+from notify_svc.events import TOPICS, AnnouncementPublisher, NotificationHandler
+from notify_svc.server import NotificationService, StreamPolicy
+from notify_svc.settings import NotifySettings
+from notify_svc.store import Limits, Store
+from notify_svc.webhooks import Deliverer, Fanout
+
+log = logging.getLogger("shop.notify")
+
+
+async def supervise(name: str, start: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run a background loop until ``stop``; restart it (after a pause) if it dies."""
+    pause = 1.0
+    while not stop.is_set():
+        try:
+            await start(stop)
+        except Exception as exc:
+            log.error("%s stopped unexpectedly; restarting in %.0fs", name, pause, exc_info=exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+            pause = min(pause * 2, 30.0)
+
+
+def build_store(settings: NotifySettings) -> Store:
+    return Store(
+        redis_client(settings.redis_url),
+        Limits(
+            feed_cap=settings.feed_cap,
+            announcement_cap=settings.announcement_cap,
+            dedupe_ttl=settings.dedupe_ttl,
+            like_fold_window=settings.like_fold_window,
+            webhook_limit=settings.webhook_limit,
+            webhook_history=settings.webhook_history,
+            delivery_retention=settings.webhook_delivery_retention,
+        ),
+    )
+
+
+async def run(settings: NotifySettings, *, stopping: asyncio.Event | None = None) -> int:
+    stop = stopping or asyncio.Event()
+    store = build_store(settings)
+    producer = KafkaProducer(settings, **{"message.timeout.ms": 10_000})
+    handler = NotificationHandler(store)
+
+    def consume(stop: asyncio.Event) -> Awaitable[None]:
+        consumer = EventConsumer(
+            settings,
+            group_id=settings.consumer_group,
+            topics=TOPICS,
+            handler=handler,
+            retry_base=settings.consumer_retry_base,
+            retry_max=settings.consumer_retry_max,
+            **{"session.timeout.ms": settings.kafka_session_timeout_ms},
+        )
+        return consumer.run(stop)
+
+    wake = asyncio.Event()
+    fanout = Fanout(store, wake=wake)
+    deliverer = Deliverer(
+        store,
+        wake=wake,
+        development=settings.development,
+        max_attempts=settings.webhook_max_attempts,
+        retry_base=settings.webhook_retry_base,
+        retry_max=settings.webhook_retry_max,
+        timeout=settings.webhook_timeout,
+        concurrency=settings.webhook_concurrency,
+    )
+    servicer = NotificationService(
+        store,
+        AnnouncementPublisher(producer, timeout=12.0),
+        development=settings.development,
+        policy=StreamPolicy(heartbeat=settings.heartbeat_interval),
+        stopping=stop,
+    )
+    server = GrpcServer(settings)
+    server.add(
+        notify_pb2_grpc.add_NotificationServiceServicer_to_server,
+        servicer,
+        notify_pb2.DESCRIPTOR.services_by_name["NotificationService"],
+    )
+    try:
+        await store.redis.ping()
+    except Exception as exc:
+        log.warning("Redis is not reachable at start", exc_info=exc)
+    tasks = [
+        asyncio.create_task(supervise("event consumer", consume, stop)),
+        asyncio.create_task(supervise("webhook fan-out", fanout.run, stop)),
+        asyncio.create_task(supervise("webhook deliverer", deliverer.run, stop)),
+    ]
+    try:
+        await serve(server, stopping=stop)
+        return 0
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await producer.close(flush_seconds=2)
+        await store.redis.aclose()
+
+
+def main() -> int:
+    try:
+        settings = NotifySettings()
+    except ValidationError as exc:
+        print(f"notify_svc: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    telemetry.setup(
+        NotifySettings.service_name,
+        log_level=settings.log_level,
+        metrics_port=settings.metrics_port,
+        host=settings.host,
+    )
+    return asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

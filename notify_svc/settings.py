@@ -1,0 +1,53 @@
+"""notify_svc settings, read from ``SHOP_*`` environment variables."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from common.settings import SERVICE_PORTS, KafkaSettings, RedisSettings, ServiceSettings
+
+DAY = 24 * 3600
+
+
+class NotifySettings(ServiceSettings, RedisSettings, KafkaSettings):
+    service_name: ClassVar[str] = "notify_svc"
+
+    port: int = SERVICE_PORTS["notify_svc"]
+
+    # Kafka consumer group reading shop.orders.v1, shop.comments.v1, shop.platform.v1.
+    consumer_group: str = "notify_svc"
+    # How long the group waits for a member that vanished without leaving
+    # (killed) before its partitions move; the broker's minimum is 6 s.
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    # Backoff of a failing event handler (Redis down): base doubles up to max, seconds.
+    consumer_retry_base: float = Field(default=0.2, gt=0)
+    consumer_retry_max: float = Field(default=10.0, gt=0)
+
+    # Feed length per user (oldest entries fall off) and announcements kept.
+    feed_cap: int = Field(default=500, ge=1, le=100_000)
+    announcement_cap: int = Field(default=100, ge=1, le=10_000)
+    # How long an event id is remembered for deduplication, seconds.  Far
+    # longer than any redelivery (offsets are committed within a second).
+    dedupe_ttl: float = Field(default=7 * DAY, gt=0)
+    # Likes of one comment within this many seconds of the first one are
+    # folded into one notification ("3 people liked your comment").
+    like_fold_window: float = Field(default=300.0, ge=0)
+
+    # Subscribe: a heartbeat after this many seconds without a message.
+    heartbeat_interval: float = Field(default=15.0, gt=0)
+
+    # Webhooks per user.
+    webhook_limit: int = Field(default=10, ge=1)
+    # Attempts per delivery (the first included); retry n waits base * 2^(n-1) s, at most max.
+    webhook_max_attempts: int = Field(default=6, ge=1, le=30)
+    webhook_retry_base: float = Field(default=5.0, gt=0)
+    webhook_retry_max: float = Field(default=3600.0, gt=0)
+    # One POST's timeout, seconds; deliveries in flight at once per process.
+    webhook_timeout: float = Field(default=5.0, gt=0)
+    webhook_concurrency: int = Field(default=32, ge=1)
+    # Deliveries listed per webhook (older ones fall off) and how long a
+    # finished delivery's record is kept, seconds.
+    webhook_history: int = Field(default=200, ge=1)
+    webhook_delivery_retention: float = Field(default=7 * DAY, gt=0)

@@ -1,0 +1,268 @@
+"""Webhooks: checking a target, and the two background workers that deliver.
+
+* :class:`Fanout` reads the ``notify:webhook-fanout`` stream (written by the
+  same Lua step that stores a notification, so nothing stored is missed) as a
+  Redis consumer group, and creates one delivery per interested webhook
+  (idempotently: the delivery id is derived from notification, position and
+  webhook).  Entries a crashed worker left unacknowledged are reclaimed.
+* :class:`Deliverer` claims due deliveries from the ``notify:webhook-due``
+  schedule (a lease: a crashed worker's claims come back), POSTs them signed,
+  and records the outcome: succeeded, retrying at ``base * 2^(n-1)`` seconds,
+  or failed after the last attempt.  Neither worker runs on the consumer's path.
+
+A receiver may see a delivery twice (a worker dying between the POST and the
+record); ``X-Shop-Delivery`` is the id to deduplicate on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import time
+
+import httpx
+from opentelemetry import trace
+from prometheus_client import Counter
+
+from common.errors import FieldViolation, InvalidArgument
+from notify_svc import convert, domain
+from notify_svc.store import FanoutEntry, Store, now_us
+
+log = logging.getLogger("shop.notify.webhooks")
+tracer = trace.get_tracer("shop.notify")
+
+ATTEMPTS = Counter("notify_webhook_attempts_total", "Webhook POSTs, by outcome (succeeded, error)", ["outcome"])
+DELIVERED = Counter(
+    "notify_notifications_delivered_total", "Notifications delivered, by channel (live stream, webhook)", ["channel"]
+)
+FAILED = Counter("notify_webhook_failures_total", "Webhook deliveries recorded as failed after their last attempt")
+
+USER_AGENT = "shop-webhooks/1"
+
+
+async def resolve(host: str, port: int) -> list[domain.IPAddress]:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return []
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+
+
+async def check_target(url: str, *, development: bool) -> domain.WebhookTarget:
+    """A webhook URL that may be registered: well-formed and, outside
+    development, resolving only to public addresses."""
+    target = domain.validate_webhook_url(url, development=development)
+    if development:
+        return target
+    addresses = await resolve(target.host, target.port)
+    if not addresses:
+        raise InvalidArgument(
+            "the webhook URL's host does not resolve",
+            [FieldViolation("url", f"{target.host} has no address")],
+            reason=domain.VALIDATION_FAILED,
+        )
+    if any(domain.forbidden_address(address) for address in addresses):
+        raise domain.forbidden_host(target.host)
+    return target
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Fanout:
+    def __init__(self, store: Store, *, wake: asyncio.Event, reclaim_idle: float = 60.0) -> None:
+        self.store = store
+        self.wake = wake
+        self.reclaim_idle = reclaim_idle
+        self.name = worker_name()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.2
+        last_reclaim = 0.0
+        grouped = False
+        while not stop.is_set():
+            try:
+                if not grouped:
+                    await self.store.ensure_fanout_group()
+                    grouped = True
+                if time.monotonic() - last_reclaim > self.reclaim_idle / 2:
+                    last_reclaim = time.monotonic()
+                    await self.handle(
+                        await self.store.reclaim_fanout(self.name, min_idle_ms=int(self.reclaim_idle * 1000), count=100)
+                    )
+                await self.handle(await self.store.read_fanout(self.name, count=100, block_ms=500))
+                backoff = 0.2
+            except Exception as exc:
+                log.warning("webhook fan-out failed; retrying in %.1fs", backoff, exc_info=exc)
+                grouped = False
+                await _sleep(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def handle(self, entries: list[FanoutEntry]) -> None:
+        created = 0
+        for entry in entries:
+            hooks = await (self.store.webhooks_of(entry.user_id) if entry.user_id else self.store.all_webhooks())
+            hooks = [hook for hook in hooks if domain.wants(hook.kinds, entry.kind)]
+            if not hooks:
+                continue
+            note = await self.store.notification_document(entry.user_id, entry.notification_id)
+            if note is None:  # fell off the feed already
+                continue
+            body = convert.webhook_body(note)
+            for hook in hooks:
+                delivery = domain.delivery_id(entry.notification_id, entry.position, hook.id)
+                created += await self.store.create_delivery(delivery, hook.id, entry.notification_id, body)
+        await self.store.ack_fanout([entry.entry_id for entry in entries])
+        if created:
+            self.wake.set()
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        wake: asyncio.Event,
+        development: bool,
+        max_attempts: int,
+        retry_base: float,
+        retry_max: float,
+        timeout: float,
+        concurrency: int,
+    ) -> None:
+        self.store = store
+        self.wake = wake
+        self.development = development
+        self.max_attempts = max_attempts
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=self.concurrency)
+        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, limits=limits) as client:
+            backoff = 0.2
+            try:
+                while not stop.is_set():
+                    self.wake.clear()
+                    try:
+                        wait = await self._claim(client)
+                        backoff = 0.2
+                    except Exception as exc:
+                        log.warning("webhook deliveries failed; retrying in %.1fs", backoff, exc_info=exc)
+                        wait = backoff
+                        backoff = min(backoff * 2, 5.0)
+                    await _sleep_or_wake(stop, self.wake, wait)
+            finally:
+                if self._running:  # let attempts in flight record their outcome
+                    await asyncio.wait(self._running, timeout=self.timeout + 1)
+                for task in self._running:
+                    task.cancel()
+
+    async def _claim(self, client: httpx.AsyncClient) -> float:
+        """Start the due attempts there is room for; return how long to wait."""
+        free = self.concurrency - len(self._running)
+        if free > 0:
+            for delivery_id in await self.store.claim_due(lease=self.timeout + 30, limit=free):
+                task = asyncio.create_task(self._attempt(client, delivery_id))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+            if len(self._running) >= self.concurrency:
+                return 0.05
+        else:
+            return 0.05
+        due = await self.store.next_due_in()
+        return 1.0 if due is None else min(max(due, 0.01), 1.0)
+
+    async def _attempt(self, client: httpx.AsyncClient, delivery_id: str) -> None:
+        try:
+            delivery = await self.store.delivery(delivery_id)
+            hook = await self.store.webhook(delivery.webhook_id) if delivery else None
+            if delivery is None or hook is None:  # deleted meanwhile: pending retries are dropped
+                await self.store.drop_delivery(delivery_id)
+                return
+            if delivery.status in ("SUCCEEDED", "FAILED"):  # a stale claim: keep the record
+                await self.store.unschedule(delivery_id)
+                return
+            attempt = delivery.attempts + 1
+            status, error = await self._post(
+                client, hook.url, hook.id, hook.secret, delivery.id, delivery.body, attempt
+            )
+            if status is not None and 200 <= status < 300:
+                ATTEMPTS.labels("succeeded").inc()
+                DELIVERED.labels("webhook").inc()
+                await self.store.record_attempt(delivery, status="SUCCEEDED", attempts=attempt, http_status=status,
+                                                error="")  # fmt: skip
+                return
+            ATTEMPTS.labels("error").inc()
+            message = domain.describe_error(status, error)
+            if attempt >= self.max_attempts:
+                FAILED.inc()
+                log.warning(
+                    "webhook delivery failed for good",
+                    extra={"delivery_id": delivery.id, "webhook_id": hook.id, "attempts": attempt, "error": message},
+                )
+                await self.store.record_attempt(delivery, status="FAILED", attempts=attempt, http_status=status or 0,
+                                                error=message)  # fmt: skip
+                return
+            delay = domain.retry_delay(attempt, self.retry_base, self.retry_max)
+            await self.store.record_attempt(
+                delivery, status="RETRYING", attempts=attempt, http_status=status or 0, error=message,
+                next_attempt_us=now_us() + int(delay * 1_000_000),
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("webhook attempt could not be recorded", exc_info=exc, extra={"delivery_id": delivery_id})
+
+    async def _post(
+        self, client: httpx.AsyncClient, url: str, webhook_id: str, secret: str, delivery_id: str, body: bytes,
+        attempt: int,
+    ) -> tuple[int | None, str | None]:  # fmt: skip
+        if not self.development:  # the name may resolve elsewhere now than at registration
+            try:
+                await check_target(url, development=False)
+            except InvalidArgument as exc:
+                return None, exc.violations[0].description if exc.violations else exc.message
+        stamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Shop-Timestamp": str(stamp),
+            "X-Shop-Signature": domain.sign(secret, stamp, body),
+            "X-Shop-Delivery": delivery_id,
+            "X-Shop-Webhook": webhook_id,
+            "X-Shop-Attempt": str(attempt),
+        }
+        with tracer.start_as_current_span("webhook POST", kind=trace.SpanKind.CLIENT) as span:
+            span.set_attribute("http.request.method", "POST")
+            span.set_attribute("shop.webhook.id", webhook_id)
+            span.set_attribute("shop.webhook.attempt", attempt)
+            try:
+                async with client.stream("POST", url, content=body, headers=headers) as response:
+                    span.set_attribute("http.response.status_code", response.status_code)
+                    return response.status_code, None  # the body is not read: only the status counts
+            except httpx.TimeoutException:
+                return None, "timeout"
+            except httpx.HTTPError as exc:
+                return None, f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _sleep_or_wake(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
