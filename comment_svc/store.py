@@ -50,13 +50,13 @@ from sqlalchemy import (
     Uuid,
     bindparam,
     delete,
+    exc as sa_exc,
     func,
     select,
     true,
     tuple_,
     update,
 )
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 

@@ -27,8 +27,7 @@ from typing import Any
 import psycopg
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import context as otel_context, trace
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import (
     BigInteger,

@@ -47,8 +47,13 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
     up = _devstack(tmp_path, "up")
     assert up.stdout is not None
     lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in up.stdout], daemon=True)  # type: ignore[union-attr]
-    reader.start()
+    stdout = up.stdout
+
+    def read() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
     output: list[str] = []
     deadline = time.monotonic() + 180
     try:

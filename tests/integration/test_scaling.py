@@ -4,6 +4,7 @@ no event lost, none published twice, no notification doubled (issue 8)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import uuid
 from collections import Counter
@@ -40,7 +41,7 @@ def stack(services) -> Iterator[tuple[Cluster, dict[str, list[str]]]]:
         process = Process(f"{name}-2", [sys.executable, "-m", name], cluster.root / "logs" / f"{name}-2.log",
                           env=env, cwd=REPO).start()  # fmt: skip
         extra.append(process)
-        process.wait_ready(lambda port=port: _serving(port), 30)
+        process.wait_ready(functools.partial(_serving, port), 30)
         addresses[name].append(f"127.0.0.1:{port}")
     yield cluster, addresses
     for process in extra:

@@ -19,8 +19,7 @@ from sqlalchemy import text
 
 from common.clients import KafkaProducer, kafka_consumer, mongo_client, pg_engine, redis_client, s3_client
 from common.settings import KafkaSettings, S3Settings
-from devstack.servers import S3 as S3Server
-from devstack.servers import Jaeger, Kafka, Mongo, Postgres, Redis
+from devstack.servers import S3 as S3Server, Jaeger, Kafka, Mongo, Postgres, Redis
 
 
 async def test_postgres_through_sqlalchemy_async(postgres: Postgres) -> None:
