@@ -14,14 +14,13 @@ import contextlib
 import logging
 import sys
 
-from pydantic import ValidationError
 from shop.comment.v1 import comment_pb2, comment_pb2_grpc
 
 from comment_svc.server import CommentService
 from comment_svc.settings import CommentSettings
 from comment_svc.store import Store
 from comment_svc.upstreams import Upstreams
-from common import telemetry
+from common import grpc_server
 from common.clients import KafkaProducer, pg_engine
 from common.grpc_server import GrpcServer, serve
 from common.migrations import SchemaNotCurrent, check_database
@@ -74,19 +73,8 @@ async def run(settings: CommentSettings, *, stopping: asyncio.Event | None = Non
         await engine.dispose()
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        settings = CommentSettings()
-    except ValidationError as exc:
-        print(f"comment_svc: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
-    telemetry.setup(
-        CommentSettings.service_name,
-        log_level=settings.log_level,
-        metrics_port=settings.metrics_port,
-        host=settings.host,
-    )
-    return asyncio.run(run(settings))
+def main() -> int:
+    return grpc_server.main("comment_svc", CommentSettings, run)
 
 
 if __name__ == "__main__":

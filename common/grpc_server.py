@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -24,9 +25,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
 
+from common import telemetry
 from common.auth import TokenVerifier, current_principal
-from common.errors import DomainError, status_trailers
+from common.errors import DomainError, Unavailable, status_trailers
 from common.settings import ServiceSettings
 
 log = logging.getLogger("shop.grpc")
@@ -62,6 +65,12 @@ class _CallGuard:
         return current_principal.set(principal)
 
     async def fail(self, context: Context, exc: BaseException) -> grpc.StatusCode:
+        if _store_unreachable(exc):
+            log.warning("a data store is unreachable in %s: %r", self.method, exc)
+            exc = Unavailable(
+                "a data store this service needs is unavailable; try again shortly",
+                reason="DEPENDENCY_UNAVAILABLE",
+            )
         if isinstance(exc, DomainError):
             status = exc.to_status()
             await context.abort(exc.code, status.message, status_trailers(status))
@@ -77,6 +86,28 @@ class _CallGuard:
     def done(self, started: float, code: str) -> None:
         HANDLED.labels(self.method, code).inc()
         LATENCY.labels(self.method).observe(time.perf_counter() - started)
+
+
+def _store_unreachable(exc: BaseException) -> bool:
+    """A lost connection to PostgreSQL, Redis or MongoDB: the caller may retry (UNAVAILABLE)."""
+    import pymongo.errors
+    import redis.exceptions
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc,
+        (
+            sa_exc.OperationalError,
+            sa_exc.InterfaceError,
+            sa_exc.TimeoutError,
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            pymongo.errors.ConnectionFailure,
+            ConnectionError,
+        ),
+    )
 
 
 def _code_of(exc: BaseException | None, context: Context) -> str:
@@ -233,3 +264,18 @@ async def serve(server: GrpcServer, *, stopping: asyncio.Event | None = None) ->
     await stop.wait()
     log.info("shutting down", extra={"grace_seconds": server.settings.shutdown_grace})
     await server.stop()
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def main(name: str, settings_class: type[S], run: Callable[[S], Coroutine[Any, Any, int]]) -> int:
+    """A service process: settings (a clear message when they are wrong),
+    logging, tracing and metrics, then ``run`` until it returns the exit code."""
+    try:
+        settings = settings_class()
+    except ValidationError as exc:
+        print(f"{name}: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    telemetry.setup(name, log_level=settings.log_level, metrics_port=settings.metrics_port, host=settings.host)
+    return asyncio.run(run(settings))

@@ -16,10 +16,9 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 
-from pydantic import ValidationError
 from shop.notify.v1 import notify_pb2, notify_pb2_grpc
 
-from common import telemetry
+from common import grpc_server
 from common.clients import KafkaProducer, redis_client
 from common.consumer import EventConsumer
 from common.grpc_server import GrpcServer, serve
@@ -123,18 +122,7 @@ async def run(settings: NotifySettings, *, stopping: asyncio.Event | None = None
 
 
 def main() -> int:
-    try:
-        settings = NotifySettings()
-    except ValidationError as exc:
-        print(f"notify_svc: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
-    telemetry.setup(
-        NotifySettings.service_name,
-        log_level=settings.log_level,
-        metrics_port=settings.metrics_port,
-        host=settings.host,
-    )
-    return asyncio.run(run(settings))
+    return grpc_server.main("notify_svc", NotifySettings, run)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 
 from shop.order.v1 import cart_pb2, cart_pb2_grpc, order_pb2, order_pb2_grpc
 
-from common import telemetry
+from common import grpc_server
 from common.clients import KafkaProducer, pg_engine, redis_client
 from common.grpc_client import channel
 from common.grpc_server import GrpcServer, serve
@@ -84,9 +84,7 @@ async def run(settings: OrderSettings) -> int:
 
 
 def main() -> int:
-    settings = OrderSettings()
-    telemetry.setup("order_svc", log_level=settings.log_level, metrics_port=settings.metrics_port, host=settings.host)
-    return asyncio.run(run(settings))
+    return grpc_server.main("order_svc", OrderSettings, run)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,10 @@ import logging
 import sys
 from datetime import timedelta
 
-from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
-from common import telemetry
+from common import grpc_server
 from common.clients import mongo_client
 from common.errors import Unavailable
 from common.grpc_server import GrpcServer, serve
@@ -89,18 +88,7 @@ async def run(settings: ProductSettings, *, stopping: asyncio.Event | None = Non
 
 
 def main() -> int:
-    try:
-        settings = ProductSettings()
-    except ValidationError as exc:
-        print(f"product_svc: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
-    telemetry.setup(
-        ProductSettings.service_name,
-        log_level=settings.log_level,
-        metrics_port=settings.metrics_port,
-        host=settings.host,
-    )
-    return asyncio.run(run(settings))
+    return grpc_server.main("product_svc", ProductSettings, run)
 
 
 if __name__ == "__main__":

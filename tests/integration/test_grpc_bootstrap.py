@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+import redis.exceptions
 from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shop.user.v1 import user_pb2, user_pb2_grpc
@@ -44,6 +45,9 @@ class SampleUsers(user_pb2_grpc.UserServiceServicer):
 
     async def GetJwks(self, request, context):
         raise RuntimeError("a bug")
+
+    async def ChangePassword(self, request, context):
+        raise redis.exceptions.ConnectionError("Redis went away")
 
 
 @pytest.fixture
@@ -133,6 +137,12 @@ async def test_auth_and_error_mapping(sample) -> None:
         assert bug.value.code() == grpc.StatusCode.INTERNAL
         assert bug.value.details() == "internal error"  # no internals leak
         assert problem_from_rpc_error(bug.value).status == 500
+
+        with pytest.raises(grpc.aio.AioRpcError) as store_down:
+            await stub.ChangePassword(user_pb2.ChangePasswordRequest())
+        assert store_down.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert problem_from_rpc_error(store_down.value).status == 503
+        assert problem_from_rpc_error(store_down.value).reason == "DEPENDENCY_UNAVAILABLE"
 
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await stub.Logout(user_pb2.LogoutRequest())
