@@ -210,8 +210,10 @@ class GrpcServer:
         self.verifier = verifier or TokenVerifier.from_file(
             settings.jwt_public_key_file, issuer=settings.jwt_issuer, audience=settings.jwt_audience
         )
+        tracing = [aio_server_interceptor()] if telemetry.tracing_enabled() else []  # type: ignore[no-untyped-call]
         self.server = grpc.aio.server(
-            interceptors=[aio_server_interceptor(), ShopInterceptor(self.verifier)],  # type: ignore[no-untyped-call]
+            # Server spans only when spans are exported: the interceptor costs on every call.
+            interceptors=[*tracing, ShopInterceptor(self.verifier)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

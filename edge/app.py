@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from common.telemetry import tracing_enabled
 from edge.api import openapi_document, route
 from edge.middleware import RequestContext
 from edge.problems import HANDLERS
@@ -56,5 +57,6 @@ def create_app(settings: EdgeSettings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.upstreams = upstreams
     app.state.openapi = openapi_document(OPERATIONS, title="shop", version="1.0.0")
-    StarletteInstrumentor.instrument_app(app)
+    if tracing_enabled():  # HTTP spans only when spans are exported
+        StarletteInstrumentor.instrument_app(app)
     return app
