@@ -8,36 +8,46 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import boto3
-import confluent_kafka
-import redis.asyncio as aioredis
-from botocore.config import Config as BotoConfig
-from pymongo import AsyncMongoClient
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from typing import TYPE_CHECKING, Any
 
 from common.settings import KafkaSettings, S3Settings
 from common.telemetry import instrument_engine
 
+# Each client library is imported where its client is built: a process loads
+# only the ones it uses (boto3 alone is tens of megabytes of resident memory).
+if TYPE_CHECKING:
+    import confluent_kafka
+    import redis.asyncio as aioredis
+    from pymongo import AsyncMongoClient
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 
 def pg_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async SQLAlchemy engine on psycopg 3 (``postgresql+psycopg://…``), traced when tracing is on."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
     instrument_engine(engine)
     return engine
 
 
 def mongo_client(url: str) -> AsyncMongoClient[Mapping[str, Any]]:
+    from pymongo import AsyncMongoClient
+
     return AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=5000)
 
 
 def redis_client(url: str) -> aioredis.Redis:
+    import redis.asyncio as aioredis
+
     return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
 
 
 def s3_client(settings: S3Settings) -> Any:
     """A boto3 S3 client (blocking: call it through ``asyncio.to_thread``)."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
     secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
     return boto3.client(
         "s3",
@@ -60,6 +70,9 @@ class KafkaProducer:
     """
 
     def __init__(self, settings: KafkaSettings, **config: Any) -> None:
+        import confluent_kafka
+
+        self._kafka_exception = confluent_kafka.KafkaException
         self._producer = confluent_kafka.Producer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap,
@@ -86,7 +99,7 @@ class KafkaProducer:
 
         def on_delivery(err: Any, msg: Any) -> None:
             if err is not None:
-                loop.call_soon_threadsafe(_settle, delivered, confluent_kafka.KafkaException(err), None)
+                loop.call_soon_threadsafe(_settle, delivered, self._kafka_exception(err), None)
             else:
                 loop.call_soon_threadsafe(_settle, delivered, None, msg)
 
@@ -113,6 +126,8 @@ def _settle(future: asyncio.Future[Any], error: BaseException | None, result: An
 
 def kafka_consumer(settings: KafkaSettings, group_id: str, **config: Any) -> confluent_kafka.Consumer:
     """A consumer that commits offsets only when told to (after the effect is stored)."""
+    import confluent_kafka
+
     return confluent_kafka.Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,

@@ -123,7 +123,7 @@ class Postgres(Server):
         if self.user is None:
             return wanted
         wanted.parent.mkdir(parents=True, exist_ok=True)
-        probe = as_user(self.user, ["test", "-w", str(wanted.parent)])
+        probe = as_user(self.user, ["test", "-x", str(wanted.parent)])  # can it get there?
         if subprocess.run(probe, check=False).returncode == 0 or wanted.exists():
             return wanted
         link = wanted.parent / "pgdata.location"

@@ -76,6 +76,7 @@ TEST_OVERRIDES = {
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="shop-test-"))
+    root.chmod(0o755)  # PostgreSQL runs as the postgres user: let it reach its data dir under root
     cluster = Cluster(root)
     cluster.overrides.update(TEST_OVERRIDES)
     _CLUSTER.append(cluster)
