@@ -11,6 +11,7 @@ help:
 	@echo "make status    what runs where"
 	@echo "make gen       regenerate gen/ from proto/"
 	@echo "make lint      ruff, mypy, buf lint"
+	@echo "make bench     set up the load tools, run every benchmark scenario (bench/BASELINE.md)"
 
 deps:
 	bash devstack/provision.sh
@@ -52,3 +53,9 @@ clean:
 deploy-check: deps
 	bash devstack/provision/deploy_tools.sh
 	$(PY) -m pytest tests/integration/test_deploy.py
+
+# Benchmarks (bench/): its own cluster, every scenario, a table, bench/results/*.json and bench/BASELINE.md.
+.PHONY: bench
+bench:
+	bash devstack/provision.sh bench
+	$(PY) -m bench
