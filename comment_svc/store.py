@@ -26,10 +26,9 @@ same transactions (see ``comment_svc/events.py``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -50,7 +49,6 @@ from sqlalchemy import (
     Uuid,
     bindparam,
     delete,
-    exc as sa_exc,
     func,
     select,
     true,
@@ -62,7 +60,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from comment_svc import domain, events
 from comment_svc.domain import Comment, Cursor, RatingDelta, RatingSummary, Sort
-from common.errors import NotFound, Unavailable
+from common.errors import NotFound
 from common.outbox import outbox_table
 
 log = logging.getLogger("shop.comment.store")
@@ -193,38 +191,9 @@ def _summary(product_id: uuid.UUID, row: Row[Any] | None) -> RatingSummary:
     return RatingSummary(product_id, count=m["rating_count"], sum=m["rating_sum"], histogram=histogram)
 
 
-_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
-
-
-def _unavailable(exc: Exception) -> Unavailable:
-    log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
-    return Unavailable(
-        "the comment database is unavailable; try again shortly",
-        reason="DEPENDENCY_UNAVAILABLE",
-        metadata={"dependency": "postgres"},
-    )
-
-
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction; a lost database becomes UNAVAILABLE, not INTERNAL."""
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except _UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
-
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self.engine.connect() as conn:
-                yield conn
-        except _UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
 
     @staticmethod
     async def _locked(conn: AsyncConnection, comment_id: uuid.UUID, *, key: bool = False) -> Comment | None:
@@ -241,7 +210,7 @@ class Store:
     ) -> Comment:
         """Store a review or reply, count it in its parent and its product's
         summary, and write CommentCreated (and CommentReplied) to the outbox."""
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             parent: Comment | None = None
             if new.parent_id is not None:
                 parent = domain.check_parent(await self._locked(conn, new.parent_id), new)
@@ -279,7 +248,7 @@ class Store:
 
     async def update_comment(self, comment_id: uuid.UUID, user_id: uuid.UUID, change: domain.Change) -> Comment:
         """The author's edit; the summary follows a changed rating."""
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             current = await self._locked(conn, comment_id)
             if current is None:
                 raise NotFound("no comment with this id")
@@ -300,7 +269,7 @@ class Store:
     async def delete_comment(self, comment_id: uuid.UUID, user_id: uuid.UUID, *, admin: bool) -> domain.Deletion:
         """Remove a comment (the author or an admin): a placeholder when it has
         replies, else the row; a removed placeholder left without replies goes too."""
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             current = await self._locked(conn, comment_id, key=True)
             if current is None:
                 raise NotFound("no comment with this id")
@@ -345,7 +314,7 @@ class Store:
 
     async def like(self, comment_id: uuid.UUID, user_id: uuid.UUID, liker_display_name: str) -> int:
         """Add the user's like (once); the like count after it."""
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             comment = domain.check_likeable(await self._locked(conn, comment_id))
             added = (
                 await conn.execute(
@@ -373,7 +342,7 @@ class Store:
 
     async def unlike(self, comment_id: uuid.UUID, user_id: uuid.UUID) -> int:
         """Remove the user's like if there is one; the like count after it."""
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             comment = await self._locked(conn, comment_id)
             if comment is None:
                 raise NotFound("no comment with this id")
@@ -421,7 +390,7 @@ class Store:
 
     # -- reads
     async def get_comment(self, comment_id: uuid.UUID) -> Comment | None:
-        async with self._read() as conn:
+        async with self.engine.connect() as conn:
             row = (await conn.execute(select(comments).where(comments.c.id == comment_id))).one_or_none()
         return _comment(row) if row else None
 
@@ -440,7 +409,7 @@ class Store:
             query = query.order_by(c.created_at.desc(), c.id.desc())
             if after is not None:
                 query = query.where(tuple_(c.created_at, c.id) < (after.created_at, after.id))
-        async with self._read() as conn:
+        async with self.engine.connect() as conn:
             rows = (await conn.execute(query.limit(limit))).all()
         return [_comment(row) for row in rows]
 
@@ -450,7 +419,7 @@ class Store:
         query = select(comments).where(c.parent_id == parent_id).order_by(c.created_at, c.id)
         if after is not None:
             query = query.where(tuple_(c.created_at, c.id) > (after.created_at, after.id))
-        async with self._read() as conn:
+        async with self.engine.connect() as conn:
             rows = (await conn.execute(query.limit(limit))).all()
         return [_comment(row) for row in rows]
 
@@ -470,7 +439,7 @@ class Store:
             .lateral("replies")
         )
         query = select(replies).select_from(parents.join(replies, true()))
-        async with self._read() as conn:
+        async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_comment(row) for row in rows]
 
@@ -481,7 +450,7 @@ class Store:
         query = select(comment_likes.c.comment_id).where(
             comment_likes.c.user_id == user_id, comment_likes.c.comment_id.in_(list(comment_ids))
         )
-        async with self._read() as conn:
+        async with self.engine.connect() as conn:
             return set((await conn.scalars(query)).all())
 
     async def rating_summaries(self, product_ids: Sequence[uuid.UUID]) -> list[RatingSummary]:
@@ -489,6 +458,6 @@ class Store:
         if not product_ids:
             return []
         query = select(rating_summaries).where(rating_summaries.c.product_id.in_(list(product_ids)))
-        async with self._read() as conn:
+        async with self.engine.connect() as conn:
             rows = {row.product_id: row for row in (await conn.execute(query)).all()}
         return [_summary(product_id, rows.get(product_id)) for product_id in product_ids]

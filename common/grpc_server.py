@@ -65,11 +65,13 @@ class _CallGuard:
         return current_principal.set(principal)
 
     async def fail(self, context: Context, exc: BaseException) -> grpc.StatusCode:
-        if _store_unreachable(exc):
-            log.warning("a data store is unreachable in %s: %r", self.method, exc)
+        store = _store_unreachable(exc)
+        if store is not None:
+            log.warning("%s is unreachable in %s: %r", store, self.method, exc)
             exc = Unavailable(
-                "a data store this service needs is unavailable; try again shortly",
+                f"{store} is unavailable to this service; nothing was changed, try again shortly",
                 reason="DEPENDENCY_UNAVAILABLE",
+                metadata={"dependency": store},
             )
         if isinstance(exc, DomainError):
             status = exc.to_status()
@@ -88,26 +90,23 @@ class _CallGuard:
         LATENCY.labels(self.method).observe(time.perf_counter() - started)
 
 
-def _store_unreachable(exc: BaseException) -> bool:
-    """A lost connection to PostgreSQL, Redis or MongoDB: the caller may retry (UNAVAILABLE)."""
+def _store_unreachable(exc: BaseException) -> str | None:
+    """The data store whose connection was lost (the caller may retry: UNAVAILABLE), or None."""
     import pymongo.errors
     import redis.exceptions
     from sqlalchemy import exc as sa_exc
 
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(
-        exc,
-        (
-            sa_exc.OperationalError,
-            sa_exc.InterfaceError,
-            sa_exc.TimeoutError,
-            redis.exceptions.ConnectionError,
-            redis.exceptions.TimeoutError,
-            pymongo.errors.ConnectionFailure,
-            ConnectionError,
-        ),
-    )
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError) or (
+        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+    ):
+        return "postgres"
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return "redis"
+    if isinstance(exc, pymongo.errors.ConnectionFailure):
+        return "mongodb"
+    if isinstance(exc, ConnectionError):
+        return "a data store"
+    return None
 
 
 def _code_of(exc: BaseException | None, context: Context) -> str:

@@ -7,10 +7,9 @@ for ``alembic revision --autogenerate``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from common.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated, Unavailable
+from common.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated
 from user_svc.domain import ADMIN, CUSTOMER, Cursor, Profile, SavedAddress
 
 log = logging.getLogger("shop.user.store")
@@ -150,20 +149,6 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction; a lost database becomes UNAVAILABLE, not INTERNAL."""
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
-            log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
-            raise Unavailable(
-                "the account database is unavailable; try again shortly",
-                reason="DEPENDENCY_UNAVAILABLE",
-                metadata={"dependency": "postgres"},
-            ) from exc
-
     # -- users
     async def create_user(
         self,
@@ -176,7 +161,7 @@ class Store:
     ) -> UserRecord:
         """A new account (and its first refresh token, in the same transaction)."""
         try:
-            async with self._tx() as conn:
+            async with self.engine.begin() as conn:
                 row = (
                     await conn.execute(
                         users.insert()
@@ -200,26 +185,26 @@ class Store:
             raise
 
     async def user_by_id(self, user_id: uuid.UUID) -> UserRecord | None:
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
         return _record(row) if row else None
 
     async def user_by_email(self, email: str) -> UserRecord | None:
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             row = (await conn.execute(select(users).where(func.lower(users.c.email) == email.lower()))).first()
         return _record(row) if row else None
 
     async def users_by_ids(self, user_ids: Sequence[uuid.UUID]) -> list[UserRecord]:
         if not user_ids:
             return []
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             rows = (await conn.execute(select(users).where(users.c.id.in_(list(user_ids))))).all()
         return [_record(row) for row in rows]
 
     async def update_profile(self, user_id: uuid.UUID, change: Callable[[Profile], Profile]) -> UserRecord | None:
         """Apply ``change`` to the current profile under a row lock (so concurrent
         edits of the address list never lose one another's ids)."""
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             row = (await conn.execute(select(users).where(users.c.id == user_id).with_for_update())).first()
             if row is None:
                 return None
@@ -241,7 +226,7 @@ class Store:
 
     async def replace_password_hash(self, user_id: uuid.UUID, old_hash: str, new_hash: str) -> bool:
         """Upgrade a hash to new parameters, unless the password changed meanwhile."""
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             result = await conn.execute(
                 update(users)
                 .where(users.c.id == user_id, users.c.password_hash == old_hash)
@@ -251,7 +236,7 @@ class Store:
 
     async def change_password(self, user_id: uuid.UUID, new_hash: str, refresh: NewRefreshToken) -> None:
         """New password, every session revoked, one new session: all or nothing."""
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             result = await conn.execute(
                 update(users).where(users.c.id == user_id).values(password_hash=new_hash, updated_at=func.now())
             )
@@ -275,14 +260,14 @@ class Store:
         if after is not None:
             stmt = stmt.where(tuple_(users.c.created_at, users.c.id) < tuple_(after.created_at, after.id))
         stmt = stmt.order_by(users.c.created_at.desc(), users.c.id.desc()).limit(limit)
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             rows = (await conn.execute(stmt)).all()
         return [_record(row) for row in rows]
 
     async def set_role(self, user_id: uuid.UUID, role: str) -> UserRecord:
         """Change a role; refuses to demote the last admin (role changes are
         serialized, so two admins demoting each other cannot leave none)."""
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             await conn.execute(select(func.pg_advisory_xact_lock(ROLE_CHANGE_LOCK)))
             row = (await conn.execute(select(users).where(users.c.id == user_id).with_for_update())).first()
             if row is None:
@@ -314,7 +299,7 @@ class Store:
         """Create an admin, or (with ``promote``) make the existing account one, and
         set its password when a hash is given.  Returns the account and what
         happened: "created", "promoted", "updated", "unchanged" or "exists"."""
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             row = (
                 await conn.execute(select(users).where(func.lower(users.c.email) == email).with_for_update())
             ).first()
@@ -375,7 +360,7 @@ class Store:
         return int(result.rowcount)
 
     async def add_refresh_token(self, user_id: uuid.UUID, token: NewRefreshToken) -> None:
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             await self._insert_refresh(conn, user_id, token)
 
     async def rotate_refresh_token(
@@ -389,7 +374,7 @@ class Store:
         the call fails with REFRESH_TOKEN_REUSED.
         """
         reused = False
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             row = (
                 await conn.execute(
                     select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash).with_for_update()
@@ -426,7 +411,7 @@ class Store:
 
     async def revoke_session(self, token_hash: str) -> int:
         """End the session (token family) of a refresh token; 0 when unknown."""
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             family = (
                 await conn.execute(select(refresh_tokens.c.family_id).where(refresh_tokens.c.token_hash == token_hash))
             ).scalar_one_or_none()
@@ -435,12 +420,12 @@ class Store:
             return await self._revoke(conn, refresh_tokens.c.family_id == family)
 
     async def revoke_all_sessions(self, user_id: uuid.UUID) -> int:
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             return await self._revoke(conn, refresh_tokens.c.user_id == user_id)
 
     async def purge_refresh_tokens(self, expired_before: datetime) -> int:
         """Forget tokens that expired before the given time (they can no longer be
         used, so reuse detection does not need them either)."""
-        async with self._tx() as conn:
+        async with self.engine.begin() as conn:
             result = await conn.execute(refresh_tokens.delete().where(refresh_tokens.c.expires_at < expired_before))
         return int(result.rowcount)
