@@ -10,9 +10,10 @@ from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from shop.common.v1 import address_pb2, paging_pb2
+from shop.common.v1 import paging_pb2
 from shop.user.v1 import user_pb2, user_pb2_grpc
 
+from common import validation
 from common.auth import Principal, require_admin, require_user
 from common.errors import FieldViolation, NotFound, PermissionDenied, Unauthenticated
 from user_svc import domain
@@ -39,40 +40,17 @@ def _timestamp(value: datetime) -> Timestamp:
 
 
 def address_to_proto(item: domain.SavedAddress) -> user_pb2.SavedAddress:
-    a = item.address
     return user_pb2.SavedAddress(
-        id=item.id,
-        label=item.label,
-        is_default=item.is_default,
-        address=address_pb2.Address(
-            recipient_name=a.recipient_name,
-            line1=a.line1,
-            line2=a.line2,
-            city=a.city,
-            region=a.region,
-            postal_code=a.postal_code,
-            country_code=a.country_code,
-            phone=a.phone,
-        ),
+        id=item.id, label=item.label, is_default=item.is_default, address=validation.address_to_proto(item.address)
     )
 
 
 def address_from_proto(item: user_pb2.SavedAddress) -> domain.SavedAddress:
-    a = item.address
     return domain.SavedAddress(
         id=item.id,
         label=item.label,
         is_default=item.is_default,
-        address=domain.Address(
-            recipient_name=a.recipient_name,
-            line1=a.line1,
-            line2=a.line2,
-            city=a.city,
-            region=a.region,
-            postal_code=a.postal_code,
-            country_code=a.country_code,
-            phone=a.phone,
-        ),
+        address=validation.address_from_proto(item.address),
     )
 
 
