@@ -179,6 +179,9 @@ class Cluster:
         self.services[name] = process
         self.write_state()
         process.wait_ready(lambda: _service_ready(name, port), 30)
+        for server in spec.servers:
+            if server in self.servers:
+                self.servers[server].after_clients_ready()
         return process
 
     def addr(self, name: str) -> str:

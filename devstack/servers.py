@@ -7,6 +7,7 @@ the ``SHOP_*`` variables that point the shop processes (and tests) at it.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -53,6 +54,9 @@ class Server:
 
     def after_ready(self) -> None:
         """Set-up that needs the server running (databases, buckets)."""
+
+    def after_clients_ready(self) -> None:
+        """Tuning that needs what a service creates at its start (collections, tables)."""
 
     def env(self) -> dict[str, str]:
         return {}
@@ -387,6 +391,35 @@ class Mongo(Server):
     @property
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.ports['port']}/"
+
+    def after_clients_ready(self) -> None:
+        self.add_id_lookup_indexes()
+
+    def add_id_lookup_indexes(self) -> list[str]:
+        """Give every collection that exists now an index FerretDB's lookups by ``_id`` can use.
+
+        FerretDB v1 on SQLite looks a document up by ``_ferretdb_sjson->'$._id'``,
+        but its own unique ``_id`` index is on ``_ferretdb_sjson->"_id"``; SQLite
+        matches index expressions by their text, so every lookup by ``_id`` (gets,
+        and every update, which FerretDB applies by ``_id``) scanned its table:
+        80 ms instead of 1 ms at 50,000 documents.  The index is SQLite's own
+        (FerretDB's catalogue does not list it) and goes with its table.  Safe
+        beside the running server: both sides use WAL and wait on each other's
+        locks.  Answers the tables indexed now (idempotent)."""
+        import sqlite3
+
+        created = []
+        for path in sorted((self.data / "sqlite").glob("*.sqlite")):
+            with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+                tables = [row[0] for row in db.execute("SELECT table_name FROM _ferretdb_collections")]
+                for table in tables:
+                    index = f"{table}_id_lookup"
+                    if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (index,)).fetchone():
+                        continue
+                    db.execute(f'CREATE INDEX IF NOT EXISTS "{index}" ON "{table}" (_ferretdb_sjson->\'$._id\')')
+                    db.commit()
+                    created.append(f"{path.stem}.{table}")
+        return created
 
     def env(self) -> dict[str, str]:
         return {"SHOP_MONGO_URL": self.url}
