@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime
 
+import pymongo
 from google.protobuf.timestamp_pb2 import Timestamp
 from shop.common.v1 import money_pb2, paging_pb2
 from shop.product.v1 import product_pb2, product_pb2_grpc
@@ -34,6 +36,13 @@ SORT_OF_PROTO: dict[int, str] = {
     product_pb2.PRODUCT_SORT_NAME_ASC: "name_asc",
     product_pb2.PRODUCT_SORT_NAME_DESC: "name_desc",
 }
+
+
+def within_deadline(context: Context) -> contextlib.AbstractContextManager[None]:
+    """Catalog reads inside stop at the caller's deadline: PyMongo sends what is
+    left of it as ``maxTimeMS``, so the database stops a long scan nobody waits
+    for any more (writes are left to finish: reservations must not stop midway)."""
+    return pymongo.timeout(context.time_remaining())
 
 
 # --- proto <-> domain -----------------------------------------------------------------------------
@@ -185,7 +194,9 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
     async def GetProduct(
         self, request: product_pb2.GetProductRequest, context: Context
     ) -> product_pb2.GetProductResponse:
-        return product_pb2.GetProductResponse(product=self.product_to_proto(await self._product(request.product_id)))
+        with within_deadline(context):
+            product = await self._product(request.product_id)
+        return product_pb2.GetProductResponse(product=self.product_to_proto(product))
 
     async def UpdateProduct(
         self, request: product_pb2.UpdateProductRequest, context: Context
@@ -233,7 +244,8 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             page_size_value=request.page.page_size,
             page_token=request.page.page_token,
         )
-        products, cursor = await self.store.list_products(query)
+        with within_deadline(context):
+            products, cursor = await self.store.list_products(query)
         token = domain.encode_page_token(query.fingerprint(), cursor) if cursor else ""
         return product_pb2.ListProductsResponse(
             products=[self.product_to_proto(p) for p in products], page=paging_pb2.PageResponse(next_page_token=token)
@@ -243,7 +255,8 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         self, request: product_pb2.BatchGetProductsRequest, context: Context
     ) -> product_pb2.BatchGetProductsResponse:
         ids = domain.batch_ids(list(request.product_ids))
-        found = await self.store.products_by_id(ids)
+        with within_deadline(context):
+            found = await self.store.products_by_id(ids)
         return product_pb2.BatchGetProductsResponse(
             products=[self.product_to_proto(found[i]) for i in ids if i in found],
             missing_ids=[i for i in ids if i not in found],

@@ -26,6 +26,14 @@ their condition and the second overwrites the first.  Every write to a product
 and to a reservation therefore also runs under an in-process lock per
 document.  Against MongoDB the conditional updates alone are atomic (any number
 of instances); against FerretDB run a single product_svc instance.
+
+FerretDB v1 also hands only a filter of exactly ``{_id: <value>}`` to its SQL
+backend; any other filter makes it read and decode the whole collection.  So
+when :meth:`Store.detect_server` finds FerretDB, each conditional write reads
+the document by ``_id``, checks the condition here (:func:`matches`), and
+writes by ``_id`` alone, all under the document's lock: the same outcome, at
+the cost of one lookup instead of a collection scan.  Batch reads become
+parallel reads by ``_id`` for the same reason.
 """
 
 from __future__ import annotations
@@ -41,9 +49,16 @@ from typing import Any, ParamSpec, TypeVar
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, NetworkTimeout
 
-from common.errors import AlreadyExists, FailedPrecondition, FieldViolation, NotFound, Unavailable
+from common.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    NotFound,
+    Unavailable,
+)
 from common.money import Money
 from product_svc import domain
 from product_svc.domain import (
@@ -96,12 +111,17 @@ def _aware(value: datetime) -> datetime:
 
 
 def mongo_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """The database being unreachable is UNAVAILABLE for the caller, not an internal error."""
+    """The database being unreachable is UNAVAILABLE for the caller, not an internal
+    error; a read stopped at the caller's deadline is DEADLINE_EXCEEDED."""
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
+        except (ExecutionTimeout, NetworkTimeout) as exc:  # the caller's deadline (see server.py)
+            raise DeadlineExceeded(
+                "the catalog database did not answer within the caller's deadline; try again or narrow the query"
+            ) from exc
         except ConnectionFailure as exc:
             log.warning("MongoDB unreachable", exc_info=exc)
             raise Unavailable(
@@ -269,6 +289,39 @@ def cursor_key(product: Product, field: domain.SortField) -> int | str:
     return domain.sort_name(product.name)
 
 
+def _lookup(doc: Doc, path: str) -> tuple[bool, Any]:
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
+
+
+def matches(doc: Doc, condition: Mapping[str, Any]) -> bool:
+    """Whether ``doc`` satisfies ``condition``, a MongoDB filter in the few forms
+    this module writes: ``{path: value}`` (equal, including ``{}``), ``{path:
+    {"$exists": bool}}``, ``{path: {"$gte": value}}`` and ``{path: {"$in":
+    [values]}}``, with dotted paths.  Any other operator is a programming error."""
+    for path, wanted in condition.items():
+        found, value = _lookup(doc, path)
+        if isinstance(wanted, Mapping) and wanted and all(key.startswith("$") for key in wanted):
+            for operator, operand in wanted.items():
+                if operator == "$exists":
+                    ok = found == bool(operand)
+                elif operator == "$gte":
+                    ok = found and value >= operand
+                elif operator == "$in":
+                    ok = found and value in operand
+                else:
+                    raise ValueError(f"matches() does not implement {operator}")
+                if not ok:
+                    return False
+        elif not found or value != wanted:
+            return False
+    return True
+
+
 def _keyset(field: str, descending: bool, after: Cursor) -> dict[str, Any]:
     """Items strictly after the cursor in (field, _id) order."""
     op = "$lt" if descending else "$gt"
@@ -286,10 +339,44 @@ class Store:
         self.reservations: Collection = db["reservations"]
         self._product_locks = KeyedLocks()
         self._reservation_locks = KeyedLocks()
+        # False on FerretDB v1 (see the module docstring): conditions are checked here.
+        self.atomic_conditions = True
 
     @mongo_errors
     async def ping(self) -> None:
         await self.db.command("ping")
+
+    @mongo_errors
+    async def detect_server(self) -> str:
+        """Learn whether the server is FerretDB (answers its name and version; the
+        local build of FerretDB calls its own version "unknown")."""
+        info = await self.db.command("buildInfo")
+        ferretdb = info.get("ferretdbVersion")
+        self.atomic_conditions = ferretdb is None
+        mongodb = f"MongoDB {info.get('version', '?')}"
+        return f"FerretDB {ferretdb} (speaking {mongodb})" if ferretdb else mongodb
+
+    async def _update_where(
+        self,
+        collection: Collection,
+        doc_id: str,
+        condition: Mapping[str, Any],
+        update: Mapping[str, Any],
+        *,
+        current: Doc | None = None,
+        after: bool = False,
+    ) -> Doc | None:
+        """Apply ``update`` to the document ``doc_id`` if it satisfies ``condition``;
+        answers the document (as it was, or ``after`` the update) or None when
+        missing or not matching.  The caller holds the document's lock; on
+        FerretDB, ``current`` is the document it read under that lock, if any."""
+        returned = ReturnDocument.AFTER if after else ReturnDocument.BEFORE
+        if self.atomic_conditions:
+            return await collection.find_one_and_update({"_id": doc_id, **condition}, update, return_document=returned)
+        doc = current if current is not None else await collection.find_one({"_id": doc_id})
+        if doc is None or not matches(doc, condition):
+            return None
+        return await collection.find_one_and_update({"_id": doc_id}, update, return_document=returned)
 
     @mongo_errors
     async def ensure_indexes(self) -> None:
@@ -378,8 +465,14 @@ class Store:
 
     @mongo_errors
     async def products_by_id(self, product_ids: Sequence[str]) -> dict[str, Product]:
-        cursor = self.products.find({"_id": {"$in": list(product_ids)}}, PRODUCT_PROJECTION)
-        return {doc["_id"]: product_of(doc) async for doc in cursor}
+        if self.atomic_conditions:
+            cursor = self.products.find({"_id": {"$in": list(product_ids)}}, PRODUCT_PROJECTION)
+            return {doc["_id"]: product_of(doc) async for doc in cursor}
+        # FerretDB: a $in scans the collection; lookups by _id do not.
+        docs = await asyncio.gather(
+            *(self.products.find_one({"_id": product_id}, PRODUCT_PROJECTION) for product_id in set(product_ids))
+        )
+        return {doc["_id"]: product_of(doc) for doc in docs if doc is not None}
 
     @mongo_errors
     async def list_products(self, query: ProductQuery) -> tuple[list[Product], Cursor | None]:
@@ -447,10 +540,8 @@ class Store:
                 if update is None:
                     return product_of(doc)
                 update.setdefault("$inc", {})["rev"] = 1
-                updated = await self.products.find_one_and_update(
-                    {"_id": product_id, "rev": doc["rev"]},
-                    update,
-                    return_document=ReturnDocument.AFTER,
+                updated = await self._update_where(
+                    self.products, product_id, {"rev": doc["rev"]}, update, current=doc, after=True
                 )
                 if updated is not None:
                     return product_of(updated)
@@ -496,8 +587,10 @@ class Store:
                 raise NotFound(f"no product {product_id}")
             product = product_of(doc)
             if not product.holds:
-                # The condition keeps a hold made meanwhile (another instance) from vanishing.
-                deleted = await self.products.delete_one({"_id": product_id, "holds": {}})
+                # The condition keeps a hold made meanwhile (another instance) from vanishing;
+                # on FerretDB the lock held here already does (and _id alone avoids a scan).
+                condition: dict[str, Any] = {"holds": {}} if self.atomic_conditions else {}
+                deleted = await self.products.delete_one({"_id": product_id, **condition})
                 if deleted.deleted_count == 1:
                     return product
                 product = await self.product(product_id) or product
@@ -533,8 +626,10 @@ class Store:
         """Take ``quantity`` units for the reservation, once.  None when held (now or before)."""
         hold = f"holds.{reservation_id}"
         async with self._product_locks.hold(product_id):
-            taken = await self.products.find_one_and_update(
-                {"_id": product_id, "status": domain.ACTIVE, "stock": {"$gte": quantity}, hold: {"$exists": False}},
+            taken = await self._update_where(
+                self.products,
+                product_id,
+                {"status": domain.ACTIVE, "stock": {"$gte": quantity}, hold: {"$exists": False}},
                 {"$inc": {"stock": -quantity}, "$set": {hold: quantity}},
             )
             if taken is not None:
@@ -554,16 +649,19 @@ class Store:
         Answers whether there was a hold to drop."""
         hold = f"holds.{reservation_id}"
         async with self._product_locks.hold(product_id):
-            doc = await self.products.find_one({"_id": product_id, hold: {"$exists": True}}, {hold: 1})
-            if doc is None:
+            doc = await self.products.find_one({"_id": product_id}, {"holds": 1})
+            if doc is None or reservation_id not in (doc.get("holds") or {}):
                 return False
             quantity = int(doc["holds"][reservation_id])
             # Conditional on the same hold, so two undoers cannot both restock it.
-            done = await self.products.update_one(
-                {"_id": product_id, hold: quantity},
+            done = await self._update_where(
+                self.products,
+                product_id,
+                {hold: quantity},
                 {"$unset": {hold: ""}, "$inc": {"stock": quantity if restock else 0}},
+                current=doc,
             )
-            return done.modified_count == 1
+            return done is not None
 
     async def _unhold_all(self, reservation: Reservation, *, restock: bool) -> None:
         for item in reservation.items:
@@ -586,10 +684,8 @@ class Store:
         update: dict[str, Any] = {"state": to_state, "updated_at": utcnow()}
         if failure is not None:
             update["failure"] = _failure_doc(failure)
-        doc = await self.reservations.find_one_and_update(
-            {"_id": reservation_id, "state": {"$in": list(from_states)}},
-            {"$set": update},
-            return_document=ReturnDocument.AFTER,
+        doc = await self._update_where(
+            self.reservations, reservation_id, {"state": {"$in": list(from_states)}}, {"$set": update}, after=True
         )
         return reservation_of(doc) if doc else None
 
