@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from google.protobuf.field_mask_pb2 import FieldMask
 from pydantic import BaseModel, Field
@@ -111,7 +111,8 @@ class Product(BaseModel):
     updated_at: datetime | None
 
     @classmethod
-    def of(cls, message: product_pb2.Product) -> Product:
+    def of(cls, message: product_pb2.Product, **extra: Any) -> Self:
+        """The model of a product message; ``extra`` fills a subclass's own fields."""
         return cls(
             id=message.id,
             name=message.name,
@@ -125,6 +126,7 @@ class Product(BaseModel):
             weight_grams=message.weight_grams,
             created_at=timestamp(message.created_at),
             updated_at=timestamp(message.updated_at),
+            **extra,
         )
 
 
@@ -319,7 +321,7 @@ async def get_product(request: Request) -> ProductDetail:
         )),
         rating_summary(request, product_id),
     )  # fmt: skip
-    return ProductDetail(**dict(Product.of(reply.product)), rating=rating)
+    return ProductDetail.of(reply.product, rating=rating)
 
 
 @api.operation(
