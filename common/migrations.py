@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from dataclasses import dataclass
 from logging.config import fileConfig
 from pathlib import Path
 
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, pool, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -122,6 +120,10 @@ class SchemaNotCurrent(RuntimeError):
 
 
 async def schema_status(engine: AsyncEngine, ini: Path) -> SchemaStatus:
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(Config(str(ini)))
     heads = tuple(script.get_heads())
 
@@ -162,11 +164,45 @@ async def require_schema_at_head(engine: AsyncEngine, ini: Path) -> SchemaStatus
 
 async def check_database(engine: AsyncEngine, service: str) -> None:
     """At a service's start: the database is reachable and migrated to head, or
-    :class:`SchemaNotCurrent` says what is wrong and which command fixes it."""
+    :class:`SchemaNotCurrent` says what is wrong and which command fixes it.
+
+    The check runs in a child process (``python -m common.migrations check
+    <service>``): Alembic and Mako, about 12 MB, are needed only for it and
+    would otherwise stay in the service's memory for its whole life."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "common.migrations", "check", service,
+        env={**os.environ, "SHOP_DATABASE_URL": engine.url.render_as_string(hide_password=False)},
+        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await child.communicate()
+    if child.returncode == 0:
+        return
+    if child.returncode == NOT_CURRENT:
+        raise SchemaNotCurrent(out.decode().strip())
+    raise SchemaNotCurrent(f"the schema check failed (exit {child.returncode}): {err.decode().strip()[-2000:]}")
+
+
+NOT_CURRENT = 3  # the child's exit status when it printed a SchemaNotCurrent
+
+
+async def _check_here(service: str) -> int:
     from sqlalchemy import exc as sa_exc
 
+    engine = create_async_engine(database_url(""), poolclass=pool.NullPool)
     try:
         await require_schema_at_head(engine, migrations_ini(service))
+    except SchemaNotCurrent as exc:
+        print(exc)
+        return NOT_CURRENT
     except (OSError, sa_exc.DBAPIError) as exc:
-        url = make_url(str(engine.url)).render_as_string(hide_password=True)
-        raise SchemaNotCurrent(f"cannot reach the database {url}: {exc}") from exc
+        print(f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: {exc}")
+        return NOT_CURRENT
+    finally:
+        await engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "check":
+        sys.exit("usage: python -m common.migrations check <service>   (SHOP_DATABASE_URL names the database)")
+    sys.exit(asyncio.run(_check_here(sys.argv[2])))

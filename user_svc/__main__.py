@@ -21,15 +21,13 @@ from datetime import UTC, datetime, timedelta
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import ValidationError
 from shop.user.v1 import user_pb2, user_pb2_grpc
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common import telemetry
+from common import migrations, telemetry
 from common.clients import pg_engine, redis_client
 from common.errors import DomainError
 from common.grpc_server import GrpcServer, serve
-from common.migrations import SchemaNotCurrent, migrations_ini, require_schema_at_head
+from common.migrations import SchemaNotCurrent
 from user_svc import domain
 from user_svc.keys import KeyFileError, TokenKeys, load_private_key, load_public_key, public_pem, token_keys
 from user_svc.passwords import Passwords
@@ -53,18 +51,12 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _safe_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
-async def check_database(engine: AsyncEngine, url: str) -> None:
+async def check_database(engine: AsyncEngine) -> None:
     """Refuse a database that is unreachable or not migrated to head."""
     try:
-        await require_schema_at_head(engine, migrations_ini("user"))
+        await migrations.check_database(engine, "user")
     except SchemaNotCurrent as exc:
         raise StartupError(str(exc)) from exc
-    except (OSError, sa_exc.DBAPIError) as exc:
-        raise StartupError(f"cannot reach the database {_safe_url(url)}: {exc}") from exc
 
 
 def load_keys(settings: UserSettings) -> TokenKeys:
@@ -141,7 +133,7 @@ async def run(settings: UserSettings, *, stopping: asyncio.Event | None = None) 
     purge: asyncio.Task[None] | None = None
     try:
         try:
-            await check_database(engine, settings.database_url)
+            await check_database(engine)
             keys = load_keys(settings)
             passwords = make_passwords(settings)
             store = Store(engine)
@@ -224,7 +216,7 @@ async def create_admin(settings: UserSettings, email_given: str, display_name: s
     engine = pg_engine(settings.database_url, pool_size=1)
     try:
         try:
-            await check_database(engine, settings.database_url)
+            await check_database(engine)
         except StartupError as exc:
             print(f"create-admin: {exc}", file=sys.stderr)
             return 1
