@@ -43,7 +43,6 @@ from sqlalchemy import (
     delete,
     func,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -101,8 +100,9 @@ async def add_event(conn: AsyncConnection, outbox: Table, *, topic: str, key: st
         stamp.GetCurrentTime()
         message.committed_at.CopyFrom(stamp)  # type: ignore[attr-defined]
     event_id = events.new_event_id()
-    await conn.execute(
-        outbox.insert().values(
+    inserted = (
+        outbox.insert()
+        .values(
             event_id=event_id,
             topic=topic,
             key=key,
@@ -110,8 +110,11 @@ async def add_event(conn: AsyncConnection, outbox: Table, *, topic: str, key: st
             payload=message.SerializeToString(),
             headers=events.trace_headers(),
         )
+        .returning(outbox.c.id)
+        .cte("inserted")
     )
-    await conn.execute(text("select pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+    # One statement: the row and the wake-up of the relays.
+    await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")).select_from(inserted))
     return event_id
 
 

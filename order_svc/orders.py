@@ -86,14 +86,14 @@ class Orders:
 
     # --- idempotency -------------------------------------------------------------------------
 
-    async def _claim(self, caller: Caller, scope: str, keyed: Keyed | None) -> Claim:
+    async def _claim(self, caller: Caller, scope: str, keyed: Keyed | None, *, note_reservation: bool = False) -> Claim:
         if keyed is None:
             return Claim(resource_id=uuid.uuid4())
         deadline = time.monotonic() + self.settings.idempotency_lease_seconds
         while True:
             claim = await self.store.claim_key(
                 caller.user_id, scope, keyed.key, keyed.request_hash, uuid.uuid4(),
-                self.settings.idempotency_lease_seconds,
+                self.settings.idempotency_lease_seconds, note_reservation=note_reservation,
             )  # fmt: skip
             if claim == "mismatch":
                 raise domain.key_reused()
@@ -129,12 +129,11 @@ class Orders:
         CreateOrder and cart checkout both come here, each with its own key scope."""
         items = domain.validate_items(items, self.limits)
         address = domain.validate_shipping_address(address)
-        claim = await self._claim(caller, scope, keyed)
+        claim = await self._claim(caller, scope, keyed, note_reservation=True)
         if claim.replay is not None:
             return claim.replay
-        order_id = claim.resource_id
         try:
-            order = await self._place(caller, order_id, items, address, method, keyed, render, scope)
+            order = await self._place(caller, claim, items, address, method, keyed, render, scope)
         except BaseException:
             if keyed is not None:
                 await self.store.release_key(caller.user_id, scope, keyed.key)
@@ -145,7 +144,7 @@ class Orders:
     async def _place(
         self,
         caller: Caller,
-        order_id: uuid.UUID,
+        claim: Claim,
         items: list[Item],
         address: Address,
         method: ShippingMethod,
@@ -153,9 +152,16 @@ class Orders:
         render: Render,
         scope: str,
     ) -> OrderRecord:
-        catalog = await self.products.catalog([item.product_id for item in items])
-        priced = domain.price(items, catalog, method, self.rule)
-        await self.store.note_pending_reservation(order_id)
+        order_id = claim.resource_id
+        try:
+            catalog = await self.products.catalog([item.product_id for item in items])
+            priced = domain.price(items, catalog, method, self.rule)
+        except BaseException:
+            if claim.noted:
+                await self.store.drop_pending_reservation(order_id)  # nothing was reserved
+            raise
+        if not claim.noted:
+            await self.store.note_pending_reservation(order_id)
         try:
             await self.products.reserve(order_id, items)
         except Unavailable:
@@ -167,15 +173,13 @@ class Orders:
         try:
             created_at = now()
             async with self.store.engine.begin() as conn:
-                written = await self.store.insert_order(
+                order = await self.store.insert_order(
                     conn, order_id=order_id, user_id=caller.user_id, priced=priced, method=method,
                     address=address, created_at=created_at,
                     expires_at=created_at + timedelta(seconds=self.settings.payment_window_seconds),
                 )  # fmt: skip
-                if not written:
+                if order is None:
                     raise Unavailable("placing the order took too long; nothing was ordered, try again")
-                order = await self.store.get(order_id, conn)
-                assert order is not None
                 await add_event(conn, outbox, topic=ORDERS_TOPIC, key=str(order_id), message=events.created(order))
                 if keyed is not None:
                     await self.store.complete_key(conn, caller.user_id, scope, keyed.key, render(order))

@@ -257,6 +257,7 @@ class Claim:
     resource_id: uuid.UUID
     replay: bytes | None = None  # the stored response of a completed request
     busy: bool = False  # another request with this key is running right now
+    noted: bool = False  # the pending-reservation note for resource_id was written with the claim
 
 
 class Store:
@@ -264,12 +265,29 @@ class Store:
         self.engine = engine
 
     async def claim_key(
-        self, user_id: uuid.UUID, scope: str, key: str, request_hash: str, resource_id: uuid.UUID, lease: float
+        self,
+        user_id: uuid.UUID,
+        scope: str,
+        key: str,
+        request_hash: str,
+        resource_id: uuid.UUID,
+        lease: float,
+        *,
+        note_reservation: bool = False,
     ) -> Claim | str:
         """Claim a key for a new request, or learn what became of an earlier one.
-        Returns the string "mismatch" when the key was used for another request."""
+        Returns the string "mismatch" when the key was used for another request.
+        With ``note_reservation`` a claim that starts work also notes its resource
+        id as a pending reservation, in the same transaction (one round trip less
+        than noting it afterwards)."""
         t = idempotency_keys
         moment = now()
+
+        async def start(conn: AsyncConnection, claimed: uuid.UUID) -> Claim:
+            if note_reservation:
+                await self._note_pending_reservation(conn, claimed)
+            return Claim(resource_id=claimed, noted=note_reservation)
+
         async with self.engine.begin() as conn:
             inserted = await conn.scalar(
                 pg_insert(t)
@@ -286,7 +304,7 @@ class Store:
                 .returning(t.c.resource_id)
             )
             if inserted is not None:
-                return Claim(resource_id=inserted)
+                return await start(conn, inserted)
             row = (
                 await conn.execute(
                     select(t).where(t.c.user_id == user_id, t.c.scope == scope, t.c.key == key).with_for_update()
@@ -304,7 +322,7 @@ class Store:
                         created_at=moment,
                     )
                 )
-                return Claim(resource_id=resource_id)
+                return await start(conn, resource_id)
             if row.request_hash != request_hash:
                 return "mismatch"
             if row.done:
@@ -317,7 +335,7 @@ class Store:
                 .where(t.c.user_id == user_id, t.c.scope == scope, t.c.key == key)
                 .values(locked_until=moment + timedelta(seconds=lease))
             )
-            return Claim(resource_id=row.resource_id)
+            return await start(conn, row.resource_id)
 
     async def completed(self, user_id: uuid.UUID, scope: str, key: str, request_hash: str) -> bytes | str | None:
         """The stored response of a completed request with this key (None if there
@@ -361,9 +379,13 @@ class Store:
 
     async def note_pending_reservation(self, order_id: uuid.UUID) -> None:
         async with self.engine.begin() as conn:
-            await conn.execute(
-                pg_insert(pending_reservations).values(order_id=order_id, created_at=now()).on_conflict_do_nothing()
-            )
+            await self._note_pending_reservation(conn, order_id)
+
+    @staticmethod
+    async def _note_pending_reservation(conn: AsyncConnection, order_id: uuid.UUID) -> None:
+        await conn.execute(
+            pg_insert(pending_reservations).values(order_id=order_id, created_at=now()).on_conflict_do_nothing()
+        )
 
     async def drop_pending_reservation(self, order_id: uuid.UUID) -> None:
         async with self.engine.begin() as conn:
@@ -434,48 +456,55 @@ class Store:
         address: Address,
         created_at: datetime,
         expires_at: datetime,
-    ) -> bool:
-        """Write a new order and its lines; False when its reservation was
-        already given up as orphaned (the caller must roll back)."""
+    ) -> OrderRecord | None:
+        """Write a new order and its lines and return it as written; None when its
+        reservation was already given up as orphaned (the caller must roll back)."""
         claimed = await conn.scalar(
             delete(pending_reservations)
             .where(pending_reservations.c.order_id == order_id)
             .returning(pending_reservations.c.order_id)
         )
         if claimed is None:
-            return False
+            return None
+        row = (
+            await conn.execute(
+                insert(orders)
+                .values(
+                    id=order_id,
+                    user_id=user_id,
+                    status=Status.PENDING_PAYMENT.value,
+                    currency=priced.currency,
+                    subtotal_minor=priced.subtotal.amount_minor,
+                    shipping_minor=priced.shipping.amount_minor,
+                    total_minor=priced.total.amount_minor,
+                    shipping_method=method.value,
+                    shipping_address=address.__dict__,
+                    created_at=created_at,
+                    updated_at=created_at,
+                    expires_at=expires_at,
+                )
+                .returning(*orders.c)
+            )
+        ).one()
         await conn.execute(
-            insert(orders).values(
-                id=order_id,
-                user_id=user_id,
-                status=Status.PENDING_PAYMENT.value,
-                currency=priced.currency,
-                subtotal_minor=priced.subtotal.amount_minor,
-                shipping_minor=priced.shipping.amount_minor,
-                total_minor=priced.total.amount_minor,
-                shipping_method=method.value,
-                shipping_address=address.__dict__,
-                created_at=created_at,
-                updated_at=created_at,
-                expires_at=expires_at,
+            insert(order_lines).values(
+                [
+                    {
+                        "order_id": order_id,
+                        "position": position,
+                        "product_id": uuid.UUID(line.product_id),
+                        "product_name": line.product_name,
+                        "quantity": line.quantity,
+                        "unit_price_minor": line.unit_price.amount_minor,
+                        "line_total_minor": line.line_total.amount_minor,
+                    }
+                    for position, line in enumerate(priced.lines)
+                ]
             )
         )
-        await conn.execute(
-            insert(order_lines),
-            [
-                {
-                    "order_id": order_id,
-                    "position": position,
-                    "product_id": uuid.UUID(line.product_id),
-                    "product_name": line.product_name,
-                    "quantity": line.quantity,
-                    "unit_price_minor": line.unit_price.amount_minor,
-                    "line_total_minor": line.line_total.amount_minor,
-                }
-                for position, line in enumerate(priced.lines)
-            ],
-        )
-        return True
+        order = _order(row)
+        order.lines = list(priced.lines)  # a new order has no payments yet
+        return order
 
     @staticmethod
     async def lock_order(conn: AsyncConnection, order_id: uuid.UUID) -> OrderRecord | None:

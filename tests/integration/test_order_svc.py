@@ -160,6 +160,30 @@ async def test_out_of_stock_names_the_product_and_leaves_nothing(shop: Shop) -> 
     assert list(mine.orders) == []
 
 
+async def test_a_refused_keyed_order_leaves_no_note_and_frees_its_key(shop: Shop, postgres) -> None:
+    """The key's claim and the pending-reservation note are written together;
+    a request refused before or at the reservation takes both back."""
+    scarce = await shop.product(stock=1)
+    user_id, buyer = shop.ids.customer()
+    key = f"checkout-{uuid.uuid4()}"
+    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
+        started = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await shop.order(buyer, (str(uuid.uuid4()), 1), key=key)  # refused while pricing
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as short:
+        await shop.order(buyer, (scarce, 2), key=key)  # refused by the reservation
+    assert reason(short.value) == "OUT_OF_STOCK"
+    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
+        notes = conn.execute("select count(*) from pending_reservations where created_at >= %s", (started,))
+        keys = conn.execute("select count(*) from idempotency_keys where user_id = %s", (user_id,))
+        assert (notes.fetchone(), keys.fetchone()) == ((0,), (0,))
+    # The key is free again, for a request that differs from the refused ones.
+    placed = await shop.order(buyer, (scarce, 1), key=key)
+    assert placed.status == order_pb2.ORDER_STATUS_PENDING_PAYMENT
+    assert await shop.stock(scarce) == 0
+
+
 async def test_bad_requests(shop: Shop) -> None:
     product = await shop.product()
     _, buyer = shop.ids.customer()
