@@ -14,7 +14,9 @@ from common.telemetry import tracing_enabled
 from edge.api import openapi_document, route
 from edge.middleware import RequestContext
 from edge.problems import HANDLERS
+from edge.ratings import RatingCache
 from edge.routes import cart, comments, notifications, orders, products, system, users
+from edge.routes.comments import RatingSummary
 from edge.settings import EdgeSettings
 from edge.upstreams import Upstreams
 
@@ -56,6 +58,7 @@ def create_app(settings: EdgeSettings | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.upstreams = upstreams
+    app.state.ratings = RatingCache[RatingSummary](settings.rating_cache_seconds)
     app.state.openapi = openapi_document(OPERATIONS, title="shop", version="1.0.0")
     if tracing_enabled():  # HTTP spans only when spans are exported
         StarletteInstrumentor.instrument_app(app)

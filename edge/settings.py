@@ -21,6 +21,9 @@ class EdgeSettings(CommonSettings):
     notify_svc_addr: str = _local("notify_svc")
     # Deadline of every upstream call, in seconds.
     upstream_timeout: float = 5.0
+    # How long the product page may show a rating summary comment_svc gave
+    # earlier, in seconds (edge/ratings.py); 0: ask comment_svc every time.
+    rating_cache_seconds: float = Field(default=5.0, ge=0)
     # Largest request body accepted (JSON); image uploads have their own cap.
     max_body_bytes: int = 1024 * 1024
     # Largest multipart upload: product_svc's image cap (4 MiB) plus room for the

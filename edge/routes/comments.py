@@ -18,6 +18,7 @@ from starlette.requests import Request
 from common.errors import FieldViolation
 from edge.api import Api
 from edge.problems import HttpProblem, renaming_fields
+from edge.ratings import RatingCache
 from edge.routes.models import PageQuery, Strict, timestamp
 from edge.upstreams import call_options, upstreams
 
@@ -162,9 +163,20 @@ async def _call(call: Awaitable[T]) -> T:
     return await renaming_fields(call, lambda field: _FIELD_NAMES.get(field, field))
 
 
+def rating_cache(request: Request) -> RatingCache[RatingSummary]:
+    cache: RatingCache[RatingSummary] = request.app.state.ratings
+    return cache
+
+
 async def rating_summary(request: Request, product_id: str) -> RatingSummary | None:
-    """A product's rating summary for other routes (product detail); None when
-    comment_svc cannot give it, so the product is still shown."""
+    """A product's rating summary for other routes (product detail), kept briefly
+    (edge/ratings.py); None when comment_svc cannot give it, so the product is
+    still shown."""
+    cache = rating_cache(request)
+    cached = cache.get(product_id)
+    if cached is not None:
+        return cached
+    asked_at = cache.clock()
     try:
         reply = await upstreams(request).comment.GetRatingSummary(
             comment_pb2.GetRatingSummaryRequest(product_id=product_id), **call_options(request)
@@ -172,7 +184,9 @@ async def rating_summary(request: Request, product_id: str) -> RatingSummary | N
     except grpc.aio.AioRpcError as exc:
         log.warning("no rating summary for a product", extra={"code": exc.code().name, "product_id": product_id})
         return None
-    return RatingSummary.of(reply.summary)
+    summary = RatingSummary.of(reply.summary)
+    cache.put(product_id, summary, asked_at)
+    return summary
 
 
 # --- /api/v1/products/{product_id}/comments -------------------------------------------------------------
@@ -209,7 +223,10 @@ async def create_comment(request: Request, body: CommentBody) -> Comment:
     message = comment_pb2.CreateCommentRequest(
         product_id=request.path_params["product_id"], body=body.body, rating=body.rating, parent_id=body.parent_id
     )
-    reply = await _call(upstreams(request).comment.CreateComment(message, **call_options(request)))
+    try:
+        reply = await _call(upstreams(request).comment.CreateComment(message, **call_options(request)))
+    finally:  # also when the answer is lost: the comment may have been written
+        rating_cache(request).drop(message.product_id)
     return Comment.of(reply.comment)
 
 
@@ -260,7 +277,12 @@ async def update_comment(request: Request, body: CommentPatch) -> Comment:
         rating=body.rating,
         update_mask=FieldMask(paths=sorted(present)),
     )
-    reply = await _call(upstreams(request).comment.UpdateComment(message, **call_options(request)))
+    try:
+        reply = await _call(upstreams(request).comment.UpdateComment(message, **call_options(request)))
+    except BaseException:
+        rating_cache(request).drop()  # it may have been written; the product is not known here
+        raise
+    rating_cache(request).drop(reply.comment.product_id)
     return Comment.of(reply.comment)
 
 
@@ -271,11 +293,14 @@ async def update_comment(request: Request, body: CommentPatch) -> Comment:
 async def delete_comment(request: Request) -> None:
     """The author or an admin (403 for anyone else). A comment with replies stays
     as a removed placeholder so its thread survives; one without disappears."""
-    await _call(
-        upstreams(request).comment.DeleteComment(
-            comment_pb2.DeleteCommentRequest(comment_id=request.path_params["comment_id"]), **call_options(request)
+    try:
+        await _call(
+            upstreams(request).comment.DeleteComment(
+                comment_pb2.DeleteCommentRequest(comment_id=request.path_params["comment_id"]), **call_options(request)
+            )
         )
-    )
+    finally:
+        rating_cache(request).drop()  # the product is not known here
 
 
 @api.operation(

@@ -125,6 +125,7 @@ async def test_someone_elses_comment_is_403(http: httpx.AsyncClient, product: st
     ann, bob = await person(http, "Ann"), await person(http, "Bob")
     review = await post(http, ann, product, body="Decent", rating=3)
     path = f"/api/v1/comments/{review['id']}"
+    assert await page_rating(http, product) == (1, 3)  # the edge now keeps this summary briefly
 
     assert_problem(await http.patch(path, headers=bearer(bob), json={"body": "Terrible"}), 403)
     assert_problem(await http.delete(path, headers=bearer(bob)), 403)
@@ -135,8 +136,10 @@ async def test_someone_elses_comment_is_403(http: httpx.AsyncClient, product: st
     assert edited.status_code == 200, edited.text
     assert edited.json()["edited"] is True and edited.json()["edited_at"]
     assert (edited.json()["body"], edited.json()["rating"]) == ("Good, after all", 4)
+    assert await page_rating(http, product) == (1, 4)  # an edit through the edge is shown at once
     unrated = await http.patch(path, headers=bearer(ann), json={"rating": None})
     assert unrated.json()["rating"] is None
+    assert await page_rating(http, product) == (0, 0)
     assert_problem(await http.patch(path, headers=bearer(ann), json={}), 400)
 
     # An admin deletes anyone's comment; with a reply it stays as a removed placeholder.
@@ -147,9 +150,22 @@ async def test_someone_elses_comment_is_403(http: httpx.AsyncClient, product: st
     assert placeholder["deleted"] is True and placeholder["body"] == "" and placeholder["author_id"] is None
     assert_problem(await post_raw(http, bob, product, body="Hello?", parent_id=review["id"]), 409)
 
+    rated = await post(http, bob, product, body="Fine", rating=5)
+    assert await page_rating(http, product) == (1, 5)
+    assert (await http.delete(f"/api/v1/comments/{rated['id']}", headers=bearer(bob))).status_code == 204
+    assert await page_rating(http, product) == (0, 0)  # so is a deletion
+
     own = await post(http, bob, product, body="Short-lived")
     assert (await http.delete(f"/api/v1/comments/{own['id']}", headers=bearer(bob))).status_code == 204
     assert_problem(await http.get(f"/api/v1/comments/{own['id']}"), 404)
+
+
+async def page_rating(http: httpx.AsyncClient, product_id: str) -> tuple[int, int]:
+    """Count and sum of the rating summary on the product page."""
+    detail = await http.get(f"/api/v1/products/{product_id}")
+    assert detail.status_code == 200, detail.text
+    rating = detail.json()["rating"]
+    return rating["count"], rating["sum"]
 
 
 async def post_raw(http: httpx.AsyncClient, who: dict[str, Any], product_id: str, **body: Any) -> httpx.Response:
