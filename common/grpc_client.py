@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from common.grpc_server import MAX_MESSAGE_BYTES
-from common.telemetry import tracing_enabled
+from common.telemetry import grpc_client_interceptors
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -17,8 +16,7 @@ def channel(target: str) -> grpc.aio.Channel:
     """An insecure channel with tracing, keepalive and large-message options."""
     return grpc.aio.insecure_channel(
         target,
-        # Client spans only when spans are exported: the interceptor costs on every call.
-        interceptors=aio_client_interceptors() if tracing_enabled() else None,  # type: ignore[no-untyped-call]
+        interceptors=grpc_client_interceptors(),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -23,7 +23,6 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
@@ -209,10 +208,8 @@ class GrpcServer:
         self.verifier = verifier or TokenVerifier.from_file(
             settings.jwt_public_key_file, issuer=settings.jwt_issuer, audience=settings.jwt_audience
         )
-        tracing = [aio_server_interceptor()] if telemetry.tracing_enabled() else []  # type: ignore[no-untyped-call]
         self.server = grpc.aio.server(
-            # Server spans only when spans are exported: the interceptor costs on every call.
-            interceptors=[*tracing, ShopInterceptor(self.verifier)],
+            interceptors=[*telemetry.grpc_server_interceptors(), ShopInterceptor(self.verifier)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

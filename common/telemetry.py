@@ -87,6 +87,33 @@ def setup_tracing(service: str) -> TracerProvider:
     return provider
 
 
+def grpc_server_interceptors() -> list[Any]:
+    """Server spans, only when spans are exported (the interceptor costs on every
+    call, and its package, imported only then, costs about 2 MB)."""
+    if not tracing_enabled():
+        return []
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return [aio_server_interceptor()]  # type: ignore[no-untyped-call]
+
+
+def grpc_client_interceptors() -> list[Any] | None:
+    """Client spans, only when spans are exported."""
+    if not tracing_enabled():
+        return None
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+    return aio_client_interceptors()  # type: ignore[no-any-return, no-untyped-call]
+
+
+def instrument_app(app: Any) -> None:
+    """HTTP spans for the edge's Starlette app, only when spans are exported."""
+    if tracing_enabled():
+        from opentelemetry.instrumentation.starlette import StarletteInstrumentor
+
+        StarletteInstrumentor.instrument_app(app)
+
+
 def instrument_engine(engine: Any) -> None:
     """Database spans for one SQLAlchemy engine (when tracing is on)."""
     if tracing_enabled():

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from opentelemetry.instrumentation.starlette import StarletteInstrumentor
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from common.telemetry import tracing_enabled
+from common.telemetry import instrument_app
 from edge.api import openapi_document, route
 from edge.middleware import RequestContext
 from edge.problems import HANDLERS
@@ -60,6 +59,5 @@ def create_app(settings: EdgeSettings | None = None) -> Starlette:
     app.state.upstreams = upstreams
     app.state.ratings = RatingCache[RatingSummary](settings.rating_cache_seconds)
     app.state.openapi = openapi_document(OPERATIONS, title="shop", version="1.0.0")
-    if tracing_enabled():  # HTTP spans only when spans are exported
-        StarletteInstrumentor.instrument_app(app)
+    instrument_app(app)
     return app
