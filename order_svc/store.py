@@ -487,20 +487,19 @@ class Store:
             )
         ).one()
         await conn.execute(
-            insert(order_lines).values(
-                [
-                    {
-                        "order_id": order_id,
-                        "position": position,
-                        "product_id": uuid.UUID(line.product_id),
-                        "product_name": line.product_name,
-                        "quantity": line.quantity,
-                        "unit_price_minor": line.unit_price.amount_minor,
-                        "line_total_minor": line.line_total.amount_minor,
-                    }
-                    for position, line in enumerate(priced.lines)
-                ]
-            )
+            insert(order_lines),  # executemany: compiled once (a multi-row VALUES is not cached), pipelined by psycopg
+            [
+                {
+                    "order_id": order_id,
+                    "position": position,
+                    "product_id": uuid.UUID(line.product_id),
+                    "product_name": line.product_name,
+                    "quantity": line.quantity,
+                    "unit_price_minor": line.unit_price.amount_minor,
+                    "line_total_minor": line.line_total.amount_minor,
+                }
+                for position, line in enumerate(priced.lines)
+            ],
         )
         order = _order(row)
         order.lines = list(priced.lines)  # a new order has no payments yet
