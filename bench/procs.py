@@ -2,9 +2,14 @@
 
 Every watched process is a tree (PostgreSQL forks a backend per connection, a
 server started through ``runuser`` sits below it), so figures are summed over
-the tree.  Memory is reported as RSS and as PSS (proportional: shared pages
+the tree.  Memory is reported as RSS, as PSS (proportional: shared pages
 split between the processes that map them), because summing RSS over
-PostgreSQL's backends counts its shared buffers once per backend.
+PostgreSQL's backends counts its shared buffers once per backend, and as
+anonymous RSS (the process's own heap and stacks, without mapped files).
+A Python service's RSS includes its shared libraries' pages, and how many of
+those are mapped depends on the page cache: right after ``pip install`` wrote
+them (large folios in the page cache) grpc's library alone maps 13 MB, after
+the cache was dropped 7 MB; the anonymous part does not move with that.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class Usage:
     rss_mb: float
     pss_mb: float
     cpu_s: float
+    anon_mb: float = 0.0
 
 
 def _children() -> dict[int, list[int]]:
@@ -57,16 +63,21 @@ def _one(pid: int) -> Usage:
         cpu = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
         rss = int(fields[21]) * PAGE
         pss = rss
+        anon = 0
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     pss = int(line.split()[1]) * 1024
                     break
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    anon = int(line.split()[1]) * 1024
+                    break
         except OSError:
             pass
     except (OSError, ValueError, IndexError):
         return Usage(0.0, 0.0, 0.0)
-    return Usage(rss / 2**20, pss / 2**20, cpu)
+    return Usage(rss / 2**20, pss / 2**20, cpu, anon / 2**20)
 
 
 def usage(pids: dict[str, int]) -> dict[str, Usage]:
@@ -79,6 +90,7 @@ def usage(pids: dict[str, int]) -> dict[str, Usage]:
             rss_mb=sum(p.rss_mb for p in parts),
             pss_mb=sum(p.pss_mb for p in parts),
             cpu_s=sum(p.cpu_s for p in parts),
+            anon_mb=sum(p.anon_mb for p in parts),
         )
     return result
 
@@ -89,11 +101,13 @@ class Peak:
 
     rss_mb: dict[str, float] = field(default_factory=dict)
     pss_mb: dict[str, float] = field(default_factory=dict)
+    anon_mb: dict[str, float] = field(default_factory=dict)
 
     def add(self, now: dict[str, Usage]) -> None:
         for name, seen in now.items():
             self.rss_mb[name] = max(self.rss_mb.get(name, 0.0), seen.rss_mb)
             self.pss_mb[name] = max(self.pss_mb.get(name, 0.0), seen.pss_mb)
+            self.anon_mb[name] = max(self.anon_mb.get(name, 0.0), seen.anon_mb)
 
 
 class Sampler:

@@ -250,7 +250,9 @@ def _footprint_rows(r: dict[str, Any]) -> list[Row]:
         is_service = name in SERVICES
         burn = _num(idle[name].get("idle_cores", 0.0) * 100, 1)
         memory = f"{_num(rss_idle, 0)} -> {_num(rss_peak, 0)} MB"
-        if not is_service:
+        if is_service:  # the part that does not depend on the page cache (bench/procs.py)
+            memory += f" (anon peak {_num((peak.get(name) or {}).get('anon_mb'), 0)})"
+        else:
             memory += f" (PSS peak {_num((peak.get(name) or {}).get('pss_mb'), 0)})"
         table.append(
             Row(

@@ -65,7 +65,11 @@ async def run_all(bench: Bench, only: set[str] | None) -> None:
     if wanted("browse"):
         await _step(bench, "browse", browse(bench))
     bench.results["footprint_peak"] = {
-        name: {"rss_mb": bench.peak.rss_mb[name], "pss_mb": bench.peak.pss_mb.get(name, 0.0)}
+        name: {
+            "rss_mb": bench.peak.rss_mb[name],
+            "pss_mb": bench.peak.pss_mb.get(name, 0.0),
+            "anon_mb": bench.peak.anon_mb.get(name, 0.0),
+        }
         for name in bench.peak.rss_mb
     }
 
