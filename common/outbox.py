@@ -149,6 +149,9 @@ class OutboxRelay:
         backoff = 0.2
         try:
             while not stop.is_set():
+                # Cleared before the batch, not after it: a NOTIFY that arrives while
+                # the batch runs must wake the next round at once.
+                self._wake.clear()
                 try:
                     published = await self.publish_batch()
                     backoff = 0.2
@@ -159,7 +162,6 @@ class OutboxRelay:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 if published < self.batch_size:
-                    self._wake.clear()
                     await _wait_any(stop, self._wake, self.poll_interval)
         finally:
             listener.cancel()

@@ -50,12 +50,12 @@ class Relays:
         self.tasks: list[asyncio.Task[None]] = []
         self.producers: list[KafkaProducer] = []
 
-    def start(self, count: int = 1) -> None:
+    def start(self, count: int = 1, poll_interval: float = 0.5) -> None:
         for _ in range(count):
             producer = KafkaProducer(
                 KafkaSettings(kafka_bootstrap=self.kafka.bootstrap), **{"message.timeout.ms": 5000}
             )
-            relay = OutboxRelay(self.engine, producer, batch_size=20, poll_interval=0.5, delivery_timeout=8)
+            relay = OutboxRelay(self.engine, producer, batch_size=20, poll_interval=poll_interval, delivery_timeout=8)
             self.producers.append(producer)
             self.tasks.append(asyncio.create_task(relay.run(self.stop)))
 
@@ -153,3 +153,22 @@ async def test_kafka_down_loses_nothing(engine, relays, kafka) -> None:
     ids = list(dict.fromkeys(event_ids(messages)))
     assert ids == [before, *during]
     assert await unpublished(engine) == 0
+
+
+async def test_a_notify_during_a_batch_wakes_the_next_one(engine, relays, kafka, postgres) -> None:
+    """An event committed while the relay publishes a batch goes out right after
+    it, not at the next poll (a minute here): its NOTIFY is not forgotten."""
+    topic = f"test.outbox.{uuid.uuid4().hex[:8]}"
+    first = await write(engine, topic, "order-0", 0)
+    database = engine.url.database
+    assert database is not None
+    async with await psycopg.AsyncConnection.connect(postgres.dsn(database)) as holder:
+        # Hold the first row's lock: the relay's first batch waits on it, mid-batch.
+        await holder.execute("select id from outbox where event_id = %s for update", (first,))
+        relays.start(poll_interval=60)
+        await asyncio.sleep(1.0)
+        second = await write(engine, topic, "order-1", 1)  # its NOTIFY arrives during that batch
+        await asyncio.sleep(1.0)
+        await holder.rollback()  # the batch goes on with the first row only (its snapshot predates the second)
+    messages = await consume(kafka.bootstrap, topic, 2, timeout=15)
+    assert sorted(event_ids(messages)) == sorted([first, second])
