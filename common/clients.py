@@ -78,7 +78,9 @@ class KafkaProducer:
                 "bootstrap.servers": settings.kafka_bootstrap,
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 2,
+                # No waiting for more messages: the outbox relay hands a whole batch
+                # over before it awaits the acknowledgements, so waiting only delays it.
+                "linger.ms": 0,
                 **config,
             }
         )
