@@ -67,7 +67,7 @@ HANDLING = Histogram(
     "kafka_consumer_handle_seconds",
     "Time to handle one message, retries included",
     ["group", "topic"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30),
 )
 LAG = Gauge("kafka_consumer_lag", "Messages not processed yet, per partition", ["group", "topic", "partition"])
 

@@ -62,7 +62,7 @@ OLDEST = Gauge("outbox_oldest_unpublished_seconds", "Age of the oldest unpublish
 RELAY_LAG = Histogram(
     "outbox_relay_lag_seconds",
     "Time from an event's commit to Kafka's acknowledgement",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120),
+    buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120),
 )
 
 
