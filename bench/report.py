@@ -220,12 +220,20 @@ def _latency_rows(r: dict[str, Any]) -> list[Row]:
         return [Row(s, "not measured", str(e.get("error") or e.get("via") or "skipped"))]
     via = f"{load['notifications_read']:,} of {load['orders']:,} orders read via {e['via']}"
     reference = f"one order at a time: {_num(quiet.get('p50_ms'), 1)} / {_num(quiet.get('p99_ms'), 1)}" if quiet else ""
-    return [
+    rows = [
         Row(s, "commit -> notification read under checkout load, p50 / p99 ms",
             f"{_num(load['p50_ms'], 1)} / {_num(load['p99_ms'], 1)}", reference, "p50 <= 10",
             _check(load["p50_ms"], lambda v: v <= 10)),
         Row(s, "(same) p99", _num(load["p99_ms"], 1), via, "p99 <= 50", _check(load["p99_ms"], lambda v: v <= 50)),
     ]  # fmt: skip
+    for hop in sorted({*(load.get("hops") or {}), *(quiet.get("hops") or {})}):
+        under, alone = (load.get("hops") or {}).get(hop) or {}, (quiet.get("hops") or {}).get(hop) or {}
+        rows.append(
+            Row(s, f"of which {hop} under load, p50 / p99 at most, ms (bench/metrics.py)",
+                f"{_num(under.get('p50_at_most_ms'), 1)} / {_num(under.get('p99_at_most_ms'), 1)}",
+                f"one order at a time: {_num(alone.get('p50_at_most_ms'), 1)} / {_num(alone.get('p99_at_most_ms'), 1)}")
+        )  # fmt: skip
+    return rows
 
 
 def _footprint_rows(r: dict[str, Any]) -> list[Row]:

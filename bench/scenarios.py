@@ -26,7 +26,7 @@ import grpc
 import psycopg
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
-from bench import catalog as seed, loadgen, procs
+from bench import catalog as seed, loadgen, metrics as hop_metrics, procs
 from bench.loadgen import ECHO_PROTO
 from bench.notifications import Arrival, Watcher
 from bench.runner import Bench, measured, reference_server
@@ -175,6 +175,8 @@ async def checkout(bench: Bench) -> None:
     if watcher is not None:
         await watcher.__aenter__()
     latency: dict[str, Any] = {}
+    ports = bench.cluster.metrics_ports
+    hops = [await asyncio.to_thread(hop_metrics.snapshot, ports)]
     try:
         # Reference (and warm-up): one buyer at a time, 10 orders/s at most.
         quiet = await loadgen.wrk(
@@ -186,6 +188,8 @@ async def checkout(bench: Bench) -> None:
         if watcher is not None:
             await watcher.wait_for(len(orders), 15)
             latency["one_at_a_time"] = _latency(watcher.order_arrivals(), len(orders))
+            hops.append(await asyncio.to_thread(hop_metrics.snapshot, ports))
+            latency["one_at_a_time"]["hops"] = hop_metrics.breakdown(hops[0], hops[1])
         mark = len(watcher.order_arrivals()) if watcher is not None else 0
         load = await measured(bench, loadgen.wrk(
             bench.edge_url, "checkout.lua", seconds=b.checkout, connections=b.checkout_connections, env=env,
@@ -198,6 +202,8 @@ async def checkout(bench: Bench) -> None:
         if watcher is not None:
             await watcher.wait_for(len(orders), 30)
             latency["under_load"] = _latency(watcher.order_arrivals()[mark:], len(orders) - before)
+            hops.append(await asyncio.to_thread(hop_metrics.snapshot, ports))
+            latency["under_load"]["hops"] = hop_metrics.breakdown(hops[-2], hops[-1])
     finally:
         if watcher is not None:
             await watcher.__aexit__(None, None, None)
