@@ -52,6 +52,7 @@ class Budget:
 
     warmup: float = 2.0
     edge: float = 6.0
+    edge_rounds: int = 3  # alternating edge / direct rounds at saturation
     edge_connections: int = 32
     paced_connections: int = 4
     checkout: float = 15.0
@@ -64,7 +65,7 @@ class Budget:
 
     def quick(self) -> Budget:
         return Budget(
-            warmup=1.0, edge=3.0, checkout=6.0, browse=6.0, probe=2.0,
+            warmup=1.0, edge=3.0, edge_rounds=1, checkout=6.0, browse=6.0, probe=2.0,
             buyers=10, checkout_products=100,
         )  # fmt: skip
 
