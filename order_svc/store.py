@@ -277,9 +277,10 @@ class Store:
     ) -> Claim | str:
         """Claim a key for a new request, or learn what became of an earlier one.
         Returns the string "mismatch" when the key was used for another request.
-        With ``note_reservation`` a claim that starts work also notes its resource
-        id as a pending reservation, in the same transaction (one round trip less
-        than noting it afterwards)."""
+        With ``note_reservation`` a claim that starts fresh work also notes its
+        resource id as a pending reservation, in the same transaction (one round
+        trip less than noting it afterwards); a takeover of a dead request's key
+        does not (``Claim.noted`` says which)."""
         t = idempotency_keys
         moment = now()
 
@@ -330,12 +331,14 @@ class Store:
             if row.locked_until > moment:
                 return Claim(resource_id=row.resource_id, busy=True)
             # The earlier request died holding the key: take over, with its resource id.
+            # Its note, if any, is not ours to drop (it may cover a real reservation),
+            # so the claim does not count as noted: the note is written after pricing.
             await conn.execute(
                 update(t)
                 .where(t.c.user_id == user_id, t.c.scope == scope, t.c.key == key)
                 .values(locked_until=moment + timedelta(seconds=lease))
             )
-            return await start(conn, row.resource_id)
+            return Claim(resource_id=row.resource_id)
 
     async def completed(self, user_id: uuid.UUID, scope: str, key: str, request_hash: str) -> bytes | str | None:
         """The stored response of a completed request with this key (None if there

@@ -18,6 +18,7 @@ from shop.product.v1 import product_pb2, product_pb2_grpc
 from common import events
 from common.errors import problem_from_rpc_error
 from devstack.cluster import Cluster
+from order_svc import domain as order_domain
 from tests.kafka_helpers import consume
 from tests.tokens import Identities
 
@@ -367,6 +368,44 @@ async def test_an_orphaned_reservation_is_released(shop: Shop, postgres) -> None
             break
         await asyncio.sleep(0.1)
     assert await shop.stock(product) == 5
+
+
+async def test_a_retry_that_takes_over_a_dead_requests_key_keeps_its_note(shop: Shop, postgres) -> None:
+    """A request died holding its key after reserving: its note is all that lets
+    the sweeper give the stock back. A retry that takes the key over and is then
+    refused while pricing must leave that note alone."""
+    product = await shop.product(stock=5)
+    user_id, buyer = shop.ids.customer()
+    key, dead = f"checkout-{uuid.uuid4()}", str(uuid.uuid4())
+    retry = order_pb2.CreateOrderRequest(
+        items=[order_pb2.OrderItem(product_id=str(uuid.uuid4()), quantity=1)], shipping_address=ADDRESS
+    )
+    request_hash = order_domain.fingerprint(retry.SerializeToString(deterministic=True))
+    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
+        conn.execute(
+            "insert into idempotency_keys (user_id, scope, key, request_hash, resource_id, locked_until, created_at)"
+            " values (%s, 'create', %s, %s, %s, now() - interval '1 minute', now() - interval '1 minute')",
+            (user_id, key, request_hash, dead),
+        )
+        conn.execute("insert into pending_reservations (order_id, created_at) values (%s, now())", (dead,))
+    await shop.products.ReserveStock(
+        product_pb2.ReserveStockRequest(
+            reservation_id=dead, items=[product_pb2.ReservationItem(product_id=product, quantity=5)]
+        )
+    )
+    assert await shop.stock(product) == 0
+    retry.idempotency_key = key
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await shop.orders.CreateOrder(retry, metadata=buyer)  # takes the key over, then refused while pricing
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    for _ in range(100):
+        if await shop.stock(product) == 5:
+            break
+        await asyncio.sleep(0.1)
+    assert await shop.stock(product) == 5  # the sweeper found the dead request's note
+    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
+        keys = conn.execute("select count(*) from idempotency_keys where user_id = %s", (user_id,))
+        assert keys.fetchone() == (0,)  # and the refused retry freed the key
 
 
 async def test_paging_my_orders(shop: Shop) -> None:
