@@ -13,6 +13,8 @@ process keeps what comment_svc answered for ``ttl`` seconds
   within ``ttl``.
 * An answer that was asked for before a drop is not kept: it may predate
   the write.
+* Entries are keyed by the product id in its canonical form, so ``ABC…`` and
+  ``abc…`` are one entry; an id that is not a UUID is never kept.
 * ``GET /api/v1/products/{id}/rating`` does not use the cache.
 """
 
@@ -20,11 +22,19 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
+
+
+def _canonical(product_id: str) -> str | None:
+    try:
+        return str(uuid.UUID(product_id))
+    except ValueError:
+        return None
 
 
 class RatingCache(Generic[V]):
@@ -40,22 +50,23 @@ class RatingCache(Generic[V]):
 
     def get(self, product_id: str) -> V | None:
         """The summary kept for the product, or None (ask comment_svc)."""
-        found = self._entries.get(product_id)
-        if found is None:
+        key = _canonical(product_id)
+        if key is None or (found := self._entries.get(key)) is None:
             return None
         expires, summary = found
         if expires <= self.clock():
-            del self._entries[product_id]
+            del self._entries[key]
             return None
         return summary
 
     def put(self, product_id: str, summary: V, asked_at: float) -> None:
         """Keep comment_svc's answer to a request sent at ``asked_at`` (this
         cache's clock), unless the product's entry was dropped since then."""
-        if self.ttl <= 0 or asked_at <= max(self._all_dropped, self._dropped.get(product_id, -math.inf)):
+        key = _canonical(product_id)
+        if key is None or self.ttl <= 0 or asked_at <= max(self._all_dropped, self._dropped.get(key, -math.inf)):
             return
-        self._entries[product_id] = (asked_at + self.ttl, summary)
-        self._entries.move_to_end(product_id)
+        self._entries[key] = (asked_at + self.ttl, summary)
+        self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)  # the least recently stored
 
@@ -67,5 +78,8 @@ class RatingCache(Generic[V]):
             self._dropped.clear()
             self._all_dropped = now
             return
-        self._entries.pop(product_id, None)
-        self._dropped[product_id] = now
+        key = _canonical(product_id)
+        if key is None:
+            return  # never kept
+        self._entries.pop(key, None)
+        self._dropped[key] = now
