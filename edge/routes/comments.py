@@ -163,6 +163,28 @@ async def _call(call: Awaitable[T]) -> T:
     return await renaming_fields(call, lambda field: _FIELD_NAMES.get(field, field))
 
 
+# Codes after which a write may or may not have happened.
+_OUTCOME_UNKNOWN = frozenset(
+    {
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+    }
+)
+
+
+def _maybe_written(exc: BaseException) -> bool:
+    """Whether a failed write may still have happened: not when comment_svc
+    refused it (a 4xx problem), yes when its answer was lost or it failed inside."""
+    if isinstance(exc, HttpProblem):
+        return exc.problem.status >= 500
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() in _OUTCOME_UNKNOWN
+    return True
+
+
 def rating_cache(request: Request) -> RatingCache[RatingSummary]:
     cache: RatingCache[RatingSummary] = request.app.state.ratings
     return cache
@@ -279,8 +301,9 @@ async def update_comment(request: Request, body: CommentPatch) -> Comment:
     )
     try:
         reply = await _call(upstreams(request).comment.UpdateComment(message, **call_options(request)))
-    except BaseException:
-        rating_cache(request).drop()  # it may have been written; the product is not known here
+    except BaseException as exc:
+        if _maybe_written(exc):
+            rating_cache(request).drop()  # the product is not known here
         raise
     rating_cache(request).drop(reply.comment.product_id)
     return Comment.of(reply.comment)
@@ -299,8 +322,11 @@ async def delete_comment(request: Request) -> None:
                 comment_pb2.DeleteCommentRequest(comment_id=request.path_params["comment_id"]), **call_options(request)
             )
         )
-    finally:
-        rating_cache(request).drop()  # the product is not known here
+    except BaseException as exc:
+        if _maybe_written(exc):
+            rating_cache(request).drop()  # the product is not known here
+        raise
+    rating_cache(request).drop()
 
 
 @api.operation(

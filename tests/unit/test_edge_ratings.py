@@ -1,8 +1,12 @@
+import asyncio
 import uuid
 
+import grpc
 import pytest
 
+from edge.problems import HttpProblem
 from edge.ratings import RatingCache
+from edge.routes import comments
 
 P, Q, OTHER = (str(uuid.uuid4()) for _ in range(3))
 A, B, C, D = (str(uuid.uuid4()) for _ in range(4))
@@ -112,3 +116,27 @@ def test_bad_limits_are_refused() -> None:
         RatingCache[str](-1)
     with pytest.raises(ValueError):
         RatingCache[str](5, max_entries=0)
+
+
+def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="from comment_svc")
+
+
+@pytest.mark.parametrize(
+    ("error", "maybe"),
+    [
+        (HttpProblem(404, "no such comment"), False),  # refused: the cache may stay
+        (HttpProblem(403, "not your comment"), False),
+        (rpc_error(grpc.StatusCode.PERMISSION_DENIED), False),
+        (rpc_error(grpc.StatusCode.FAILED_PRECONDITION), False),
+        (rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED), True),  # the answer was lost
+        (rpc_error(grpc.StatusCode.UNAVAILABLE), True),
+        (rpc_error(grpc.StatusCode.CANCELLED), True),
+        (rpc_error(grpc.StatusCode.INTERNAL), True),
+        (HttpProblem(503, "comment_svc is unavailable"), True),
+        (ConnectionResetError(), True),
+        (asyncio.CancelledError(), True),
+    ],
+)
+def test_only_a_write_that_may_have_happened_clears_the_cache(error: BaseException, maybe: bool) -> None:
+    assert comments._maybe_written(error) is maybe
