@@ -56,28 +56,29 @@ def _tree(pid: int, children: dict[int, list[int]]) -> list[int]:
     return found
 
 
+def _kilobytes(path: str, name: str) -> int | None:
+    """A "Name:   123 kB" line of a /proc file, in bytes; None when unreadable
+    (the process ended, or the kernel hides it)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(name):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _one(pid: int) -> Usage:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         fields = stat[stat.rindex(")") + 2 :].split()
         cpu = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
         rss = int(fields[21]) * PAGE
-        pss = rss
-        anon = 0
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    pss = int(line.split()[1]) * 1024
-                    break
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
-                    anon = int(line.split()[1]) * 1024
-                    break
-        except OSError:
-            pass
     except (OSError, ValueError, IndexError):
         return Usage(0.0, 0.0, 0.0)
-    return Usage(rss / 2**20, pss / 2**20, cpu, anon / 2**20)
+    pss = _kilobytes(f"/proc/{pid}/smaps_rollup", "Pss:")
+    anon = _kilobytes(f"/proc/{pid}/status", "RssAnon:")
+    return Usage(rss / 2**20, (rss if pss is None else pss) / 2**20, cpu, (anon or 0) / 2**20)
 
 
 def usage(pids: dict[str, int]) -> dict[str, Usage]:
