@@ -10,7 +10,10 @@ Stock is never lost or leaked:
   by the sweeper;
 * releases and commits needed by a state change (cancel, expiry, shipping) are
   written as ``stock_actions`` in the same transaction and retried until
-  product_svc confirms them (both calls are idempotent there).
+  product_svc confirms them (both calls are idempotent there);
+* a retry that takes over an Idempotency-Key whose holder outlived its lease
+  orders under a fresh id, so two holders never share a reservation, and only
+  the holder the key names may complete it (``Store.claim_key``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.errors import (
@@ -86,14 +90,14 @@ class Orders:
 
     # --- idempotency -------------------------------------------------------------------------
 
-    async def _claim(self, caller: Caller, scope: str, keyed: Keyed | None, *, note_reservation: bool = False) -> Claim:
+    async def _claim(self, caller: Caller, scope: str, keyed: Keyed | None, *, reserving: bool = False) -> Claim:
         if keyed is None:
             return Claim(resource_id=uuid.uuid4())
         deadline = time.monotonic() + self.settings.idempotency_lease_seconds
         while True:
             claim = await self.store.claim_key(
                 caller.user_id, scope, keyed.key, keyed.request_hash, uuid.uuid4(),
-                self.settings.idempotency_lease_seconds, note_reservation=note_reservation,
+                self.settings.idempotency_lease_seconds, reserving=reserving,
             )  # fmt: skip
             if claim == "mismatch":
                 raise domain.key_reused()
@@ -129,14 +133,14 @@ class Orders:
         CreateOrder and cart checkout both come here, each with its own key scope."""
         items = domain.validate_items(items, self.limits)
         address = domain.validate_shipping_address(address)
-        claim = await self._claim(caller, scope, keyed, note_reservation=True)
+        claim = await self._claim(caller, scope, keyed, reserving=True)
         if claim.replay is not None:
             return claim.replay
         try:
             order = await self._place(caller, claim, items, address, method, keyed, render, scope)
         except BaseException:
             if keyed is not None:
-                await self.store.release_key(caller.user_id, scope, keyed.key)
+                await self.store.release_key(caller.user_id, scope, keyed.key, claim.resource_id)
             raise
         ORDERS_CREATED.inc()
         return order
@@ -167,9 +171,10 @@ class Orders:
         except Unavailable:
             await self._compensate(order_id)  # it may have reserved before the failure
             raise
-        except BaseException:
+        except DomainError:
             await self.store.drop_pending_reservation(order_id)  # refused: nothing was reserved
             raise
+        # Anything else (cancelled, say) may have reserved: the note stays for the sweeper.
         try:
             created_at = now()
             async with self.store.engine.begin() as conn:
@@ -181,19 +186,29 @@ class Orders:
                 if order is None:
                     raise Unavailable("placing the order took too long; nothing was ordered, try again")
                 await add_event(conn, outbox, topic=ORDERS_TOPIC, key=str(order_id), message=events.created(order))
-                if keyed is not None:
-                    await self.store.complete_key(conn, caller.user_id, scope, keyed.key, render(order))
+                if keyed is not None and not await self.store.complete_key(
+                    conn, caller.user_id, scope, keyed.key, order_id, render(order)
+                ):
+                    raise Aborted(
+                        "this request outlived its Idempotency-Key's lease and a retry took the key over;"
+                        " nothing was ordered here, the retry's outcome stands"
+                    )
         except BaseException:
             await self._compensate(order_id)
             raise
         return order
 
     async def _compensate(self, order_id: uuid.UUID) -> None:
-        """Release a reservation whose order was not written; if product_svc cannot
-        be reached the note stays and the sweeper releases it later."""
+        """Release a reservation whose order was not written.  An order that was
+        written after all (its commit's answer was lost) keeps it.  When this
+        cannot be done now the note stays, and the sweeper releases the
+        reservation later (only if the order was never written: writing it
+        takes the note)."""
         try:
+            if await self.store.order_exists(order_id):
+                return
             await self.products.release(order_id)
-        except DomainError:
+        except (DomainError, SQLAlchemyError):
             log.warning("could not release reservation now; the sweeper will", extra={"order_id": str(order_id)})
             return
         await self.store.drop_pending_reservation(order_id)
@@ -221,7 +236,7 @@ class Orders:
             return await self._pay(caller, order_id, token.strip(), claim.resource_id, keyed, render)
         except BaseException:
             if keyed is not None:
-                await self.store.release_key(caller.user_id, scope, keyed.key)
+                await self.store.release_key(caller.user_id, scope, keyed.key, claim.resource_id)
             raise
 
     async def _pay(
@@ -258,8 +273,10 @@ class Orders:
                 await add_event(
                     conn, outbox, topic=ORDERS_TOPIC, key=str(order_id), message=events.paid(order, str(payment_id))
                 )
-                if keyed is not None:
-                    await self.store.complete_key(conn, caller.user_id, f"pay:{order_id}", keyed.key, render(order))
+                if keyed is not None:  # a takeover of this key used the same payment id: either may store it
+                    await self.store.complete_key(
+                        conn, caller.user_id, f"pay:{order_id}", keyed.key, payment_id, render(order)
+                    )
         # Declines and failures are recorded (committed above) and then reported.
         if status is PaymentStatus.DECLINED:
             insufficient = result.decline_reason is not None and result.decline_reason.value == "INSUFFICIENT_FUNDS"

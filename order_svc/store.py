@@ -39,6 +39,7 @@ from sqlalchemy import (
     Uuid,
     and_,
     delete,
+    exists,
     false,
     func,
     insert,
@@ -273,21 +274,27 @@ class Store:
         resource_id: uuid.UUID,
         lease: float,
         *,
-        note_reservation: bool = False,
+        reserving: bool = False,
     ) -> Claim | str:
         """Claim a key for a new request, or learn what became of an earlier one.
         Returns the string "mismatch" when the key was used for another request.
-        With ``note_reservation`` a claim that starts fresh work also notes its
-        resource id as a pending reservation, in the same transaction (one round
-        trip less than noting it afterwards); a takeover of a dead request's key
-        does not (``Claim.noted`` says which)."""
+
+        ``reserving``: the request reserves stock under its resource id.  The
+        claim then notes that id as a pending reservation in the same
+        transaction (one round trip less than noting it afterwards), and a
+        takeover of a key whose holder outlived its lease works under a fresh
+        id: a reservation is never shared by two holders, the earlier holder's
+        note stays for the sweeper, and should the earlier holder still finish,
+        it finds the key no longer its own (:meth:`complete_key`).  Without it
+        a takeover keeps the earlier holder's resource id (a payment id, which
+        the payment provider deduplicates)."""
         t = idempotency_keys
         moment = now()
 
         async def start(conn: AsyncConnection, claimed: uuid.UUID) -> Claim:
-            if note_reservation:
+            if reserving:
                 await self._note_pending_reservation(conn, claimed)
-            return Claim(resource_id=claimed, noted=note_reservation)
+            return Claim(resource_id=claimed, noted=reserving)
 
         async with self.engine.begin() as conn:
             inserted = await conn.scalar(
@@ -330,15 +337,14 @@ class Store:
                 return Claim(resource_id=row.resource_id, replay=row.response)
             if row.locked_until > moment:
                 return Claim(resource_id=row.resource_id, busy=True)
-            # The earlier request died holding the key: take over, with its resource id.
-            # Its note, if any, is not ours to drop (it may cover a real reservation),
-            # so the claim does not count as noted: the note is written after pricing.
+            # The earlier holder outlived its lease (it died, or is too slow to wait for): take over.
+            taken = resource_id if reserving else row.resource_id
             await conn.execute(
                 update(t)
                 .where(t.c.user_id == user_id, t.c.scope == scope, t.c.key == key)
-                .values(locked_until=moment + timedelta(seconds=lease))
+                .values(locked_until=moment + timedelta(seconds=lease), resource_id=taken)
             )
-            return Claim(resource_id=row.resource_id)
+            return await start(conn, taken)
 
     async def completed(self, user_id: uuid.UUID, scope: str, key: str, request_hash: str) -> bytes | str | None:
         """The stored response of a completed request with this key (None if there
@@ -357,20 +363,38 @@ class Store:
         return "mismatch" if row.request_hash != request_hash else bytes(row.response)
 
     @staticmethod
-    async def complete_key(conn: AsyncConnection, user_id: uuid.UUID, scope: str, key: str, response: bytes) -> None:
+    async def complete_key(
+        conn: AsyncConnection, user_id: uuid.UUID, scope: str, key: str, resource_id: uuid.UUID, response: bytes
+    ) -> bool:
+        """Store the response of the request holding the key for ``resource_id``;
+        False when the key is no longer held for it (taken over, or released)."""
         t = idempotency_keys
-        await conn.execute(
+        result = await conn.execute(
             update(t)
-            .where(t.c.user_id == user_id, t.c.scope == scope, t.c.key == key)
+            .where(
+                t.c.user_id == user_id,
+                t.c.scope == scope,
+                t.c.key == key,
+                t.c.resource_id == resource_id,
+                t.c.done.is_(False),
+            )
             .values(done=True, response=response)
         )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def release_key(self, user_id: uuid.UUID, scope: str, key: str) -> None:
-        """Forget a claimed key whose request failed, so a retry runs again."""
+    async def release_key(self, user_id: uuid.UUID, scope: str, key: str, resource_id: uuid.UUID) -> None:
+        """Forget a claimed key whose request failed, so a retry runs again; a
+        key another request took over in the meantime is left to it."""
         t = idempotency_keys
         async with self.engine.begin() as conn:
             await conn.execute(
-                delete(t).where(t.c.user_id == user_id, t.c.scope == scope, t.c.key == key, t.c.done.is_(False))
+                delete(t).where(
+                    t.c.user_id == user_id,
+                    t.c.scope == scope,
+                    t.c.key == key,
+                    t.c.resource_id == resource_id,
+                    t.c.done.is_(False),
+                )
             )
 
     async def purge_keys(self, older_than: datetime) -> int:
@@ -539,6 +563,10 @@ class Store:
             .where(payments.c.id == payment_id)
             .values(status=PaymentStatus.REFUNDED.value, refunded_at=now())
         )
+
+    async def order_exists(self, order_id: uuid.UUID) -> bool:
+        async with self.engine.connect() as conn:
+            return bool(await conn.scalar(select(exists().where(orders.c.id == order_id))))
 
     async def get(self, order_id: uuid.UUID, conn: AsyncConnection | None = None) -> OrderRecord | None:
         if conn is not None:

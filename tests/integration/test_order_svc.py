@@ -16,9 +16,11 @@ from shop.order.v1 import order_pb2, order_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from common import events
+from common.clients import pg_engine
 from common.errors import problem_from_rpc_error
 from devstack.cluster import Cluster
 from order_svc import domain as order_domain
+from order_svc.store import Claim, Store
 from tests.kafka_helpers import consume
 from tests.tokens import Identities
 
@@ -370,42 +372,120 @@ async def test_an_orphaned_reservation_is_released(shop: Shop, postgres) -> None
     assert await shop.stock(product) == 5
 
 
-async def test_a_retry_that_takes_over_a_dead_requests_key_keeps_its_note(shop: Shop, postgres) -> None:
-    """A request died holding its key after reserving: its note is all that lets
-    the sweeper give the stock back. A retry that takes the key over and is then
-    refused while pricing must leave that note alone."""
-    product = await shop.product(stock=5)
-    user_id, buyer = shop.ids.customer()
-    key, dead = f"checkout-{uuid.uuid4()}", str(uuid.uuid4())
-    retry = order_pb2.CreateOrderRequest(
-        items=[order_pb2.OrderItem(product_id=str(uuid.uuid4()), quantity=1)], shipping_address=ADDRESS
-    )
+async def dead_holder(shop: Shop, postgres, user_id: str, key: str, retry: order_pb2.CreateOrderRequest, product: str):
+    """The state a request leaves when it dies holding ``key`` after reserving 2
+    of ``product``: its claim, with the lease run out, and its note, dated in the
+    future so that the sweeper leaves it alone until :func:`age_note`."""
+    dead = str(uuid.uuid4())
     request_hash = order_domain.fingerprint(retry.SerializeToString(deterministic=True))
+    await shop.products.ReserveStock(
+        product_pb2.ReserveStockRequest(
+            reservation_id=dead, items=[product_pb2.ReservationItem(product_id=product, quantity=2)]
+        )
+    )
     with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
         conn.execute(
             "insert into idempotency_keys (user_id, scope, key, request_hash, resource_id, locked_until, created_at)"
             " values (%s, 'create', %s, %s, %s, now() - interval '1 minute', now() - interval '1 minute')",
             (user_id, key, request_hash, dead),
         )
-        conn.execute("insert into pending_reservations (order_id, created_at) values (%s, now())", (dead,))
-    await shop.products.ReserveStock(
-        product_pb2.ReserveStockRequest(
-            reservation_id=dead, items=[product_pb2.ReservationItem(product_id=product, quantity=5)]
+        conn.execute(
+            "insert into pending_reservations (order_id, created_at) values (%s, now() + interval '1 hour')", (dead,)
         )
+    return dead
+
+
+def note_of(postgres, order_id: str) -> int:
+    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
+        found = conn.execute("select count(*) from pending_reservations where order_id = %s", (order_id,))
+        return found.fetchone()[0]  # type: ignore[index]
+
+
+def age_note(postgres, order_id: str) -> None:
+    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
+        conn.execute(
+            "update pending_reservations set created_at = now() - interval '1 minute' where order_id = %s",
+            (order_id,),
+        )
+
+
+async def stock_becomes(shop: Shop, product: str, expected: int) -> int:
+    for _ in range(100):
+        if (found := await shop.stock(product)) == expected:
+            return found
+        await asyncio.sleep(0.1)
+    return await shop.stock(product)
+
+
+async def test_a_retry_refused_after_taking_over_a_dead_requests_key_keeps_its_note(shop: Shop, postgres) -> None:
+    """The dead request's note is all that lets the sweeper give its stock back:
+    a retry that takes the key over and is refused while pricing leaves it."""
+    product = await shop.product(stock=5)
+    user_id, buyer = shop.ids.customer()
+    key = f"checkout-{uuid.uuid4()}"
+    retry = order_pb2.CreateOrderRequest(
+        items=[order_pb2.OrderItem(product_id=str(uuid.uuid4()), quantity=1)], shipping_address=ADDRESS
     )
-    assert await shop.stock(product) == 0
+    dead = await dead_holder(shop, postgres, user_id, key, retry, product)
+    assert await shop.stock(product) == 3
     retry.idempotency_key = key
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await shop.orders.CreateOrder(retry, metadata=buyer)  # takes the key over, then refused while pricing
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
-    for _ in range(100):
-        if await shop.stock(product) == 5:
-            break
-        await asyncio.sleep(0.1)
-    assert await shop.stock(product) == 5  # the sweeper found the dead request's note
+    assert note_of(postgres, dead) == 1
     with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
         keys = conn.execute("select count(*) from idempotency_keys where user_id = %s", (user_id,))
-        assert keys.fetchone() == (0,)  # and the refused retry freed the key
+        assert keys.fetchone() == (0,)  # the refused retry freed the key
+    age_note(postgres, dead)
+    assert await stock_becomes(shop, product, 5) == 5  # the sweeper found the dead request's note
+
+
+async def test_a_retry_that_takes_over_a_dead_requests_key_orders_under_its_own_id(shop: Shop, postgres) -> None:
+    """A takeover never shares the dead request's reservation: it reserves under a
+    fresh id, and the sweeper gives the dead request's stock back."""
+    product = await shop.product(stock=5)
+    user_id, buyer = shop.ids.customer()
+    key = f"checkout-{uuid.uuid4()}"
+    retry = order_pb2.CreateOrderRequest(
+        items=[order_pb2.OrderItem(product_id=product, quantity=1)], shipping_address=ADDRESS
+    )
+    dead = await dead_holder(shop, postgres, user_id, key, retry, product)
+    retry.idempotency_key = key
+    placed = (await shop.orders.CreateOrder(retry, metadata=buyer)).order
+    assert placed.id != dead and placed.status == order_pb2.ORDER_STATUS_PENDING_PAYMENT
+    assert await shop.stock(product) == 2  # the dead request's 2 and the order's 1
+    assert (await shop.orders.CreateOrder(retry, metadata=buyer)).order.id == placed.id  # replayed
+    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
+        claim = conn.execute("select resource_id, done from idempotency_keys where user_id = %s", (user_id,))
+        assert claim.fetchall() == [(uuid.UUID(placed.id), True)]
+    age_note(postgres, dead)
+    assert await stock_becomes(shop, product, 4) == 4
+
+
+async def test_a_holder_whose_key_was_taken_over_cannot_complete_or_release_it(shop: Shop, postgres) -> None:
+    """The earlier holder of a key, still running after a takeover, finds the key
+    no longer its own: it can neither store its response (its order's
+    transaction then rolls back) nor free the key under the new holder."""
+    engine = pg_engine(postgres.url("shop_order"), pool_size=1)
+    store = Store(engine)
+    user_id, key = uuid.uuid4(), f"checkout-{uuid.uuid4()}"
+    slow, retry = uuid.uuid4(), uuid.uuid4()
+    try:
+        first = await store.claim_key(user_id, "create", key, "hash", slow, lease=0, reserving=True)
+        second = await store.claim_key(user_id, "create", key, "hash", retry, lease=30, reserving=True)
+        assert isinstance(first, Claim) and isinstance(second, Claim)
+        assert (first.resource_id, first.noted, second.resource_id, second.noted) == (slow, True, retry, True)
+        async with engine.begin() as conn:
+            assert not await store.complete_key(conn, user_id, "create", key, slow, b"the slow one's order")
+        await store.release_key(user_id, "create", key, slow)
+        async with engine.begin() as conn:
+            assert await store.complete_key(conn, user_id, "create", key, retry, b"the retry's order")
+        assert await store.completed(user_id, "create", key, "hash") == b"the retry's order"
+        assert (note_of(postgres, str(slow)), note_of(postgres, str(retry))) == (1, 1)
+    finally:
+        for order_id in (slow, retry):
+            await store.drop_pending_reservation(order_id)
+        await engine.dispose()
 
 
 async def test_paging_my_orders(shop: Shop) -> None:
