@@ -163,14 +163,20 @@ async def _call(call: Awaitable[T]) -> T:
     return await renaming_fields(call, lambda field: _FIELD_NAMES.get(field, field))
 
 
-# Codes after which a write may or may not have happened.
-_OUTCOME_UNKNOWN = frozenset(
+# Codes with which comment_svc refuses a write it did not make; after any
+# other failure (a lost answer, an internal error) it may have been made.
+_REFUSED = frozenset(
     {
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.UNIMPLEMENTED,
     }
 )
 
@@ -181,7 +187,7 @@ def _maybe_written(exc: BaseException) -> bool:
     if isinstance(exc, HttpProblem):
         return exc.problem.status >= 500
     if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code() in _OUTCOME_UNKNOWN
+        return exc.code() not in _REFUSED
     return True
 
 

@@ -133,6 +133,8 @@ def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
         (rpc_error(grpc.StatusCode.UNAVAILABLE), True),
         (rpc_error(grpc.StatusCode.CANCELLED), True),
         (rpc_error(grpc.StatusCode.INTERNAL), True),
+        (rpc_error(grpc.StatusCode.DATA_LOSS), True),
+        (rpc_error(grpc.StatusCode.UNKNOWN), True),
         (HttpProblem(503, "comment_svc is unavailable"), True),
         (ConnectionResetError(), True),
         (asyncio.CancelledError(), True),
