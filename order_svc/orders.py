@@ -199,19 +199,18 @@ class Orders:
         return order
 
     async def _compensate(self, order_id: uuid.UUID) -> None:
-        """Release a reservation whose order was not written.  An order that was
-        written after all (its commit's answer was lost) keeps it.  When this
-        cannot be done now the note stays, and the sweeper releases the
-        reservation later (only if the order was never written: writing it
-        takes the note)."""
+        """Give back the reservation of an order that was not written.  Taking its
+        note settles whether it was: the order's transaction takes the note too,
+        so an order written after all (its commit's answer lost, or still in
+        flight) keeps its stock.  The release is queued with the note's removal
+        and sent at once; whatever fails here, the sweeper finishes it."""
         try:
-            if await self.store.order_exists(order_id):
+            if not await self.store.abandon_reservation(order_id):
                 return
-            await self.products.release(order_id)
-        except (DomainError, SQLAlchemyError):
-            log.warning("could not release reservation now; the sweeper will", extra={"order_id": str(order_id)})
+        except SQLAlchemyError:
+            log.warning("could not settle the reservation now; the sweeper will", extra={"order_id": str(order_id)})
             return
-        await self.store.drop_pending_reservation(order_id)
+        await self.run_stock_action(order_id, "release")
 
     # --- reads ------------------------------------------------------------------------------------
 

@@ -39,7 +39,6 @@ from sqlalchemy import (
     Uuid,
     and_,
     delete,
-    exists,
     false,
     func,
     insert,
@@ -367,7 +366,9 @@ class Store:
         conn: AsyncConnection, user_id: uuid.UUID, scope: str, key: str, resource_id: uuid.UUID, response: bytes
     ) -> bool:
         """Store the response of the request holding the key for ``resource_id``;
-        False when the key is no longer held for it (taken over, or released)."""
+        False when the key is no longer held for it (released, completed, or
+        taken over by a reserving request, which gets a fresh id; a payment's
+        takeover keeps the id, so this cannot tell its two holders apart)."""
         t = idempotency_keys
         result = await conn.execute(
             update(t)
@@ -384,7 +385,8 @@ class Store:
 
     async def release_key(self, user_id: uuid.UUID, scope: str, key: str, resource_id: uuid.UUID) -> None:
         """Forget a claimed key whose request failed, so a retry runs again; a
-        key another request took over in the meantime is left to it."""
+        key taken over under another resource id in the meantime (see
+        :meth:`claim_key`) is left to its new holder."""
         t = idempotency_keys
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -437,13 +439,29 @@ class Store:
                 .returning(p.c.order_id)
             )
             orphans = [row.order_id for row in rows]
-            if orphans:
-                await conn.execute(
-                    pg_insert(stock_actions)
-                    .values([{"order_id": o, "action": "release", "created_at": now()} for o in orphans])
-                    .on_conflict_do_nothing()
-                )
+            await self._queue_releases(conn, orphans)
         return orphans
+
+    async def abandon_reservation(self, order_id: uuid.UUID) -> bool:
+        """Take the note of an order that is not going to be written and queue the
+        release of its reservation, together; False when there is no note: the
+        order was written after all (its transaction takes the note; one still
+        committing is waited for), or the sweeper already took it."""
+        p = pending_reservations
+        async with self.engine.begin() as conn:
+            taken = await conn.scalar(delete(p).where(p.c.order_id == order_id).returning(p.c.order_id))
+            if taken is not None:
+                await self._queue_releases(conn, [taken])
+        return taken is not None
+
+    @staticmethod
+    async def _queue_releases(conn: AsyncConnection, order_ids: list[uuid.UUID]) -> None:
+        if order_ids:
+            await conn.execute(
+                pg_insert(stock_actions)
+                .values([{"order_id": o, "action": "release", "created_at": now()} for o in order_ids])
+                .on_conflict_do_nothing()
+            )
 
     @staticmethod
     async def add_stock_action(conn: AsyncConnection, order_id: uuid.UUID, action: str) -> None:
@@ -563,10 +581,6 @@ class Store:
             .where(payments.c.id == payment_id)
             .values(status=PaymentStatus.REFUNDED.value, refunded_at=now())
         )
-
-    async def order_exists(self, order_id: uuid.UUID) -> bool:
-        async with self.engine.connect() as conn:
-            return bool(await conn.scalar(select(exists().where(orders.c.id == order_id))))
 
     async def get(self, order_id: uuid.UUID, conn: AsyncConnection | None = None) -> OrderRecord | None:
         if conn is not None:

@@ -17,9 +17,14 @@ from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from common import events
 from common.clients import pg_engine
-from common.errors import problem_from_rpc_error
+from common.errors import Aborted, problem_from_rpc_error
+from common.validation import Address
 from devstack.cluster import Cluster
-from order_svc import domain as order_domain
+from order_svc import domain as order_domain, payments
+from order_svc.domain import Item, ShippingMethod
+from order_svc.orders import Caller, Keyed, Orders
+from order_svc.products import ProductClient
+from order_svc.settings import OrderSettings
 from order_svc.store import Claim, Store
 from tests.kafka_helpers import consume
 from tests.tokens import Identities
@@ -462,30 +467,76 @@ async def test_a_retry_that_takes_over_a_dead_requests_key_orders_under_its_own_
     assert await stock_becomes(shop, product, 4) == 4
 
 
-async def test_a_holder_whose_key_was_taken_over_cannot_complete_or_release_it(shop: Shop, postgres) -> None:
-    """The earlier holder of a key, still running after a takeover, finds the key
-    no longer its own: it can neither store its response (its order's
-    transaction then rolls back) nor free the key under the new holder."""
-    engine = pg_engine(postgres.url("shop_order"), pool_size=1)
-    store = Store(engine)
-    user_id, key = uuid.uuid4(), f"checkout-{uuid.uuid4()}"
-    slow, retry = uuid.uuid4(), uuid.uuid4()
+@pytest.fixture
+async def orders(shop: Shop, postgres) -> AsyncIterator[Orders]:
+    """order_svc's use cases in this process, on the cluster's database and product_svc."""
+    engine = pg_engine(postgres.url("shop_order"), pool_size=2)
+    channel = grpc.aio.insecure_channel(shop.cluster.addr("product_svc"))
+    settings = OrderSettings(database_url=postgres.url("shop_order"))
+    yield Orders(Store(engine), ProductClient(channel, 5.0), payments.TestProcessor(), settings)
+    await channel.close()
+    await engine.dispose()
+
+
+def postpone_note(postgres, order_id: uuid.UUID) -> None:
+    """Keep the sweeper away from a note this test is looking at."""
+    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
+        conn.execute(
+            "update pending_reservations set created_at = now() + interval '1 hour' where order_id = %s", (order_id,)
+        )
+
+
+def key_rows(postgres, user_id: uuid.UUID) -> list[tuple[uuid.UUID, bool]]:
+    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
+        rows = conn.execute("select resource_id, done from idempotency_keys where user_id = %s", (user_id,))
+        return [(row[0], row[1]) for row in rows]
+
+
+async def test_a_holder_whose_key_was_taken_over_takes_its_order_back(shop: Shop, postgres, orders: Orders) -> None:
+    """The earlier holder of a key, still running when a retry took the key over
+    (under a fresh id), finds the key no longer its own when it writes its
+    order: the order's transaction rolls back, its reservation goes back to
+    stock at once, and the key stays the retry's."""
+    product = await shop.product(stock=5)
+    caller, key = Caller(uuid.uuid4()), f"checkout-{uuid.uuid4()}"
+    store = orders.store
+    slow = await store.claim_key(caller.user_id, "create", key, "hash", uuid.uuid4(), lease=0, reserving=True)
+    retry = await store.claim_key(caller.user_id, "create", key, "hash", uuid.uuid4(), lease=60, reserving=True)
+    assert isinstance(slow, Claim) and isinstance(retry, Claim)
+    for claim in (slow, retry):
+        postpone_note(postgres, claim.resource_id)
+    assert slow.noted and retry.noted and retry.resource_id != slow.resource_id
+    keyed = Keyed(key=key, request_hash="hash")
+    address = Address(
+        recipient_name="Ann Buyer", line1="1 Main St", city="Berlin", postal_code="10115", country_code="DE"
+    )
     try:
-        first = await store.claim_key(user_id, "create", key, "hash", slow, lease=0, reserving=True)
-        second = await store.claim_key(user_id, "create", key, "hash", retry, lease=30, reserving=True)
-        assert isinstance(first, Claim) and isinstance(second, Claim)
-        assert (first.resource_id, first.noted, second.resource_id, second.noted) == (slow, True, retry, True)
-        async with engine.begin() as conn:
-            assert not await store.complete_key(conn, user_id, "create", key, slow, b"the slow one's order")
-        await store.release_key(user_id, "create", key, slow)
-        async with engine.begin() as conn:
-            assert await store.complete_key(conn, user_id, "create", key, retry, b"the retry's order")
-        assert await store.completed(user_id, "create", key, "hash") == b"the retry's order"
-        assert (note_of(postgres, str(slow)), note_of(postgres, str(retry))) == (1, 1)
+        with pytest.raises(Aborted, match="a retry took the key over"):
+            await orders._place(
+                caller, slow, [Item(product, 2)], address, ShippingMethod.STANDARD, keyed, lambda _: b"slow", "create"
+            )
+        assert await shop.stock(product) == 5
+        assert await store.get(slow.resource_id) is None
+        assert (note_of(postgres, str(slow.resource_id)), note_of(postgres, str(retry.resource_id))) == (0, 1)
+        await store.release_key(caller.user_id, "create", key, slow.resource_id)  # what create does next
+        assert key_rows(postgres, caller.user_id) == [(retry.resource_id, False)]
     finally:
-        for order_id in (slow, retry):
-            await store.drop_pending_reservation(order_id)
-        await engine.dispose()
+        await store.release_key(caller.user_id, "create", key, retry.resource_id)
+        await store.drop_pending_reservation(retry.resource_id)
+
+
+async def test_compensating_a_written_order_keeps_its_stock(shop: Shop, postgres, orders: Orders) -> None:
+    """When a commit's answer is lost the order may have been written after all:
+    compensation then leaves its reservation alone."""
+    product = await shop.product(stock=5)
+    _, buyer = shop.ids.customer()
+    placed = await shop.order(buyer, (product, 2))
+    assert await shop.stock(product) == 3
+    await orders._compensate(uuid.UUID(placed.id))
+    assert await shop.stock(product) == 3
+    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
+        queued = conn.execute("select count(*) from stock_actions where order_id = %s", (placed.id,))
+        assert queued.fetchone() == (0,)
 
 
 async def test_paging_my_orders(shop: Shop) -> None:
