@@ -330,6 +330,15 @@ async def test_cancel_releases_stock_and_refunds(shop: Shop) -> None:
     assert stranger.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def stock_becomes(shop: Shop, product: str, expected: int) -> int:
+    """The product's stock once it is ``expected``, or after 10 s, whatever it is then."""
+    for _ in range(100):
+        if (found := await shop.stock(product)) == expected:
+            return found
+        await asyncio.sleep(0.1)
+    return await shop.stock(product)
+
+
 async def test_unpaid_orders_expire_and_release_stock(shop: Shop, postgres) -> None:
     product = await shop.product(stock=4)
     _, buyer = shop.ids.customer()
@@ -344,11 +353,7 @@ async def test_unpaid_orders_expire_and_release_stock(shop: Shop, postgres) -> N
             break
         await asyncio.sleep(0.1)
     assert current.order.cancellation.reason == order_pb2.CANCELLATION_REASON_EXPIRED
-    for _ in range(50):
-        if await shop.stock(product) == 4:
-            break
-        await asyncio.sleep(0.1)
-    assert await shop.stock(product) == 4
+    assert await stock_becomes(shop, product, 4) == 4
     with pytest.raises(grpc.aio.AioRpcError) as late:
         await shop.pay(buyer, order.id)
     assert reason(late.value) == "INVALID_STATE"
@@ -370,17 +375,13 @@ async def test_an_orphaned_reservation_is_released(shop: Shop, postgres) -> None
         )
     )
     assert await shop.stock(product) == 0
-    for _ in range(100):
-        if await shop.stock(product) == 5:
-            break
-        await asyncio.sleep(0.1)
-    assert await shop.stock(product) == 5
+    assert await stock_becomes(shop, product, 5) == 5
 
 
 async def dead_holder(shop: Shop, postgres, user_id: str, key: str, retry: order_pb2.CreateOrderRequest, product: str):
     """The state a request leaves when it dies holding ``key`` after reserving 2
     of ``product``: its claim, with the lease run out, and its note, dated in the
-    future so that the sweeper leaves it alone until :func:`age_note`."""
+    future so that the sweeper leaves it alone until it is dated back (:func:`date_note`)."""
     dead = str(uuid.uuid4())
     request_hash = order_domain.fingerprint(retry.SerializeToString(deterministic=True))
     await shop.products.ReserveStock(
@@ -406,20 +407,20 @@ def note_of(postgres, order_id: str) -> int:
         return found.fetchone()[0]  # type: ignore[index]
 
 
-def age_note(postgres, order_id: str) -> None:
+def date_note(postgres, order_id: str | uuid.UUID, *, past: bool) -> None:
+    """Date a note an hour ahead (the sweeper leaves it alone) or an hour back (it takes it)."""
     with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
         conn.execute(
-            "update pending_reservations set created_at = now() - interval '1 minute' where order_id = %s",
-            (order_id,),
+            "update pending_reservations set created_at = now() + %s * interval '1 hour' where order_id = %s",
+            (-1 if past else 1, order_id),
         )
 
 
-async def stock_becomes(shop: Shop, product: str, expected: int) -> int:
-    for _ in range(100):
-        if (found := await shop.stock(product)) == expected:
-            return found
-        await asyncio.sleep(0.1)
-    return await shop.stock(product)
+def key_rows(postgres, user_id: str | uuid.UUID) -> list[tuple[uuid.UUID, bool]]:
+    """The user's idempotency keys: (resource id, done)."""
+    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
+        rows = conn.execute("select resource_id, done from idempotency_keys where user_id = %s", (user_id,))
+        return [(row[0], row[1]) for row in rows]
 
 
 async def test_a_retry_refused_after_taking_over_a_dead_requests_key_keeps_its_note(shop: Shop, postgres) -> None:
@@ -438,10 +439,8 @@ async def test_a_retry_refused_after_taking_over_a_dead_requests_key_keeps_its_n
         await shop.orders.CreateOrder(retry, metadata=buyer)  # takes the key over, then refused while pricing
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     assert note_of(postgres, dead) == 1
-    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
-        keys = conn.execute("select count(*) from idempotency_keys where user_id = %s", (user_id,))
-        assert keys.fetchone() == (0,)  # the refused retry freed the key
-    age_note(postgres, dead)
+    assert key_rows(postgres, user_id) == []  # the refused retry freed the key
+    date_note(postgres, dead, past=True)
     assert await stock_becomes(shop, product, 5) == 5  # the sweeper found the dead request's note
 
 
@@ -460,10 +459,8 @@ async def test_a_retry_that_takes_over_a_dead_requests_key_orders_under_its_own_
     assert placed.id != dead and placed.status == order_pb2.ORDER_STATUS_PENDING_PAYMENT
     assert await shop.stock(product) == 2  # the dead request's 2 and the order's 1
     assert (await shop.orders.CreateOrder(retry, metadata=buyer)).order.id == placed.id  # replayed
-    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
-        claim = conn.execute("select resource_id, done from idempotency_keys where user_id = %s", (user_id,))
-        assert claim.fetchall() == [(uuid.UUID(placed.id), True)]
-    age_note(postgres, dead)
+    assert key_rows(postgres, user_id) == [(uuid.UUID(placed.id), True)]
+    date_note(postgres, dead, past=True)
     assert await stock_becomes(shop, product, 4) == 4
 
 
@@ -478,20 +475,6 @@ async def orders(shop: Shop, postgres) -> AsyncIterator[Orders]:
     await engine.dispose()
 
 
-def postpone_note(postgres, order_id: uuid.UUID) -> None:
-    """Keep the sweeper away from a note this test is looking at."""
-    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
-        conn.execute(
-            "update pending_reservations set created_at = now() + interval '1 hour' where order_id = %s", (order_id,)
-        )
-
-
-def key_rows(postgres, user_id: uuid.UUID) -> list[tuple[uuid.UUID, bool]]:
-    with psycopg.connect(postgres.dsn("shop_order"), autocommit=True) as conn:
-        rows = conn.execute("select resource_id, done from idempotency_keys where user_id = %s", (user_id,))
-        return [(row[0], row[1]) for row in rows]
-
-
 async def test_a_holder_whose_key_was_taken_over_takes_its_order_back(shop: Shop, postgres, orders: Orders) -> None:
     """The earlier holder of a key, still running when a retry took the key over
     (under a fresh id), finds the key no longer its own when it writes its
@@ -504,7 +487,7 @@ async def test_a_holder_whose_key_was_taken_over_takes_its_order_back(shop: Shop
     retry = await store.claim_key(caller.user_id, "create", key, "hash", uuid.uuid4(), lease=60, reserving=True)
     assert isinstance(slow, Claim) and isinstance(retry, Claim)
     for claim in (slow, retry):
-        postpone_note(postgres, claim.resource_id)
+        date_note(postgres, claim.resource_id, past=False)
     assert slow.noted and retry.noted and retry.resource_id != slow.resource_id
     keyed = Keyed(key=key, request_hash="hash")
     address = Address(
