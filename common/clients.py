@@ -38,9 +38,24 @@ def mongo_client(url: str) -> AsyncMongoClient[Mapping[str, Any]]:
 
 
 def redis_client(url: str) -> aioredis.Redis:
+    """A client that reconnects by itself: a command that meets a dead pooled
+    connection (Redis restarted) is sent again on a new one, a few times with a short
+    backoff, before the caller sees the error.  A command whose reply was lost may
+    so run twice: the services' writes are idempotent (keyed by event, request or
+    cart), and the few counters (a rate-limit attempt, a webhook's failure count) can
+    only count one attempt twice."""
     import redis.asyncio as aioredis
+    import redis.exceptions
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
 
-    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=False,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    )
 
 
 def s3_client(settings: S3Settings) -> Any:
