@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="an environment variable for every shop process (experiments; the baseline is then left alone)",
     )
+    parser.add_argument(
+        "--unsafe-fast-storage",
+        action="store_true",
+        help="the stores without flushes, as the test suite runs them: to measure what durability costs "
+        "(the baseline is then left alone; `make bench` never sets it)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="do not touch bench/BASELINE.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S")
@@ -43,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only takes {', '.join(SCENARIOS)}")
     budget = Budget().quick() if args.quick else Budget()
     extra_env = dict(item.split("=", 1) for item in args.set)
-    results = asyncio.run(run(budget, only, profiling=args.profile, extra_env=extra_env))
+    results = asyncio.run(
+        run(budget, only, profiling=args.profile, extra_env=extra_env, unsafe_fast_storage=args.unsafe_fast_storage)
+    )
     results["quick"] = args.quick
     table = report.rows(results)
     print()
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("  inclusive %:")
                 for frame, share in summary["inclusive_pct"]:
                     print(f"  {share:5.1f}  {frame}")
-    if not (args.no_baseline or args.quick or only or args.profile or extra_env):
+    if not (args.no_baseline or args.quick or only or args.profile or extra_env or args.unsafe_fast_storage):
         report.write_baseline(results, table)
         print(f"baseline: {report.BASELINE}")
     return 0

@@ -2,8 +2,8 @@
 
 Documents are built by product_svc's own ``product_doc`` (so they have exactly
 the schema product_svc reads and writes) and sent with PyMongo ``insert_many``
-in large unordered batches: one round trip and one SQLite transaction per
-batch in FerretDB, instead of one gRPC call per product.
+in large unordered batches: one round trip per batch, instead of one gRPC call
+per product.
 """
 
 from __future__ import annotations
@@ -121,15 +121,11 @@ def seed_products(url: str, catalog: Catalog, count: int, *, stock: int | None =
 
 
 def stock_of(url: str, product_ids: list[str]) -> dict[str, tuple[int, int]]:
-    """(stock, units held by open reservations) of each product.  One ``find_one``
-    by ``_id`` each: FerretDB v1 on SQLite pushes only that filter down to SQL
-    (an ``$in`` would scan the whole collection)."""
+    """(stock, units held by open reservations) of each product."""
     found: dict[str, tuple[int, int]] = {}
     with _client(url) as client:
         products = client[DATABASE]["products"]
-        for product_id in product_ids:
-            doc = products.find_one({"_id": product_id}, {"stock": 1, "holds": 1})
-            if doc is not None:
-                holds = sum(int(q) for q in (doc.get("holds") or {}).values())
-                found[product_id] = (int(doc["stock"]), holds)
+        for doc in products.find({"_id": {"$in": product_ids}}, {"stock": 1, "holds": 1}):
+            holds = sum(int(q) for q in (doc.get("holds") or {}).values())
+            found[doc["_id"]] = (int(doc["stock"]), holds)
     return found

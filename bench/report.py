@@ -21,7 +21,8 @@ BEGIN = "<!-- bench:figures:begin (written by `make bench`; edit outside the mar
 END = "<!-- bench:figures:end -->"
 
 SERVICES = ("edge", "user_svc", "product_svc", "order_svc", "comment_svc", "notify_svc")
-SERVERS = ("mongo", "postgres", "kafka", "redis", "s3")
+# "mongo" is FerretDB; "docstore_pg" the PostgreSQL with DocumentDB under it.
+SERVERS = ("mongo", "docstore_pg", "postgres", "kafka", "redis", "s3")
 RSS_TARGET_MB = 120.0
 
 
@@ -326,6 +327,7 @@ def machine_line(results: dict[str, Any]) -> str:
         f"(cluster start {results.get('cluster_start_s', 'n/a')} s); load average "
         f"{results['load_average_before'][0]} before, {results['load_average_after'][0]} after; "
         f"CPU over the run: {_pct(results, 'busy')} busy, {_pct(results, 'steal')} stolen by the hypervisor"
+        + ("; STORES WITHOUT FLUSHES (--unsafe-fast-storage)" if results.get("unsafe_fast_storage") else "")
     )
 
 

@@ -29,9 +29,10 @@ from bench.catalog import Catalog
 from bench.loadgen import Load
 from common.auth import TokenSigner
 from devstack.cluster import Cluster
+from devstack.docstore import FerretDB
 from devstack.paths import REPO
 from devstack.process import NotReady, Process, free_port, port_open
-from devstack.servers import Mongo, Postgres
+from devstack.servers import Postgres
 
 log = logging.getLogger("bench")
 
@@ -93,7 +94,7 @@ class Bench:
     @property
     def mongo_url(self) -> str:
         server = self.cluster.servers["mongo"]
-        assert isinstance(server, Mongo)
+        assert isinstance(server, FerretDB)
         return server.url
 
     @property
@@ -179,8 +180,8 @@ async def measured(bench: Bench, run: Any, label: str, seconds: float) -> Measur
 # --- the cluster ------------------------------------------------------------------------------------
 
 
-def start_cluster(root: Path, extra_env: dict[str, str]) -> tuple[Cluster, list[str]]:
-    cluster = Cluster(root)
+def start_cluster(root: Path, extra_env: dict[str, str], unsafe_fast_storage: bool) -> tuple[Cluster, list[str]]:
+    cluster = Cluster(root, unsafe_fast_storage=unsafe_fast_storage)
     for name in START_ORDER:
         cluster.overrides[name] = {**OVERRIDES.get(name, {}), **extra_env}
     skipped: list[str] = []
@@ -234,7 +235,12 @@ def git_commit() -> str:
 
 
 async def run(
-    budget: Budget, only: set[str] | None = None, *, profiling: bool = False, extra_env: dict[str, str] | None = None
+    budget: Budget,
+    only: set[str] | None = None,
+    *,
+    profiling: bool = False,
+    extra_env: dict[str, str] | None = None,
+    unsafe_fast_storage: bool = False,
 ) -> dict[str, Any]:
     from bench import scenarios
 
@@ -246,12 +252,13 @@ async def run(
         "load_average_before": procs.load_average(),
         "budget": budget.__dict__,
         "overrides": {**OVERRIDES, "every shop process": extra_env or {}},
+        "unsafe_fast_storage": unsafe_fast_storage,
     }
     began = time.monotonic()
     cpu_before = procs.cpu_times()
     cluster: Cluster | None = None
     try:
-        started, skipped = await asyncio.to_thread(start_cluster, root, extra_env or {})
+        started, skipped = await asyncio.to_thread(start_cluster, root, extra_env or {}, unsafe_fast_storage)
         cluster = started
         results["cluster_start_s"] = round(time.monotonic() - began, 1)
         results["services_not_running"] = skipped

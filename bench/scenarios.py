@@ -6,11 +6,11 @@
 2. browse mix       70/20/10 list / filter+search / get over 10,000 then 100,000 products
 5. footprint        memory idle and under load, CPU seconds per 1,000 requests
 
-Checkout runs before the browse catalog is seeded: on FerretDB v1 every
-conditional update scans the products collection, so its figures would
-otherwise depend on the browse scenario's catalog (see BASELINE.md).  The
-browse mix at 100,000 products runs last: its listings outlive the edge's
-deadline and keep the MongoDB-wire server busy after the load stops.
+Checkout runs before the browse catalog is seeded, so its figures do not depend
+on the browse scenario's catalog (on FerretDB v1 every conditional update
+scanned the products collection; see BASELINE.md).  The browse mix at 100,000
+products runs last: a listing that outlives the edge's deadline keeps the
+MongoDB-wire server busy after the load stops.
 """
 
 from __future__ import annotations

@@ -10,10 +10,9 @@ import sys
 import threading
 from pathlib import Path
 
-from devstack.cluster import SERVICES, Cluster
+from devstack.cluster import SERVERS, SERVICES, Cluster
 from devstack.paths import STATE_DIR
 from devstack.process import port_open, stop_group, tail
-from devstack.servers import SERVERS
 
 
 def _print_table(rows: list[tuple[str, str, str]]) -> None:

@@ -16,9 +16,25 @@ from pathlib import Path
 
 from common.auth import generate_key_pair
 from common.settings import SERVICE_PORTS
+from devstack.docstore import DocumentPostgres, FerretDB
 from devstack.paths import REPO
 from devstack.process import Process, free_port, port_open
-from devstack.servers import DEFAULT_PORTS, SERVERS, Postgres, Server
+from devstack.servers import S3, Jaeger, Kafka, Postgres, Redis, Server
+
+SERVERS: dict[str, type[Server]] = {
+    cls.name: cls for cls in (Postgres, Redis, Kafka, DocumentPostgres, FerretDB, S3, Jaeger)
+}
+
+# The well-known ports `python -m devstack up` uses.
+DEFAULT_PORTS: dict[str, dict[str, int]] = {
+    "postgres": {"port": 5432},
+    "redis": {"port": 6379},
+    "kafka": {"port": 9092, "controller": 9093},
+    "docstore_pg": {"port": 5433},
+    "mongo": {"port": 27017},
+    "s3": {"port": 9000},
+    "jaeger": {"otlp_grpc": 4317, "otlp_http": 4318, "query_http": 16686, "query_grpc": 16685, "health": 13133},
+}
 
 
 @dataclass(frozen=True)
@@ -57,9 +73,14 @@ def addr_env(name: str) -> str:
 
 
 class Cluster:
-    def __init__(self, root: Path, *, fixed_ports: bool = False) -> None:
+    def __init__(self, root: Path, *, fixed_ports: bool = False, unsafe_fast_storage: bool = False) -> None:
+        """``unsafe_fast_storage``: PostgreSQL without fsync or synchronous commits, Redis
+        without its append-only file.  Faster, and a crash of a store loses what it
+        acknowledged: for the test suite's throwaway data only (``make up`` and
+        ``make bench`` never set it)."""
         self.root = root
         self.fixed_ports = fixed_ports
+        self.unsafe_fast_storage = unsafe_fast_storage
         self.servers: dict[str, Server] = {}
         self.services: dict[str, Process] = {}
         self.service_ports: dict[str, int] = {}
@@ -77,20 +98,26 @@ class Cluster:
 
     # -- servers
     def start_servers(self, names: list[str]) -> None:
-        """Start several servers at once, then wait for all of them."""
-        new = [name for name in dict.fromkeys(names) if name not in self.servers]
-        started: list[Server] = []
-        try:
-            for name in new:
-                ports = DEFAULT_PORTS[name] if self.fixed_ports else None
-                server = SERVERS[name](self.root / name, ports)
-                self.servers[name] = server
-                started.append(server.start())
-            with ThreadPoolExecutor(max_workers=len(started) or 1) as pool:
-                for future in [pool.submit(server.wait) for server in started]:
-                    future.result()
-        finally:
-            self.write_state()
+        """Start several servers at once, then wait for all of them; a server that runs
+        on top of others (``Server.needs``) starts once they are ready."""
+        wanted = list(dict.fromkeys(need for name in names for need in (*SERVERS[name].needs, name)))
+        first = [name for name in wanted if not SERVERS[name].needs]
+        for wave in (first, [name for name in wanted if name not in first]):
+            new = [name for name in wave if name not in self.servers]
+            started: list[Server] = []
+            try:
+                for name in new:
+                    ports = DEFAULT_PORTS[name] if self.fixed_ports else None
+                    server = SERVERS[name](self.root / name, ports)
+                    server.unsafe_fast_storage = self.unsafe_fast_storage
+                    server.use(self.servers)
+                    self.servers[name] = server
+                    started.append(server.start())
+                with ThreadPoolExecutor(max_workers=len(started) or 1) as pool:
+                    for future in [pool.submit(server.wait) for server in started]:
+                        future.result()
+            finally:
+                self.write_state()
 
     def server(self, name: str) -> Server:
         self.start_servers([name])
@@ -179,9 +206,6 @@ class Cluster:
         self.services[name] = process
         self.write_state()
         process.wait_ready(lambda: _service_ready(name, port), 30)
-        for server in spec.servers:
-            if server in self.servers:
-                self.servers[server].after_clients_ready()
         return process
 
     def addr(self, name: str) -> str:

@@ -59,6 +59,14 @@ site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["pure
 printf '%s\n%s\n' "$PWD" "$PWD/gen" > "$site/shop.pth"
 
 # 3. Servers and tools built from the registries.
+# DocumentDB (PostgreSQL extensions under FerretDB v2) builds from upstream tarballs; a local
+# mirror of them (../shared/vendor, with its SHA256SUMS) stands in for the download.
+if [ -z "${SHOP_SOURCE_MIRROR:-}" ] && [ -f ../shared/vendor/SHA256SUMS ]; then
+  SHOP_SOURCE_MIRROR="$(cd ../shared/vendor && pwd)"
+  export SHOP_SOURCE_MIRROR
+fi
+echo "sources: ${SHOP_SOURCE_MIRROR:+mirror }${SHOP_SOURCE_MIRROR:-upstream downloads (no SHOP_SOURCE_MIRROR)}"
+bash devstack/provision/documentdb.sh
 tools=(ferretdb minio jaeger grpcurl)
 [ "$want_bench" = 1 ] && tools+=(ghz)
 bash devstack/provision/go_tools.sh "${tools[@]}"

@@ -12,8 +12,10 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -38,6 +40,9 @@ class Server:
         self.data = data
         self.ports = {key: (ports or {}).get(key) or free_port() for key in self.port_names()}
         self.process: Process | None = None
+        # Durable by default: what a server acknowledged survives its crash.  The test
+        # suite alone sets this (``Cluster(unsafe_fast_storage=True)``) to skip flushes.
+        self.unsafe_fast_storage = False
 
     # -- what a server defines
     def port_names(self) -> tuple[str, ...]:
@@ -55,8 +60,11 @@ class Server:
     def after_ready(self) -> None:
         """Set-up that needs the server running (databases, buckets)."""
 
-    def after_clients_ready(self) -> None:
-        """Tuning that needs what a service creates at its start (collections, tables)."""
+    # Servers this one runs on top of (started and ready before it), handed to ``use``.
+    needs: tuple[str, ...] = ()
+
+    def use(self, servers: dict[str, Server]) -> None:
+        """Learn where the servers in ``needs`` are (called before ``start``)."""
 
     def env(self) -> dict[str, str]:
         return {}
@@ -89,6 +97,22 @@ class Server:
     def stop(self) -> None:
         if self.process:
             self.process.stop()
+
+    def server_pid(self) -> int:
+        """The pid of the server itself (not of a ``runuser`` in front of it)."""
+        assert self.process is not None and self.process.pid is not None
+        return self.process.pid
+
+    def kill(self) -> None:
+        """``kill -9`` of the server process, as a crash would end it (fault tests)."""
+        os.kill(self.server_pid(), signal.SIGKILL)
+        assert self.process is not None
+        self.process.stop(timeout=10)  # reap what is left of its process group
+
+    def restart(self) -> None:
+        """Start it again on the same ports and data, and wait until it answers."""
+        self.start()
+        self.wait()
 
 
 def binary(name: str) -> str:
@@ -157,8 +181,8 @@ class Postgres(Server):
                 "trust",
                 "-E",
                 "UTF8",
-                "--no-sync",
                 "--locale=C.UTF-8",
+                *(["--no-sync"] if self.unsafe_fast_storage else []),
             ],
         )
         with open(self.log, "ab") as out:
@@ -178,16 +202,26 @@ class Postgres(Server):
             "-c",
             f"unix_socket_directories={self.pgdata}",
             "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
             "max_connections=300",
             "-c",
             "shared_buffers=128MB",
+            *(UNSAFE_FAST_POSTGRES if self.unsafe_fast_storage else ()),
         ]
+
+    def server_pid(self) -> int:
+        """The postmaster (``runuser`` starts it as the postgres user)."""
+        return int((self.pgdata / "postmaster.pid").read_text().split()[0])
+
+    def kill(self) -> None:
+        """``kill -9`` of the postmaster; its backends notice and exit, as after a crash."""
+        pid = self.server_pid()
+        os.kill(pid, signal.SIGKILL)
+        assert self.process is not None
+        self.process.stop(timeout=10)
+        # A restart refuses a data dir whose old backends still hold its shared memory.
+        deadline = time.monotonic() + 20
+        while _postgres_backends(self.pgdata) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def ready(self) -> bool:
         import psycopg
@@ -216,6 +250,24 @@ class Postgres(Server):
         return {"SHOP_PG_PORT": str(self.ports["port"])}
 
 
+# Settings that trade durability for speed: a commit is acknowledged before its WAL
+# reaches the disk, and nothing is flushed.  Only ever for throwaway test data.
+UNSAFE_FAST_POSTGRES = ("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+
+
+def _postgres_backends(pgdata: Path) -> list[int]:
+    """Processes still running from a PostgreSQL data dir (after its postmaster died)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes()
+            if b"postgres" in cmdline and os.readlink(proc / "cwd") == str(pgdata):
+                found.append(int(proc.name))
+    return found
+
+
 def _run(argv: list[str], out: IO[bytes]) -> int:
     return subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
 
@@ -235,10 +287,15 @@ class Redis(Server):
             str(self.ports["port"]),
             "--dir",
             str(self.data),
+            # Durability comes from the append-only file (no RDB snapshots besides its base):
+            # every write is in the file before its reply is sent, and fsynced once a second,
+            # so a crash of Redis loses nothing and one of the machine at most a second.
             "--save",
             "",
             "--appendonly",
-            "no",
+            "no" if self.unsafe_fast_storage else "yes",
+            "--appendfsync",
+            "everysec",
             "--protected-mode",
             "no",
         ]
@@ -361,70 +418,6 @@ def _kafka_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-# --- MongoDB wire protocol: FerretDB on SQLite ---------------------------------
-
-
-class Mongo(Server):
-    name = "mongo"
-
-    def argv(self) -> list[str]:
-        return [
-            binary("ferretdb"),
-            "-listen-addr",
-            f"127.0.0.1:{self.ports['port']}",
-            "-data-dir",
-            str(self.data / "sqlite"),
-            "-log-level",
-            "warn",
-        ]
-
-    def ready(self) -> bool:
-        import pymongo
-
-        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=1000)
-        try:
-            client.admin.command("ping")
-        finally:
-            client.close()
-        return True
-
-    @property
-    def url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.ports['port']}/"
-
-    def after_clients_ready(self) -> None:
-        self.add_id_lookup_indexes()
-
-    def add_id_lookup_indexes(self) -> list[str]:
-        """Give every collection that exists now an index FerretDB's lookups by ``_id`` can use.
-
-        FerretDB v1 on SQLite looks a document up by ``_ferretdb_sjson->'$._id'``,
-        but its own unique ``_id`` index is on ``_ferretdb_sjson->"_id"``; SQLite
-        matches index expressions by their text, so every lookup by ``_id`` (gets,
-        and every update, which FerretDB applies by ``_id``) scanned its table:
-        80 ms instead of 1 ms at 50,000 documents.  The index is SQLite's own
-        (FerretDB's catalogue does not list it) and goes with its table.  Safe
-        beside the running server: both sides use WAL and wait on each other's
-        locks.  Answers the tables indexed now (idempotent)."""
-        import sqlite3
-
-        created = []
-        for path in sorted((self.data / "sqlite").glob("*.sqlite")):
-            with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
-                tables = [row[0] for row in db.execute("SELECT table_name FROM _ferretdb_collections")]
-                for table in tables:
-                    index = f"{table}_id_lookup"
-                    if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (index,)).fetchone():
-                        continue
-                    db.execute(f'CREATE INDEX IF NOT EXISTS "{index}" ON "{table}" (_ferretdb_sjson->\'$._id\')')
-                    db.commit()
-                    created.append(f"{path.stem}.{table}")
-        return created
-
-    def env(self) -> dict[str, str]:
-        return {"SHOP_MONGO_URL": self.url}
-
-
 # --- S3: MinIO -----------------------------------------------------------------
 
 
@@ -503,16 +496,3 @@ class Jaeger(Server):
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.ports['otlp_grpc']}",
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
         }
-
-
-SERVERS: dict[str, type[Server]] = {cls.name: cls for cls in (Postgres, Redis, Kafka, Mongo, S3, Jaeger)}
-
-# The well-known ports `python -m devstack up` uses.
-DEFAULT_PORTS: dict[str, dict[str, int]] = {
-    "postgres": {"port": 5432},
-    "redis": {"port": 6379},
-    "kafka": {"port": 9092, "controller": 9093},
-    "mongo": {"port": 27017},
-    "s3": {"port": 9000},
-    "jaeger": {"otlp_grpc": 4317, "otlp_http": 4318, "query_http": 16686, "query_grpc": 16685, "health": 13133},
-}

@@ -52,19 +52,14 @@ async def run(settings: ProductSettings, *, stopping: asyncio.Event | None = Non
         store = Store(client[settings.mongo_database])
         try:
             await store.ping()
-            server_name = await store.detect_server()
+            server_name = await store.server_name()
             await store.ensure_indexes()
         except (Unavailable, PyMongoError) as exc:
             message = f"cannot prepare the catalog database at {settings.mongo_url}: {exc}"
             log.error(message)
             print(f"product_svc: {message}", file=sys.stderr, flush=True)
             return 1
-        if not store.atomic_conditions:
-            log.info(
-                "the catalog database is %s: conditional writes are checked in this process "
-                "under per-document locks, so run a single product_svc instance",
-                server_name,
-            )
+        log.info("the catalog database is %s", server_name)
         images = ImageStorage(settings)
         try:
             await images.ensure_bucket()

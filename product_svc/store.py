@@ -19,35 +19,34 @@ hold is the mirror image.  The reservation record (written first, as
 ``pending``) says which holds a reservation should have; see
 :mod:`product_svc.domain` for its state machine.
 
-One caveat shapes this module: FerretDB v1 (the local cluster's MongoDB-wire
-server) executes ``update``/``findAndModify`` as a read followed by a separate
-write, so two concurrent conditional updates of one document can both pass
-their condition and the second overwrites the first.  Every write to a product
-and to a reservation therefore also runs under an in-process lock per
-document.  Against MongoDB the conditional updates alone are atomic (any number
-of instances); against FerretDB run a single product_svc instance.
+Nothing here locks in the process: every write is one conditional update of one
+document, atomic on the server, so any number of product_svc instances can run
+against the same database (tests/integration/test_product_replicas.py).  The
+same code runs on MongoDB and on the local cluster's FerretDB v2 over
+PostgreSQL with DocumentDB.
 
-FerretDB v1 also hands only a filter of exactly ``{_id: <value>}`` to its SQL
-backend; any other filter makes it read and decode the whole collection.  So
-when :meth:`Store.detect_server` finds FerretDB, each conditional write reads
-the document by ``_id``, checks the condition here (:func:`matches`), and
-writes by ``_id`` alone, all under the document's lock: the same outcome, at
-the cost of one lookup instead of a collection scan.  Batch reads become
-parallel reads by ``_id`` for the same reason.
+Every listing names its index with a hint (plain MongoDB; ``listing_index``),
+the one that narrows its filter most: a category subtree its ``category_id``
+index, a price range its ``(currency, price_minor)`` index, anything else the
+``(status, <sort field>, _id)`` index of its sort.
+No listing scans the collection (checked by ``explain()`` in
+tests/integration/test_product_store.py).  MongoDB walks the sort index in
+order and stops after a page; DocumentDB as FerretDB ships it still sorts the
+rows the index yields, so a page there costs in proportion to its matches
+(README "The document store").
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, NetworkTimeout
 
@@ -87,9 +86,34 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REV_RETRIES = 20
 
 SORT_FIELDS: dict[domain.SortField, str] = {"created": "created_at", "price": "price_minor", "name": "name_key"}
-# Fields readers never need.  (FerretDB v1 supports no projection in
-# findAndModify, so only plain finds use it.)
+# Fields readers never need.
 PRODUCT_PROJECTION = {"search": 0}
+IndexKeys = list[tuple[str, int]]
+
+
+CATEGORY_INDEX: IndexKeys = [("category_id", ASCENDING)]
+PRICE_INDEX: IndexKeys = [("currency", ASCENDING), ("price_minor", ASCENDING)]
+
+
+def sort_index(field: domain.SortField) -> IndexKeys:
+    """The index that yields a listing in its sort order: the status it filters on, then
+    the sort keys (MongoDB walks it either way; with archived products included, the
+    filter names both statuses and MongoDB merges the two ranges in order)."""
+    return [("status", ASCENDING), (SORT_FIELDS[field], ASCENDING), ("_id", ASCENDING)]
+
+
+def listing_index(query: ProductQuery) -> IndexKeys:
+    """The index a listing is hinted to: the one that narrows its filter most."""
+    if query.category_id is not None:
+        return CATEGORY_INDEX
+    if query.currency is not None and (query.min_price is not None or query.max_price is not None):
+        return PRICE_INDEX
+    return sort_index(query.sort_spec.field)
+
+
+# Few indexes on purpose: DocumentDB keeps a document in one column, so every write of a
+# product (each stock hold) adds an entry to every one of its indexes.
+LISTING_INDEXES: list[IndexKeys] = [CATEGORY_INDEX, PRICE_INDEX, *(sort_index(field) for field in SORT_FIELDS)]
 
 
 def utcnow() -> datetime:
@@ -131,30 +155,6 @@ def mongo_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
             ) from exc
 
     return wrapper
-
-
-class KeyedLocks:
-    """One asyncio lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 # --- documents <-> domain ---------------------------------------------------------------------------
@@ -289,43 +289,15 @@ def cursor_key(product: Product, field: domain.SortField) -> int | str:
     return domain.sort_name(product.name)
 
 
-def _lookup(doc: Doc, path: str) -> tuple[bool, Any]:
-    value: Any = doc
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return False, None
-        value = value[part]
-    return True, value
-
-
-def matches(doc: Doc, condition: Mapping[str, Any]) -> bool:
-    """Whether ``doc`` satisfies ``condition``, a MongoDB filter in the few forms
-    this module writes: ``{path: value}`` (equal, including ``{}``), ``{path:
-    {"$exists": bool}}``, ``{path: {"$gte": value}}`` and ``{path: {"$in":
-    [values]}}``, with dotted paths.  Any other operator is a programming error."""
-    for path, wanted in condition.items():
-        found, value = _lookup(doc, path)
-        if isinstance(wanted, Mapping) and wanted and all(key.startswith("$") for key in wanted):
-            for operator, operand in wanted.items():
-                if operator == "$exists":
-                    ok = found == bool(operand)
-                elif operator == "$gte":
-                    ok = found and value >= operand
-                elif operator == "$in":
-                    ok = found and value in operand
-                else:
-                    raise ValueError(f"matches() does not implement {operator}")
-                if not ok:
-                    return False
-        elif not found or value != wanted:
-            return False
-    return True
-
-
 def _keyset(field: str, descending: bool, after: Cursor) -> dict[str, Any]:
-    """Items strictly after the cursor in (field, _id) order."""
-    op = "$lt" if descending else "$gt"
-    return {"$or": [{field: {op: after.key}}, {field: after.key, "_id": {op: after.id}}]}
+    """Items strictly after the cursor in (field, _id) order.  The bound on ``field``
+    alone says the same as the ``$or`` less its tie, and lets an index scan start at
+    the cursor instead of walking the pages before it."""
+    op, bound = ("$lt", "$lte") if descending else ("$gt", "$gte")
+    return {
+        field: {bound: after.key},
+        "$or": [{field: {op: after.key}}, {field: after.key, "_id": {op: after.id}}],
+    }
 
 
 # --- the store ------------------------------------------------------------------------------------------
@@ -337,23 +309,17 @@ class Store:
         self.categories: Collection = db["categories"]
         self.products: Collection = db["products"]
         self.reservations: Collection = db["reservations"]
-        self._product_locks = KeyedLocks()
-        self._reservation_locks = KeyedLocks()
-        # False on FerretDB v1 (see the module docstring): conditions are checked here.
-        self.atomic_conditions = True
 
     @mongo_errors
     async def ping(self) -> None:
         await self.db.command("ping")
 
     @mongo_errors
-    async def detect_server(self) -> str:
-        """Learn whether the server is FerretDB (answers its name and version; the
-        local build of FerretDB calls its own version "unknown")."""
+    async def server_name(self) -> str:
+        """What answers: "MongoDB 8.0.4", or "FerretDB v2.5.0 (speaking MongoDB 7.0.77)"."""
         info = await self.db.command("buildInfo")
-        ferretdb = info.get("ferretdbVersion")
-        self.atomic_conditions = ferretdb is None
         mongodb = f"MongoDB {info.get('version', '?')}"
+        ferretdb = info.get("ferretdb", {}).get("version") if isinstance(info.get("ferretdb"), Mapping) else None
         return f"FerretDB {ferretdb} (speaking {mongodb})" if ferretdb else mongodb
 
     async def _update_where(
@@ -363,20 +329,13 @@ class Store:
         condition: Mapping[str, Any],
         update: Mapping[str, Any],
         *,
-        current: Doc | None = None,
         after: bool = False,
     ) -> Doc | None:
-        """Apply ``update`` to the document ``doc_id`` if it satisfies ``condition``;
-        answers the document (as it was, or ``after`` the update) or None when
-        missing or not matching.  The caller holds the document's lock; on
-        FerretDB, ``current`` is the document it read under that lock, if any."""
+        """Apply ``update`` to the document ``doc_id`` if it satisfies ``condition``, in one
+        atomic step; answers the document (as it was, or ``after`` the update) or None
+        when missing or not matching."""
         returned = ReturnDocument.AFTER if after else ReturnDocument.BEFORE
-        if self.atomic_conditions:
-            return await collection.find_one_and_update({"_id": doc_id, **condition}, update, return_document=returned)
-        doc = current if current is not None else await collection.find_one({"_id": doc_id})
-        if doc is None or not matches(doc, condition):
-            return None
-        return await collection.find_one_and_update({"_id": doc_id}, update, return_document=returned)
+        return await collection.find_one_and_update({"_id": doc_id, **condition}, update, return_document=returned)
 
     @mongo_errors
     async def ensure_indexes(self) -> None:
@@ -385,10 +344,8 @@ class Store:
         await self.categories.create_index([("parent_id", ASCENDING), ("name_key", ASCENDING), ("_id", ASCENDING)])
         await self.categories.create_index([("ancestors", ASCENDING)])
         await self.categories.create_index([("name_key", ASCENDING), ("_id", ASCENDING)])
-        for field in SORT_FIELDS.values():
-            for direction in (ASCENDING, DESCENDING):
-                await self.products.create_index([("status", ASCENDING), (field, direction), ("_id", direction)])
-        await self.products.create_index([("category_id", ASCENDING)])
+        for keys in LISTING_INDEXES:
+            await self.products.create_index(keys)
         await self.reservations.create_index([("state", ASCENDING), ("updated_at", ASCENDING)])
 
     # -- categories
@@ -465,21 +422,25 @@ class Store:
 
     @mongo_errors
     async def products_by_id(self, product_ids: Sequence[str]) -> dict[str, Product]:
-        if self.atomic_conditions:
-            cursor = self.products.find({"_id": {"$in": list(product_ids)}}, PRODUCT_PROJECTION)
-            return {doc["_id"]: product_of(doc) async for doc in cursor}
-        # FerretDB: a $in scans the collection; lookups by _id do not.
-        docs = await asyncio.gather(
-            *(self.products.find_one({"_id": product_id}, PRODUCT_PROJECTION) for product_id in set(product_ids))
-        )
-        return {doc["_id"]: product_of(doc) for doc in docs if doc is not None}
+        cursor = self.products.find({"_id": {"$in": list(set(product_ids))}}, PRODUCT_PROJECTION)
+        return {doc["_id"]: product_of(doc) async for doc in cursor}
 
     @mongo_errors
     async def list_products(self, query: ProductQuery) -> tuple[list[Product], Cursor | None]:
         """One page, and the cursor of the next one (None on the last page)."""
-        clauses: list[dict[str, Any]] = []
-        if not query.include_archived:
-            clauses.append({"status": domain.ACTIVE})
+        found = [product_of(doc) async for doc in await self.listing(query)]
+        page = found[: query.page_size]
+        if len(found) <= query.page_size:
+            return page, None
+        last = page[-1]
+        return page, Cursor(key=cursor_key(last, query.sort_spec.field), id=last.id)
+
+    async def listing(self, query: ProductQuery) -> AsyncCursor[Doc]:
+        """The find behind a page (one more than the page, to know whether another follows),
+        hinted to its listing index."""
+        clauses: list[dict[str, Any]] = [
+            {"status": {"$in": list(domain.STATUSES)} if query.include_archived else domain.ACTIVE}
+        ]
         if query.category_id is not None:
             clauses.append({"category_id": {"$in": await self._category_tree(query.category_id)}})
         if query.currency is not None:
@@ -501,19 +462,14 @@ class Store:
             key: Any = from_millis(int(query.after.key)) if spec.field == "created" else query.after.key
             clauses.append(_keyset(field, spec.descending, Cursor(key=key, id=query.after.id)))
         direction = DESCENDING if spec.descending else ASCENDING
-        cursor = (
-            self.products.find({"$and": clauses} if clauses else {}, PRODUCT_PROJECTION)
+        return (
+            self.products.find({"$and": clauses}, PRODUCT_PROJECTION)
             .sort([(field, direction), ("_id", direction)])
+            .hint(listing_index(query))
             .limit(query.page_size + 1)
         )
-        found = [product_of(doc) async for doc in cursor]
-        page = found[: query.page_size]
-        if len(found) <= query.page_size:
-            return page, None
-        last = page[-1]
-        return page, Cursor(key=cursor_key(last, spec.field), id=last.id)
 
-    # -- products: writes (each under the product's lock; see the module docstring)
+    # -- products: writes
 
     async def _require_category(self, category_id: str) -> None:
         if await self.categories.find_one({"_id": category_id}, {"_id": 1}) is None:
@@ -529,23 +485,21 @@ class Store:
     async def _rewrite(
         self, product_id: str, change: Callable[[Doc], Awaitable[dict[str, Any] | None]]
     ) -> Product | None:
-        """Read-modify-write of one product, guarded by its ``rev``.  ``change`` gets
-        the current document and answers the update (None: nothing to write)."""
-        async with self._product_locks.hold(product_id):
-            for _ in range(REV_RETRIES):
-                doc = await self.products.find_one({"_id": product_id})
-                if doc is None:
-                    return None
-                update = await change(doc)
-                if update is None:
-                    return product_of(doc)
-                update.setdefault("$inc", {})["rev"] = 1
-                updated = await self._update_where(
-                    self.products, product_id, {"rev": doc["rev"]}, update, current=doc, after=True
-                )
-                if updated is not None:
-                    return product_of(updated)
-            raise Unavailable("the product is being changed by many callers at once; try again")
+        """Read-modify-write of one product, guarded by its ``rev`` (a write made
+        meanwhile, by any instance, makes this one read again).  ``change`` gets the
+        current document and answers the update (None: nothing to write)."""
+        for _ in range(REV_RETRIES):
+            doc = await self.products.find_one({"_id": product_id})
+            if doc is None:
+                return None
+            update = await change(doc)
+            if update is None:
+                return product_of(doc)
+            update.setdefault("$inc", {})["rev"] = 1
+            updated = await self._update_where(self.products, product_id, {"rev": doc["rev"]}, update, after=True)
+            if updated is not None:
+                return product_of(updated)
+        raise Unavailable("the product is being changed by many callers at once; try again")
 
     @mongo_errors
     async def update_product(self, product_id: str, changes: Mapping[str, Any]) -> Product | None:
@@ -581,25 +535,22 @@ class Store:
     @mongo_errors
     async def delete_product(self, product_id: str) -> Product:
         """Delete a product without open reservations; answers what was deleted."""
-        async with self._product_locks.hold(product_id):
-            doc = await self.products.find_one({"_id": product_id})
-            if doc is None:
-                raise NotFound(f"no product {product_id}")
-            product = product_of(doc)
-            if not product.holds:
-                # The condition keeps a hold made meanwhile (another instance) from vanishing;
-                # on FerretDB the lock held here already does (and _id alone avoids a scan).
-                condition: dict[str, Any] = {"holds": {}} if self.atomic_conditions else {}
-                deleted = await self.products.delete_one({"_id": product_id, **condition})
-                if deleted.deleted_count == 1:
-                    return product
-                product = await self.product(product_id) or product
-            raise FailedPrecondition(
-                f"product {product_id} has {len(product.holds) or 'open'} open stock reservation(s); "
-                "archive it instead, or delete it once they are committed or released",
-                reason=domain.INVALID_STATE,
-                metadata={"current_state": "OPEN_RESERVATIONS"},
-            )
+        doc = await self.products.find_one({"_id": product_id})
+        if doc is None:
+            raise NotFound(f"no product {product_id}")
+        product = product_of(doc)
+        if not product.holds:
+            # The condition keeps a hold made meanwhile (by any instance) from vanishing.
+            deleted = await self.products.delete_one({"_id": product_id, "holds": {}})
+            if deleted.deleted_count == 1:
+                return product
+            product = await self.product(product_id) or product
+        raise FailedPrecondition(
+            f"product {product_id} has {len(product.holds) or 'open'} open stock reservation(s); "
+            "archive it instead, or delete it once they are committed or released",
+            reason=domain.INVALID_STATE,
+            metadata={"current_state": "OPEN_RESERVATIONS"},
+        )
 
     @mongo_errors
     async def add_image(self, product_id: str, image: Image, max_images: int) -> Product | None:
@@ -625,16 +576,15 @@ class Store:
     async def _hold(self, product_id: str, reservation_id: str, quantity: int) -> ReservationFailure | None:
         """Take ``quantity`` units for the reservation, once.  None when held (now or before)."""
         hold = f"holds.{reservation_id}"
-        async with self._product_locks.hold(product_id):
-            taken = await self._update_where(
-                self.products,
-                product_id,
-                {"status": domain.ACTIVE, "stock": {"$gte": quantity}, hold: {"$exists": False}},
-                {"$inc": {"stock": -quantity}, "$set": {hold: quantity}},
-            )
-            if taken is not None:
-                return None
-            doc = await self.products.find_one({"_id": product_id}, {"stock": 1, "status": 1, hold: 1})
+        taken = await self._update_where(
+            self.products,
+            product_id,
+            {"status": domain.ACTIVE, "stock": {"$gte": quantity}, hold: {"$exists": False}},
+            {"$inc": {"stock": -quantity}, "$set": {hold: quantity}},
+        )
+        if taken is not None:
+            return None
+        doc = await self.products.find_one({"_id": product_id}, {"stock": 1, "status": 1, hold: 1})
         if doc is None:
             return ReservationFailure("not_found", product_id)
         if reservation_id in (doc.get("holds") or {}):
@@ -648,20 +598,18 @@ class Store:
         stock when ``restock`` (release) or not (commit: the units are sold).
         Answers whether there was a hold to drop."""
         hold = f"holds.{reservation_id}"
-        async with self._product_locks.hold(product_id):
-            doc = await self.products.find_one({"_id": product_id}, {"holds": 1})
-            if doc is None or reservation_id not in (doc.get("holds") or {}):
-                return False
-            quantity = int(doc["holds"][reservation_id])
-            # Conditional on the same hold, so two undoers cannot both restock it.
-            done = await self._update_where(
-                self.products,
-                product_id,
-                {hold: quantity},
-                {"$unset": {hold: ""}, "$inc": {"stock": quantity if restock else 0}},
-                current=doc,
-            )
-            return done is not None
+        doc = await self.products.find_one({"_id": product_id}, {hold: 1})
+        if doc is None or reservation_id not in (doc.get("holds") or {}):
+            return False
+        quantity = int(doc["holds"][reservation_id])
+        # Conditional on the same hold, so two undoers cannot both restock it.
+        done = await self._update_where(
+            self.products,
+            product_id,
+            {hold: quantity},
+            {"$unset": {hold: ""}, "$inc": {"stock": quantity if restock else 0}},
+        )
+        return done is not None
 
     async def _unhold_all(self, reservation: Reservation, *, restock: bool) -> None:
         for item in reservation.items:
@@ -693,39 +641,44 @@ class Store:
     async def reserve(self, reservation_id: str, items: Sequence[ReservationItem]) -> Reservation:
         """Hold every item or none; a repeat with the same id and items answers the
         same result without holding anything twice."""
-        async with self._reservation_locks.hold(reservation_id):
-            now = utcnow()
-            record = Reservation(reservation_id, tuple(items), domain.PENDING, created_at=now, updated_at=now)
-            try:
-                await self.reservations.insert_one(reservation_doc(record))
-            except DuplicateKeyError:
-                existing = await self._reservation(reservation_id)
-                assert existing is not None  # records are never deleted
-                stored = domain.replay(existing, items)
-                if stored is not None:
-                    return stored
-                record = existing  # pending: an attempt crashed or timed out midway; finish it
-            return await self._complete(record)
+        now = utcnow()
+        record = Reservation(reservation_id, tuple(items), domain.PENDING, created_at=now, updated_at=now)
+        try:
+            await self.reservations.insert_one(reservation_doc(record))
+        except DuplicateKeyError:
+            existing = await self._reservation(reservation_id)
+            assert existing is not None  # records are never deleted
+            stored = domain.replay(existing, items)
+            if stored is not None:
+                return stored
+            record = existing  # pending: an attempt crashed or timed out midway; finish it
+        return await self._complete(record)
 
     async def _complete(self, record: Reservation) -> Reservation:
+        """Hold each item, then move the record on.  The record moves first and the
+        holds are undone after, so an attempt that lost a race (another attempt of
+        the same id, a release, the recovery sweep) can never undo the holds of a
+        reservation that ended up reserved."""
         failure = None
         for item in record.items:
             failure = await self._hold(item.product_id, record.id, item.quantity)
             if failure is not None:
                 break
         if failure is not None:
-            await self._unhold_all(record, restock=True)
-            await self._move(record.id, [domain.PENDING], domain.FAILED, failure)
-            raise failure.error()
-        reserved = await self._move(record.id, [domain.PENDING], domain.RESERVED)
-        if reserved is not None:
-            return reserved
-        # Released or failed meanwhile (by another instance or the recovery sweep):
-        # what this attempt held must go back.
+            if await self._move(record.id, [domain.PENDING], domain.FAILED, failure) is not None:
+                await self._unhold_all(record, restock=True)
+                raise failure.error()
+        else:
+            reserved = await self._move(record.id, [domain.PENDING], domain.RESERVED)
+            if reserved is not None:
+                return reserved
+        return await self._settle(record)
+
+    async def _settle(self, record: Reservation) -> Reservation:
+        """The record moved on while this attempt held stock: if it ended without its
+        holds, what this attempt held goes back; answer from where it is now."""
         current = await self._reservation(record.id)
         assert current is not None
-        if current.state == domain.RESERVED:
-            return current
         if current.state in (domain.FAILED, domain.RELEASING, domain.RELEASED):
             await self._unhold_all(record, restock=True)
         stored = domain.replay(current, record.items)
@@ -734,22 +687,21 @@ class Store:
 
     @mongo_errors
     async def release(self, reservation_id: str) -> Reservation:
-        async with self._reservation_locks.hold(reservation_id):
-            existing = await self._reservation(reservation_id)
-            if domain.release_plan(existing) == "record_tombstone":
-                # Never reserved (yet): remember the release, so a reserve arriving
-                # late with this id cannot hold stock nobody will release.
-                now = utcnow()
-                tombstone = Reservation(reservation_id, (), domain.RELEASED, created_at=now, updated_at=now)
-                try:
-                    await self.reservations.insert_one(reservation_doc(tombstone))
-                    return tombstone
-                except DuplicateKeyError:  # a reserve (another instance) got there first
-                    existing = await self._reservation(reservation_id)
-            assert existing is not None
-            if domain.release_plan(existing) == "done":
-                return existing
-            return await self._finish_release(existing)
+        existing = await self._reservation(reservation_id)
+        if domain.release_plan(existing) == "record_tombstone":
+            # Never reserved (yet): remember the release, so a reserve arriving
+            # late with this id cannot hold stock nobody will release.
+            now = utcnow()
+            tombstone = Reservation(reservation_id, (), domain.RELEASED, created_at=now, updated_at=now)
+            try:
+                await self.reservations.insert_one(reservation_doc(tombstone))
+                return tombstone
+            except DuplicateKeyError:  # a reserve (another instance) got there first
+                existing = await self._reservation(reservation_id)
+        assert existing is not None
+        if domain.release_plan(existing) == "done":
+            return existing
+        return await self._finish_release(existing)
 
     async def _finish_release(self, record: Reservation) -> Reservation:
         releasing = await self._move(record.id, [domain.PENDING, domain.RESERVED, domain.RELEASING], domain.RELEASING)
@@ -765,13 +717,12 @@ class Store:
 
     @mongo_errors
     async def commit(self, reservation_id: str) -> Reservation:
-        async with self._reservation_locks.hold(reservation_id):
-            existing = await self._reservation(reservation_id)
-            if domain.commit_plan(reservation_id, existing) == "done":
-                assert existing is not None
-                return existing
+        existing = await self._reservation(reservation_id)
+        if domain.commit_plan(reservation_id, existing) == "done":
             assert existing is not None
-            return await self._finish_commit(existing)
+            return existing
+        assert existing is not None
+        return await self._finish_commit(existing)
 
     async def _finish_commit(self, record: Reservation) -> Reservation:
         committing = await self._move(record.id, [domain.RESERVED, domain.COMMITTING], domain.COMMITTING)
@@ -800,34 +751,36 @@ class Store:
         )
         for doc in await stuck.to_list():
             reservation_id = doc["_id"]
-            async with self._reservation_locks.hold(reservation_id):
-                record = await self._reservation(reservation_id)
-                if record is None or record.updated_at >= cutoff:
+            record = await self._reservation(reservation_id)
+            if record is None or record.updated_at >= cutoff:
+                continue
+            if record.state == domain.PENDING:
+                # Failed first, then undone: an attempt still running sees the record
+                # failed and undoes what it holds itself.
+                abandoned = ReservationFailure("abandoned")
+                if await self._move(record.id, [domain.PENDING], domain.FAILED, abandoned) is None:
                     continue
-                if record.state == domain.PENDING:
-                    await self._unhold_all(record, restock=True)
-                    await self._move(record.id, [domain.PENDING], domain.FAILED, ReservationFailure("abandoned"))
-                elif record.state == domain.RELEASING:
-                    await self._finish_release(record)
-                elif record.state == domain.COMMITTING:
-                    await self._finish_commit(record)
-                else:
-                    continue
-                log.warning("recovered an interrupted reservation", extra={"reservation_id": record.id})
-                fixed += 1
+                await self._unhold_all(record, restock=True)
+            elif record.state == domain.RELEASING:
+                await self._finish_release(record)
+            elif record.state == domain.COMMITTING:
+                await self._finish_commit(record)
+            else:
+                continue
+            log.warning("recovered an interrupted reservation", extra={"reservation_id": record.id})
+            fixed += 1
         if not scan_holds:
             return fixed
         held = self.products.find({"holds": {"$nin": [{}, None]}}, {"holds": 1})
         for doc in await held.to_list():
             for reservation_id in list(doc["holds"]):
-                async with self._reservation_locks.hold(reservation_id):
-                    record = await self._reservation(reservation_id)
-                    if record is None or record.state not in (domain.FAILED, domain.RELEASED, domain.COMMITTED):
-                        continue
-                    if not await self._unhold(doc["_id"], reservation_id, restock=record.state != domain.COMMITTED):
-                        continue  # it was finished while this sweep waited for the lock
-                    log.warning(
-                        "dropped a stale stock hold", extra={"reservation_id": reservation_id, "product_id": doc["_id"]}
-                    )
-                    fixed += 1
+                record = await self._reservation(reservation_id)
+                if record is None or record.state not in (domain.FAILED, domain.RELEASED, domain.COMMITTED):
+                    continue
+                if not await self._unhold(doc["_id"], reservation_id, restock=record.state != domain.COMMITTED):
+                    continue  # another instance (or its own caller) dropped it meanwhile
+                log.warning(
+                    "dropped a stale stock hold", extra={"reservation_id": reservation_id, "product_id": doc["_id"]}
+                )
+                fixed += 1
         return fixed

@@ -6,6 +6,7 @@ the servers every collected test needs are started together, in parallel.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,8 +16,9 @@ from typing import TypeVar
 import pytest
 
 from devstack.cluster import Cluster
+from devstack.docstore import FerretDB
 from devstack.process import tail
-from devstack.servers import S3, Jaeger, Kafka, Mongo, Postgres, Redis, Server
+from devstack.servers import S3, Jaeger, Kafka, Postgres, Redis, Server
 
 S = TypeVar("S", bound=Server)
 
@@ -73,25 +75,35 @@ TEST_OVERRIDES = {
 }
 
 
-@pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    root = Path(tempfile.mkdtemp(prefix="shop-test-"))
+@contextlib.contextmanager
+def throwaway_cluster(prefix: str, *, unsafe_fast_storage: bool) -> Iterator[Cluster]:
+    """A cluster in a temporary directory with the test settings, removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o755)  # PostgreSQL runs as the postgres user: let it reach its data dir under root
-    cluster = Cluster(root)
+    cluster = Cluster(root, unsafe_fast_storage=unsafe_fast_storage)
     cluster.overrides.update(TEST_OVERRIDES)
     _CLUSTER.append(cluster)
-    needed = {
-        SERVER_FIXTURES[name]
-        for item in request.session.items
-        for name in getattr(item, "fixturenames", ())
-        if name in SERVER_FIXTURES
-    }
     try:
-        cluster.start_servers(sorted(needed))
         yield cluster
     finally:
         cluster.stop()
+        _CLUSTER.remove(cluster)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    # The suite's data is thrown away: skip the stores' flushes (the durability tests
+    # start a durable cluster of their own, tests/integration/test_durability.py).
+    with throwaway_cluster("shop-test-", unsafe_fast_storage=True) as cluster:
+        needed = {
+            SERVER_FIXTURES[name]
+            for item in request.session.items
+            for name in getattr(item, "fixturenames", ())
+            if name in SERVER_FIXTURES
+        }
+        cluster.start_servers(sorted(needed))
+        yield cluster
 
 
 def _server(cluster: Cluster, kind: type[S]) -> S:
@@ -116,8 +128,8 @@ def kafka(cluster: Cluster) -> Kafka:
 
 
 @pytest.fixture(scope="session")
-def mongo(cluster: Cluster) -> Mongo:
-    return _server(cluster, Mongo)
+def mongo(cluster: Cluster) -> FerretDB:
+    return _server(cluster, FerretDB)
 
 
 @pytest.fixture(scope="session")

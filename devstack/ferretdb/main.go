@@ -1,14 +1,19 @@
-// Command ferretdb is a tiny wrapper around the embeddable FerretDB v1 package
-// (github.com/FerretDB/FerretDB/ferretdb) for the local dev stack.
+// Command ferretdb is a tiny wrapper around the embeddable FerretDB v2 package
+// (github.com/FerretDB/FerretDB/v2/ferretdb) for the local dev stack.
 //
-// It serves the MongoDB wire protocol on -listen-addr and stores data with the
-// SQLite backend in -data-dir (no PostgreSQL needed). Building FerretDB's own
-// cmd/ferretdb with a plain `go install` panics at start-up because the module
-// zip lacks build/version/version.txt; the embeddable package does not need it.
+// It serves the MongoDB wire protocol on -listen-addr and stores data in the
+// PostgreSQL (with the DocumentDB extension) at -postgresql-url. FerretDB's
+// own cmd/ferretdb@v2.5.0 does not compile with Go >= 1.25 (its
+// gomaxprocs.go is `//go:build !go1.25`, but main.go calls it anyway); the
+// embeddable package builds with any Go >= 1.24.
+//
+// The embeddable package always runs without authentication (any client may
+// connect) and this wrapper switches telemetry off.
 //
 // Usage:
 //
-//	ferretdb -listen-addr 127.0.0.1:27017 -data-dir /tmp/ferretdb-data
+//	ferretdb -listen-addr 127.0.0.1:27017 \
+//	    -postgresql-url postgres://postgres@127.0.0.1:5433/postgres -state-dir /tmp/ferretdb-state
 package main
 
 import (
@@ -22,10 +27,10 @@ import (
 	"runtime/debug"
 	"syscall"
 
-	"github.com/FerretDB/FerretDB/ferretdb"
+	"github.com/FerretDB/FerretDB/v2/ferretdb"
 )
 
-const ferretModule = "github.com/FerretDB/FerretDB"
+const ferretModule = "github.com/FerretDB/FerretDB/v2"
 
 func ferretVersion() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -43,7 +48,8 @@ func ferretVersion() string {
 
 func main() {
 	listenAddr := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to serve the MongoDB wire protocol on (host:port; port 0 picks a free one)")
-	dataDir := flag.String("data-dir", "", "directory for the SQLite backend's files (created if missing; required)")
+	pgURL := flag.String("postgresql-url", "", "URL of the PostgreSQL with the DocumentDB extension (required)")
+	stateDir := flag.String("state-dir", "", "directory for FerretDB's state.json (created if missing; required)")
 	logLevel := flag.String("log-level", "warn", "log level: debug, info, warn or error")
 	showVersion := flag.Bool("version", false, "print the FerretDB module version and exit")
 	flag.Parse()
@@ -53,8 +59,8 @@ func main() {
 		return
 	}
 
-	if *dataDir == "" {
-		fmt.Fprintln(os.Stderr, "ferretdb: -data-dir is required")
+	if *pgURL == "" || *stateDir == "" {
+		fmt.Fprintln(os.Stderr, "ferretdb: -postgresql-url and -state-dir are required")
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -64,38 +70,46 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ferretdb: bad -log-level %q: %v\n", *logLevel, err)
 		os.Exit(2)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	dir, err := filepath.Abs(*dataDir)
+	dir, err := filepath.Abs(*stateDir)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
 	if err != nil {
-		logger.Error("bad -data-dir", "error", err)
-		os.Exit(1)
-	}
-	if err = os.MkdirAll(dir, 0o755); err != nil {
-		logger.Error("cannot create -data-dir", "error", err)
+		fmt.Fprintf(os.Stderr, "ferretdb: bad -state-dir %q: %v\n", *stateDir, err)
 		os.Exit(1)
 	}
 
-	// The SQLite backend wants a "file:" URI naming an existing directory, ending with "/".
+	telemetry := false
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listenAddr},
-		Logger:    logger,
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + filepath.ToSlash(dir) + "/",
+		PostgreSQLURL: *pgURL,
+		ListenAddr:    *listenAddr,
+		StateDir:      dir,
+		LogLevel:      level,
+		LogOutput:     os.Stderr,
+		Telemetry:     &telemetry,
 	})
 	if err != nil {
-		logger.Error("cannot start FerretDB", "error", err)
+		fmt.Fprintf(os.Stderr, "ferretdb: cannot start: %v\n", err)
 		os.Exit(1)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	// The listener is already bound here, so this line doubles as a readiness signal.
-	fmt.Fprintf(os.Stderr, "ferretdb %s (sqlite, %s) listening: %s\n", ferretVersion(), dir, f.MongoDBURI())
+	done := make(chan struct{})
+	go func() {
+		f.Run(ctx)
+		close(done)
+	}()
 
-	if err = f.Run(ctx); err != nil {
-		logger.Error("FerretDB stopped with an error", "error", err)
+	// New has bound the listener already, so this line doubles as a readiness signal
+	// (FerretDB connects to PostgreSQL lazily, on the first client request).
+	fmt.Fprintf(os.Stderr, "ferretdb %s (postgresql) listening: %s\n", ferretVersion(), f.MongoDBURI())
+
+	<-done
+	if ctx.Err() == nil {
+		fmt.Fprintln(os.Stderr, "ferretdb: stopped unexpectedly")
 		os.Exit(1)
 	}
 }

@@ -15,9 +15,10 @@
 set -euo pipefail
 
 # ---- pins -------------------------------------------------------------------------------------
-# FerretDB v1 (MongoDB wire protocol on SQLite), built through the wrapper module devstack/ferretdb
-# (its go.mod pins this version; keep both in step).
-FERRETDB_VERSION=v1.24.2
+# FerretDB v2 (MongoDB wire protocol on PostgreSQL with DocumentDB, which
+# devstack/provision/documentdb.sh builds for this version), built through the wrapper module
+# devstack/ferretdb (its go.mod pins this version; keep both in step).
+FERRETDB_VERSION=v2.5.0
 # MinIO publishes no semver tags; this is the pseudo-version the module proxy serves as @latest.
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 # Jaeger: the v2.x tags are not installable (module path has no /v2), but every v2 release is
@@ -77,10 +78,10 @@ stamp_for() {
 }
 
 build_ferretdb() {
-    # Plain `go install github.com/FerretDB/FerretDB/cmd/ferretdb@...` builds, but panics at start
-    # (no build/version/version.txt in the module zip); the wrapper uses the embeddable package.
+    # Plain `go install github.com/FerretDB/FerretDB/v2/cmd/ferretdb@v2.5.0` does not compile with
+    # Go >= 1.25 (its gomaxprocs.go is `//go:build !go1.25`); the wrapper uses the embeddable package.
     local want
-    want=$(sed -n 's#^require github.com/FerretDB/FerretDB \(v[^ ]*\).*#\1#p' "$REPO_ROOT/devstack/ferretdb/go.mod")
+    want=$(sed -n 's#^require github.com/FerretDB/FerretDB/v2 \(v[^ ]*\).*#\1#p' "$REPO_ROOT/devstack/ferretdb/go.mod")
     if [[ $want != "$FERRETDB_VERSION" ]]; then
         echo "devstack/ferretdb/go.mod requires FerretDB '$want', but the pin is $FERRETDB_VERSION"
         return 1

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from common.settings import SERVICE_PORTS
-from devstack.cluster import SERVICES
+from devstack.cluster import DEFAULT_PORTS, SERVICES
 from devstack.paths import REPO
 from devstack.process import port_open
-from devstack.servers import DEFAULT_PORTS
 
 WELL_KNOWN = [port for ports in DEFAULT_PORTS.values() for port in ports.values()] + [
     SERVICE_PORTS[spec.name] for spec in SERVICES if spec.exists

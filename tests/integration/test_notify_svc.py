@@ -38,6 +38,7 @@ from devstack.paths import REPO
 from devstack.process import Process, free_port
 from tests import tokens
 from tests.kafka_helpers import consume
+from tests.waiting import Receiver, eventually
 
 if TYPE_CHECKING:
     Stub = notify_pb2_grpc.NotificationServiceAsyncStub
@@ -111,18 +112,6 @@ async def feed(stub: Stub, user: User, **page: Any) -> N.ListNotificationsRespon
     return await stub.ListNotifications(
         N.ListNotificationsRequest(page=paging_pb2.PageRequest(**page), unread_only=unread_only), metadata=user.md
     )
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0, what: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.1)
 
 
 def personal(items: Any) -> list[N.Notification]:
@@ -590,55 +579,6 @@ async def test_subscribers_get_announcements(stub: Stub, signer: TokenSigner) ->
 
 
 # --- webhooks -----------------------------------------------------------------------------------
-
-
-class Receiver:
-    """A tiny HTTP/1.1 server on loopback that records requests and answers
-    with the given statuses in turn (the last one repeats)."""
-
-    def __init__(self, *statuses: int) -> None:
-        self.statuses = list(statuses) or [200]
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Receiver:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hooks/shop"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                request_line = await reader.readline()
-                if not request_line:
-                    break
-                headers: dict[str, str] = {}
-                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    name, _, value = line.decode().partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.requests.append((headers, body))
-                status = self.statuses[min(len(self.requests), len(self.statuses)) - 1]
-                writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok".encode())
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def wait_for(self, count: int, timeout: float = 30.0) -> None:
-        async def enough() -> bool:
-            return len(self.requests) >= count
-
-        await eventually(enough, timeout, f"{count} webhook requests")
 
 
 async def register(stub: Stub, user: User, url: str, *kinds: N.NotificationKind.ValueType) -> N.RegisterWebhookResponse:

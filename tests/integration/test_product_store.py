@@ -1,13 +1,10 @@
-"""product_svc's store against the real MongoDB-wire server, both ways it writes:
-with the condition in the filter (MongoDB) and with the condition checked in
-the process under the document's lock (FerretDB v1, which scans the collection
-for any filter other than ``{_id}``)."""
+"""product_svc's store against the real MongoDB-wire server (FerretDB v2 on
+PostgreSQL with DocumentDB locally): atomic conditional writes, and listings
+that walk their indexes."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -19,22 +16,22 @@ import pytest
 from common.clients import mongo_client
 from common.errors import DeadlineExceeded, FailedPrecondition
 from devstack.cluster import Cluster
-from devstack.servers import Mongo
+from devstack.docstore import FerretDB
 from product_svc import domain
 from product_svc.domain import NewCategory, ProductInput, ProductQuery, ReservationItem
-from product_svc.store import Store
+from product_svc.store import Store, listing_index, to_millis
 
 
 @pytest.fixture(scope="module")
-def mongo(services) -> Mongo:
+def mongo(services) -> FerretDB:
     cluster: Cluster = services("product_svc")
     server = cluster.servers["mongo"]
-    assert isinstance(server, Mongo)
+    assert isinstance(server, FerretDB)
     return server
 
 
 @pytest.fixture(scope="module")
-def mongo_url(mongo: Mongo) -> str:
+def mongo_url(mongo: FerretDB) -> str:
     return mongo.url
 
 
@@ -47,11 +44,10 @@ async def client(mongo_url: str) -> AsyncIterator[Any]:
         await client.close()
 
 
-@pytest.fixture(params=[True, False], ids=["conditions-in-filter", "conditions-checked-here"])
-async def store(request: pytest.FixtureRequest, client: Any) -> AsyncIterator[Store]:
+@pytest.fixture
+async def store(client: Any) -> AsyncIterator[Store]:
     name = f"store_test_{uuid.uuid4().hex[:10]}"
     store = Store(client[name])
-    store.atomic_conditions = request.param
     await store.ensure_indexes()
     try:
         yield store
@@ -67,38 +63,20 @@ async def new_product(store: Store, stock: int) -> str:
     return (await store.create_product(fields)).id
 
 
-async def test_the_local_server_is_detected_as_ferretdb(client: Any) -> None:
-    store = Store(client["shop_product"])
-    assert store.atomic_conditions
-    name = await store.detect_server()
-    assert name.startswith("FerretDB "), name
-    assert not store.atomic_conditions
-
-
-def test_lookups_by_id_use_an_index(mongo: Mongo) -> None:
-    """devstack indexed what product_svc created at its start (see Mongo.add_id_lookup_indexes)."""
-    assert mongo.add_id_lookup_indexes() == []  # nothing left to do
-    with contextlib.closing(sqlite3.connect(mongo.data / "sqlite" / "shop_product.sqlite")) as db:
-        tables = dict(db.execute("SELECT name, table_name FROM _ferretdb_collections").fetchall())
-        assert {"products", "categories", "reservations"} <= set(tables)
-        for name in ("products", "reservations"):
-            # The statement FerretDB v1 runs for a filter of exactly {_id: <string>}.
-            plan = db.execute(
-                f"EXPLAIN QUERY PLAN SELECT _ferretdb_sjson FROM \"{tables[name]}\" WHERE _ferretdb_sjson->'$._id' = ?",
-                ('"some-id"',),
-            ).fetchall()
-            assert "USING INDEX" in plan[0][3], (name, plan)
+async def test_the_local_server_is_ferretdb_v2(client: Any) -> None:
+    name = await Store(client["shop_product"]).server_name()
+    assert name.startswith("FerretDB v2."), name
 
 
 async def test_concurrent_holds_never_oversell(store: Store) -> None:
-    product_id = await new_product(store, stock=7)
+    product_id = await new_product(store, stock=10)
     results = await asyncio.gather(
-        *(store.reserve(str(uuid.uuid4()), [ReservationItem(product_id, 1)]) for _ in range(20)),
+        *(store.reserve(str(uuid.uuid4()), [ReservationItem(product_id, 1)]) for _ in range(50)),
         return_exceptions=True,
     )
     reserved = [r for r in results if isinstance(r, domain.Reservation)]
     refused = [r for r in results if isinstance(r, FailedPrecondition)]
-    assert (len(reserved), len(refused)) == (7, 13), results
+    assert (len(reserved), len(refused)) == (10, 40), results
     product = await store.product(product_id)
     assert product is not None
     assert product.stock == 0
@@ -186,3 +164,58 @@ async def test_a_read_past_the_callers_deadline_is_deadline_exceeded(store: Stor
     # What server.within_deadline does with a gRPC call's remaining time.
     with pymongo.timeout(0.000001), pytest.raises(DeadlineExceeded, match="deadline"):
         await store.list_products(query)
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node of a PostgreSQL plan (FerretDB v2's explain answers DocumentDB's)."""
+    return [plan, *(node for child in plan.get("Plans", ()) for node in _nodes(child))]
+
+
+def _index_name(keys: list[tuple[str, int]]) -> str:
+    return "_".join(f"{field}_{direction}" for field, direction in keys)
+
+
+LISTING_SHAPES: dict[str, dict[str, Any]] = {
+    "newest": {"sort": "newest"},
+    "oldest": {"sort": "oldest"},
+    "price": {"sort": "price_asc"},
+    "price descending": {"sort": "price_desc"},
+    "name": {"sort": "name_asc"},
+    "name descending": {"sort": "name_desc"},
+    "category subtree": {"sort": "newest", "category": True},
+    "price range": {"sort": "price_asc", "currency": "EUR", "min_price": 1000, "max_price": 5000},
+    "in stock": {"sort": "newest", "in_stock_only": True},
+    "words": {"sort": "name_asc", "terms": ("trail", "runner")},
+    "next page": {"sort": "newest", "after": True},
+    "with archived (admin)": {"sort": "newest", "include_archived": True},
+}
+
+
+@pytest.mark.parametrize("shape", list(LISTING_SHAPES))
+async def test_every_listing_shape_walks_its_index_in_order(store: Store, shape: str) -> None:
+    """No listing scans the collection: each reads the index it is hinted to."""
+    product_id = await new_product(store, stock=3)
+    product = await store.product(product_id)
+    assert product is not None
+    spec = dict(LISTING_SHAPES[shape])
+    sort = spec.pop("sort")
+    category = spec.pop("category", False)
+    after = spec.pop("after", False)
+    query = ProductQuery(
+        category_id=product.category_id if category else None,
+        currency=spec.pop("currency", None),
+        min_price=spec.pop("min_price", None),
+        max_price=spec.pop("max_price", None),
+        in_stock_only=spec.pop("in_stock_only", False),
+        terms=spec.pop("terms", ()),
+        sort=sort,
+        include_archived=spec.pop("include_archived", False),
+        page_size=20,
+        after=domain.Cursor(key=str(to_millis(product.created_at)), id=product.id) if after else None,
+    )
+    assert not spec
+    plan = (await (await store.listing(query)).explain())["queryPlanner"]["Plan"]
+    nodes = _nodes(plan)
+    assert "Seq Scan" not in [node["Node Type"] for node in nodes], nodes
+    wanted = _index_name(listing_index(query))
+    assert [node.get("Index Name") for node in nodes if "Index Scan" in node["Node Type"]] == [wanted], nodes

@@ -23,7 +23,8 @@ from common.clients import mongo_client, s3_client
 from common.errors import Problem, problem_from_rpc_error
 from common.settings import S3Settings
 from devstack.cluster import Cluster
-from devstack.servers import S3, Mongo, binary
+from devstack.docstore import FerretDB
+from devstack.servers import S3, binary
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x42" * 500
@@ -78,7 +79,7 @@ def s3_settings(product_cluster: Cluster) -> S3Settings:
 async def catalog_db(product_cluster: Cluster) -> AsyncIterator[Any]:
     """The service's own database, to play a crashed caller's leftovers into it."""
     server = product_cluster.servers["mongo"]
-    assert isinstance(server, Mongo)
+    assert isinstance(server, FerretDB)
     client = mongo_client(server.url)
     try:
         yield client["shop_product"]

@@ -15,11 +15,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from pydantic import SecretStr
+from pymongo.errors import DuplicateKeyError
 from sqlalchemy import text
 
 from common.clients import KafkaProducer, kafka_consumer, mongo_client, pg_engine, redis_client, s3_client
 from common.settings import KafkaSettings, S3Settings
-from devstack.servers import S3 as S3Server, Jaeger, Kafka, Mongo, Postgres, Redis
+from devstack.docstore import FerretDB
+from devstack.servers import S3 as S3Server, Jaeger, Kafka, Postgres, Redis
 
 
 async def test_postgres_through_sqlalchemy_async(postgres: Postgres) -> None:
@@ -37,7 +39,7 @@ async def test_postgres_through_sqlalchemy_async(postgres: Postgres) -> None:
     assert {"shop_user", "shop_order", "shop_comment"} <= set(databases)
 
 
-async def test_mongo_wire_insert_find_index(mongo: Mongo) -> None:
+async def test_mongo_wire_insert_find_index(mongo: FerretDB) -> None:
     client = mongo_client(mongo.url)
     try:
         products = client["probe"]["products"]
@@ -45,7 +47,7 @@ async def test_mongo_wire_insert_find_index(mongo: Mongo) -> None:
         await products.create_index("sku", unique=True)
         found = await products.find({"price": {"$lt": 1000}}).to_list()
         indexes = [index["name"] async for index in await products.list_indexes()]
-        with pytest.raises(Exception, match="duplicate key"):
+        with pytest.raises(DuplicateKeyError):
             await products.insert_one({"sku": "a-1", "price": 1})
     finally:
         await client.close()
