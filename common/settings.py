@@ -31,6 +31,9 @@ SERVICE_PORTS: dict[str, int] = {
 DEV_SECRETS: dict[str, str] = {
     "s3_secret_key": "shop-dev-secret-not-for-production",
     "cart_token_secret": "shop-dev-cart-secret-not-for-production",
+    # stripe-mock accepts any key shaped sk_test_<x>; the webhook secret signs devstack's test events.
+    "stripe_secret_key": "sk_test_shopdevnotforproduction",
+    "stripe_webhook_secret": "whsec_shop-dev-not-for-production",
 }
 
 
@@ -49,10 +52,18 @@ class _Settings(BaseSettings):
             if field.annotation not in (SecretStr, SecretStr | None) or data.get(name):
                 continue
             if production:
-                raise ValueError(f"SHOP_{name.upper()} must be set outside development mode")
+                if cls._secret_needed(name, data):
+                    raise ValueError(f"SHOP_{name.upper()} must be set outside development mode")
+                continue
             if name in DEV_SECRETS:
                 data[name] = DEV_SECRETS[name]
         return data
+
+    @classmethod
+    def _secret_needed(cls, name: str, data: dict[str, Any]) -> bool:
+        """Whether a production process must be given this secret: every one, unless
+        the secret belongs to a feature the configuration does not use."""
+        return True
 
     @property
     def development(self) -> bool:
@@ -97,6 +108,26 @@ class RedisSettings(_Settings):
 
 class KafkaSettings(_Settings):
     kafka_bootstrap: str = "127.0.0.1:9092"
+
+
+PaymentProcessorName = Literal["test", "stripe"]
+
+
+class PaymentSettings(_Settings):
+    """Which payment processor takes the money, and the secret that signs Stripe's
+    webhook events: the edge verifies the signature, order_svc verifies it again
+    before it acts on an event.  The Stripe secrets are needed only with Stripe."""
+
+    # "test": deterministic tokens, no money moves (order_svc/payments/testing.py);
+    # "stripe": PaymentIntents through Stripe's API (order_svc/payments/stripe_api.py).
+    payment_processor: PaymentProcessorName = "test"
+    stripe_webhook_secret: SecretStr | None = None
+
+    @classmethod
+    def _secret_needed(cls, name: str, data: dict[str, Any]) -> bool:
+        if name.startswith("stripe_"):
+            return str(data.get("payment_processor", "test")) == "stripe"
+        return super()._secret_needed(name, data)
 
 
 class MongoSettings(_Settings):

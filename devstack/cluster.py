@@ -20,9 +20,10 @@ from devstack.docstore import DocumentPostgres, FerretDB
 from devstack.paths import REPO
 from devstack.process import Process, free_port, port_open
 from devstack.servers import S3, Jaeger, Kafka, Postgres, Redis, Server
+from devstack.stripe_mock import StripeMock
 
 SERVERS: dict[str, type[Server]] = {
-    cls.name: cls for cls in (Postgres, Redis, Kafka, DocumentPostgres, FerretDB, S3, Jaeger)
+    cls.name: cls for cls in (Postgres, Redis, Kafka, DocumentPostgres, FerretDB, S3, Jaeger, StripeMock)
 }
 
 # The well-known ports `python -m devstack up` uses.
@@ -34,6 +35,7 @@ DEFAULT_PORTS: dict[str, dict[str, int]] = {
     "mongo": {"port": 27017},
     "s3": {"port": 9000},
     "jaeger": {"otlp_grpc": 4317, "otlp_http": 4318, "query_http": 16686, "query_grpc": 16685, "health": 13133},
+    "stripe_mock": {"port": 12111, "https": 12112},
 }
 
 
@@ -59,7 +61,8 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("user_svc", ("postgres", "redis"), "shop_user"),
     ServiceSpec("product_svc", ("mongo", "s3")),
-    ServiceSpec("order_svc", ("postgres", "kafka", "redis"), "shop_order"),
+    # stripe-mock: where SHOP_PAYMENT_PROCESSOR=stripe sends its Stripe API calls.
+    ServiceSpec("order_svc", ("postgres", "kafka", "redis", "stripe_mock"), "shop_order"),
     ServiceSpec("comment_svc", ("postgres", "kafka"), "shop_comment"),
     ServiceSpec("notify_svc", ("redis", "kafka")),
     ServiceSpec("edge", ()),

@@ -67,7 +67,7 @@ if [ -z "${SHOP_SOURCE_MIRROR:-}" ] && [ -f ../shared/vendor/SHA256SUMS ]; then
 fi
 echo "sources: ${SHOP_SOURCE_MIRROR:+mirror }${SHOP_SOURCE_MIRROR:-upstream downloads (no SHOP_SOURCE_MIRROR)}"
 bash devstack/provision/documentdb.sh
-tools=(ferretdb minio jaeger grpcurl)
+tools=(ferretdb minio jaeger grpcurl stripe-mock)
 [ "$want_bench" = 1 ] && tools+=(ghz)
 bash devstack/provision/go_tools.sh "${tools[@]}"
 bash devstack/provision/kafka.sh

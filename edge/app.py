@@ -14,13 +14,13 @@ from edge.api import openapi_document, route
 from edge.middleware import RequestContext
 from edge.problems import HANDLERS
 from edge.ratings import RatingCache
-from edge.routes import cart, comments, notifications, orders, products, system, users
+from edge.routes import cart, comments, notifications, orders, payments, products, system, users
 from edge.routes.comments import RatingSummary
 from edge.settings import EdgeSettings
 from edge.upstreams import Upstreams
 
 # Every route module of the edge; a new resource adds its module here.
-ROUTE_MODULES = [system, users, products, orders, cart, comments, notifications]
+ROUTE_MODULES = [system, users, products, orders, payments, cart, comments, notifications]
 OPERATIONS = [operation for module in ROUTE_MODULES for operation in module.api.operations]
 UPSTREAMS = sorted({name for module in ROUTE_MODULES for name in module.api.upstreams})
 

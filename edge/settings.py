@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from common.settings import SERVICE_PORTS, CommonSettings
+from common.settings import SERVICE_PORTS, CommonSettings, PaymentSettings
 
 
 def _local(name: str) -> str:
     return f"127.0.0.1:{SERVICE_PORTS[name]}"
 
 
-class EdgeSettings(CommonSettings):
+class EdgeSettings(CommonSettings, PaymentSettings):
     port: int = SERVICE_PORTS["edge"]
     # Where each service listens (host:port).
     user_svc_addr: str = _local("user_svc")
@@ -33,3 +33,5 @@ class EdgeSettings(CommonSettings):
     cors_origins: list[str] = Field(default_factory=list)
     # Take the client address from X-Forwarded-For (only behind a trusted proxy).
     trust_forwarded_for: bool = False
+    # Largest Stripe webhook body accepted (Stripe's events are a few KiB).
+    max_webhook_bytes: int = 256 * 1024

@@ -26,13 +26,30 @@ from order_svc.cart_server import CartService
 from order_svc.cart_store import CartStore
 from order_svc.carts import Carts
 from order_svc.orders import Orders
-from order_svc.payments import TestProcessor
+from order_svc.payments import Processor, Processors
+from order_svc.payments.stripe_api import StripeEvents, StripeProcessor
+from order_svc.payments.testing import TestProcessor
 from order_svc.products import ProductClient
 from order_svc.server import OrderService
 from order_svc.settings import OrderSettings
 from order_svc.store import Store
 
 log = logging.getLogger("shop.order")
+
+
+def processors(settings: OrderSettings) -> Processors:
+    """The processor SHOP_PAYMENT_PROCESSOR names takes new payments; every other one
+    configured here stays, to refund the payments it took."""
+    configured: dict[str, Processor] = {}
+    if settings.test_payments_allowed:
+        configured["test"] = TestProcessor()
+    if settings.stripe_secret_key is not None:
+        configured["stripe"] = StripeProcessor(
+            settings.stripe_secret_key.get_secret_value(), settings.stripe_api_base,
+            timeout=settings.stripe_timeout, max_network_retries=settings.stripe_max_network_retries,
+        )  # fmt: skip
+    charging = configured.pop(settings.payment_processor)
+    return Processors(charging, *configured.values())
 
 
 async def run(settings: OrderSettings) -> int:
@@ -42,6 +59,7 @@ async def run(settings: OrderSettings) -> int:
     stop = asyncio.Event()
     background: list[asyncio.Task[None]] = []
     producer: KafkaProducer | None = None
+    payment_processors = processors(settings)
     try:
         try:
             await check_database(engine, "order")
@@ -51,7 +69,9 @@ async def run(settings: OrderSettings) -> int:
             return 1
         store = Store(engine)
         products = ProductClient(products_channel, settings.product_timeout)
-        orders = Orders(store, products, TestProcessor(), settings)
+        secret = settings.stripe_webhook_secret
+        stripe_events = StripeEvents(secret.get_secret_value()) if secret is not None else None
+        orders = Orders(store, products, payment_processors, settings, stripe_events)
         carts = Carts(CartStore(redis), products, orders, settings)
         if settings.relay_enabled:
             producer = KafkaProducer(settings, **{"message.timeout.ms": 10_000})
@@ -78,6 +98,7 @@ async def run(settings: OrderSettings) -> int:
                 await asyncio.wait_for(task, 10)
         if producer is not None:
             await producer.close()
+        await payment_processors.close()
         await products_channel.close()
         await redis.aclose()
         await engine.dispose()

@@ -1,5 +1,14 @@
 """The cart use cases: a cart priced live from product_svc, and checkout
-through the same saga as CreateOrder (:meth:`order_svc.orders.Orders.create`)."""
+through the same saga as CreateOrder (:meth:`order_svc.orders.Orders.create`).
+
+A cart checks out once, whatever the keys of concurrent checkouts: one holds
+the cart's checkout lock (Redis, leased) while it runs and the others are
+refused at once (409, CART_CHECKOUT_IN_PROGRESS); a checkout that comes after
+finds the cart emptied of what was ordered.  Behind the lock, the order's
+transaction records the cart generation it ordered, so a generation that
+already became an order (its checkout outlived the lease, or died between
+writing the order and emptying the cart) is refused (CART_ALREADY_CHECKED_OUT)
+and the cart is emptied of that order's units then."""
 
 from __future__ import annotations
 
@@ -9,13 +18,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from common.errors import FailedPrecondition, FieldViolation, NotFound, Unauthenticated
+from common.errors import Aborted, DomainError, FailedPrecondition, FieldViolation, NotFound, Unauthenticated
 from common.money import Money
 from common.validation import Address, invalid, parse_uuid
 from order_svc import domain
 from order_svc.cart_store import CartStore, StoredLine
 from order_svc.domain import DELIVERY_DAYS, CatalogEntry, Item, ShippingMethod
-from order_svc.orders import Caller, Keyed, Orders, Render
+from order_svc.orders import Caller, CartRef, Keyed, Orders, Render
 from order_svc.products import ProductClient
 from order_svc.settings import OrderSettings
 from order_svc.store import OrderRecord
@@ -116,6 +125,9 @@ class Carts:
         if who is None:
             return PricedCart(Who("", None, ""), [], None, None)
         stored, ttl = await self.store.read(who.owner)
+        return await self._priced(who, stored, ttl)
+
+    async def _priced(self, who: Who, stored: list[StoredLine], ttl: int) -> PricedCart:
         catalog = await self.products.catalog([line.product_id for line in stored]) if stored else {}
         lines = [self._price(line, catalog.get(line.product_id)) for line in stored]
         buyable = [line.line_total for line in lines if line.line_total is not None and not line.flagged]
@@ -261,7 +273,27 @@ class Carts:
         if replayed is not None:
             return replayed  # a repeat of a checkout that made its order (the cart is empty by now)
         who = self.who(caller.user_id, "")
-        cart = await self.get(who)
+        assert who is not None
+        # A repeat with the same key may pass the lock: the key's own claim makes it wait for the first.
+        holder = f"key:{keyed.key}" if keyed is not None else f"once:{uuid.uuid4()}"
+        lease_ms = int(self.settings.idempotency_lease_seconds * 1000)
+        taken = await self.store.lock_checkout(who.owner, holder, lease_ms)
+        if taken == "busy":
+            raise Aborted(
+                "this cart is being checked out by another request; its order is on the way (see your orders)",
+                reason="CART_CHECKOUT_IN_PROGRESS",
+            )
+        try:
+            return await self._checkout(caller, who, method, address, keyed, render)
+        finally:
+            if taken == "taken":
+                await self.store.unlock_checkout(who.owner, holder)
+
+    async def _checkout(
+        self, caller: Caller, who: Who, method: ShippingMethod, address: Address, keyed: Keyed | None, render: Render
+    ) -> OrderRecord | bytes:
+        stored, ttl, generation = await self.store.snapshot(who.owner)
+        cart = await self._priced(who, stored, ttl)
         if not cart.checkout_ready:
             flagged = [line.product_id for line in cart.lines if line.flagged]
             raise FailedPrecondition(
@@ -271,13 +303,19 @@ class Carts:
                 metadata={"product_id": flagged[0]} if flagged else {},
             )  # fmt: skip
         items = [Item(line.product_id, line.quantity) for line in cart.lines]
-        result = await self.orders.create(caller, items, address, method, keyed, render, scope="checkout")
+        ordered = [(item.product_id, item.quantity) for item in items]
+        try:
+            result = await self.orders.create(
+                caller, items, address, method, keyed, render, scope="checkout", cart=CartRef(who.owner, generation)
+            )
+        except DomainError as exc:
+            if exc.reason == "CART_ALREADY_CHECKED_OUT":
+                # That order was written and the cart not emptied (its checkout died in between): empty it now.
+                await self.store.subtract(who.owner, ordered, self.settings.cart_ttl_seconds, generation=generation)
+            raise
         if isinstance(result, OrderRecord):
             # Only what was ordered leaves the cart; a line added meanwhile stays.
-            assert who is not None
-            await self.store.subtract(
-                who.owner, [(item.product_id, item.quantity) for item in items], self.settings.cart_ttl_seconds
-            )
+            await self.store.subtract(who.owner, ordered, self.settings.cart_ttl_seconds)
         return result
 
 

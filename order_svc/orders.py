@@ -14,12 +14,28 @@ Stock is never lost or leaked:
 * a retry that takes over an Idempotency-Key whose holder outlived its lease
   orders under a fresh id, so two holders never share a reservation, and only
   the holder the key names may complete it (``Store.claim_key``).
+
+Money is never taken twice, nor lost track of:
+
+* a payment's id is its processor's idempotency key; a takeover of a payment
+  key keeps the id (the retry reaches the same charge) under a holder token of
+  its own, so only the current holder completes or releases the key;
+* a pay that finds its payment recorded answers from the record (approved:
+  the first response; declined: the same refusal) without charging again; a
+  payment whose outcome the processor has not given (no answer, or it confirms
+  later) is recorded PENDING and keeps the key, so a retry with the same key
+  asks the processor again under the same idempotency key;
+* processor events (Stripe webhooks, verified in ``payments/stripe_api.py``) move
+  the order through the same transitions and outbox, once per event id; money
+  that came in for an order that no longer takes it is refunded;
+* a payment is refunded by the processor that took it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -36,6 +52,7 @@ from common.errors import (
     DomainError,
     FailedPrecondition,
     FieldViolation,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     Unavailable,
@@ -45,7 +62,16 @@ from common.outbox import add_event
 from common.validation import Address, invalid
 from order_svc import domain, events
 from order_svc.domain import CancelReason, Item, ShippingMethod, Status
-from order_svc.payments import Outcome, Processor, UnknownPaymentMethod
+from order_svc.payments import (
+    Charge,
+    ChargeResult,
+    EventKind,
+    Outcome,
+    PaymentEvent,
+    Processors,
+    UnknownPaymentMethod,
+)
+from order_svc.payments.stripe_api import InvalidEvent, StripeEvents
 from order_svc.products import ProductClient
 from order_svc.settings import OrderSettings
 from order_svc.store import Claim, OrderRecord, PaymentRecord, PaymentStatus, Store, now, outbox
@@ -54,6 +80,15 @@ log = logging.getLogger("shop.order")
 
 ORDERS_CREATED = Counter("orders_created_total", "Orders placed")
 PAYMENTS = Counter("order_payments_total", "Payment attempts by outcome", ["outcome"])
+PAYMENT_EVENTS = Counter("order_payment_events_total", "Processor events by what they did", ["kind", "effect"])
+
+STATUS_OF_OUTCOME = {
+    Outcome.APPROVED: PaymentStatus.APPROVED,
+    Outcome.DECLINED: PaymentStatus.DECLINED,
+    Outcome.FAILED: PaymentStatus.FAILED,
+    Outcome.PENDING: PaymentStatus.PENDING,
+    Outcome.UNKNOWN: PaymentStatus.PENDING,
+}
 STOCK_ACTIONS = Counter("order_stock_actions_total", "Reservation releases/commits sent to product_svc", ["action"])
 
 Render = Callable[[OrderRecord], bytes]
@@ -73,11 +108,38 @@ class Keyed:
     request_hash: str
 
 
+@dataclass(frozen=True)
+class CartRef:
+    """The cart a checkout orders, as of one generation (order_svc/cart_store.py)."""
+
+    owner: str
+    generation: str
+
+
+@dataclass(frozen=True)
+class EventApplied:
+    """What a processor event did."""
+
+    event_id: str
+    duplicate: bool = False  # applied before (a redelivery): nothing done
+    applied: bool = False  # it changed a payment or an order
+    order_id: uuid.UUID | None = None
+    note: str = ""
+
+
 class Orders:
-    def __init__(self, store: Store, products: ProductClient, processor: Processor, settings: OrderSettings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        products: ProductClient,
+        processors: Processors,
+        settings: OrderSettings,
+        stripe_events: StripeEvents | None = None,
+    ) -> None:
         self.store = store
         self.products = products
-        self.processor = processor
+        self.processors = processors
+        self.stripe_events = stripe_events
         self.settings = settings
         self.limits = domain.Limits(settings.max_items, settings.max_line_quantity)
         self.rule = domain.ShippingRule(
@@ -128,19 +190,21 @@ class Orders:
         keyed: Keyed | None,
         render: Render,
         scope: str = "create",
+        cart: CartRef | None = None,
     ) -> OrderRecord | bytes:
         """The order (or, for a repeated key, the first response's bytes).
-        CreateOrder and cart checkout both come here, each with its own key scope."""
+        CreateOrder and cart checkout both come here, each with its own key scope;
+        a checkout names its cart generation, which becomes one order at most."""
         items = domain.validate_items(items, self.limits)
         address = domain.validate_shipping_address(address)
         claim = await self._claim(caller, scope, keyed, reserving=True)
         if claim.replay is not None:
             return claim.replay
         try:
-            order = await self._place(caller, claim, items, address, method, keyed, render, scope)
+            order = await self._place(caller, claim, items, address, method, keyed, render, scope, cart)
         except BaseException:
-            if keyed is not None:
-                await self.store.release_key(caller.user_id, scope, keyed.key, claim.resource_id)
+            if keyed is not None and claim.holder is not None:
+                await self.store.release_key(caller.user_id, scope, keyed.key, claim.holder)
             raise
         ORDERS_CREATED.inc()
         return order
@@ -155,6 +219,7 @@ class Orders:
         keyed: Keyed | None,
         render: Render,
         scope: str,
+        cart: CartRef | None = None,
     ) -> OrderRecord:
         order_id = claim.resource_id
         try:
@@ -185,10 +250,22 @@ class Orders:
                 )  # fmt: skip
                 if order is None:
                     raise Unavailable("placing the order took too long; nothing was ordered, try again")
+                if cart is not None:
+                    earlier = await self.store.record_cart_checkout(conn, cart.owner, cart.generation, order_id)
+                    if earlier is not None:
+                        raise FailedPrecondition(
+                            f"this cart was already checked out as order {earlier}; nothing was ordered here",
+                            reason="CART_ALREADY_CHECKED_OUT",
+                            metadata={"order_id": str(earlier)},
+                        )
                 await add_event(conn, outbox, topic=ORDERS_TOPIC, key=str(order_id), message=events.created(order))
-                if keyed is not None and not await self.store.complete_key(
-                    conn, caller.user_id, scope, keyed.key, order_id, render(order)
-                ):
+                if keyed is not None and claim.holder is not None:
+                    completed = await self.store.complete_key(
+                        conn, caller.user_id, scope, keyed.key, claim.holder, render(order)
+                    )
+                else:
+                    completed = True
+                if not completed:
                     raise Aborted(
                         "this request outlived its Idempotency-Key's lease and a retry took the key over;"
                         " nothing was ordered here, the retry's outcome stands"
@@ -232,67 +309,220 @@ class Orders:
         if claim.replay is not None:
             return claim.replay
         try:
-            return await self._pay(caller, order_id, token.strip(), claim.resource_id, keyed, render)
+            order, payment, result = await self._pay(caller, order_id, token.strip(), claim, keyed, render)
         except BaseException:
-            if keyed is not None:
-                await self.store.release_key(caller.user_id, scope, keyed.key, claim.resource_id)
+            if keyed is not None and claim.holder is not None:
+                await self.store.release_key(caller.user_id, scope, keyed.key, claim.holder)
             raise
+        if payment.status is PaymentStatus.APPROVED:
+            return order, payment
+        if keyed is not None and claim.holder is not None:
+            if payment.status is PaymentStatus.PENDING:
+                # Keep the key (and with it the payment id): a retry asks the processor again.
+                await self.store.lapse_key(caller.user_id, scope, keyed.key, claim.holder)
+            else:
+                await self.store.release_key(caller.user_id, scope, keyed.key, claim.holder)
+        raise _refusal(payment, result)
 
     async def _pay(
-        self, caller: Caller, order_id: uuid.UUID, token: str, payment_id: uuid.UUID, keyed: Keyed | None,
-        render: Render,
-    ) -> tuple[OrderRecord, PaymentRecord]:  # fmt: skip
+        self, caller: Caller, order_id: uuid.UUID, token: str, claim: Claim, keyed: Keyed | None, render: Render
+    ) -> tuple[OrderRecord, PaymentRecord, ChargeResult | None]:
+        """Charge the order under the claim's payment id, or answer from the payment
+        recorded under it.  The result is None when answered from the record."""
+        payment_id = claim.resource_id
+        scope = f"pay:{order_id}"
         async with self.store.engine.begin() as conn:
-            order = await self.store.lock_order(conn, order_id)
-            if order is None or order.user_id != caller.user_id:
+            # The row lock is held while charging: a concurrent payment of the
+            # same order waits, then finds it PAID (or its own payment recorded).
+            locked = await self.store.lock_order(conn, order_id)
+            if locked is None or locked.user_id != caller.user_id:
                 raise NotFound(f"no order {order_id}")
+            order = await self.store.get(order_id, conn)
+            assert order is not None
+            recorded = next((p for p in order.payments if p.id == payment_id), None)
+            if recorded is not None and recorded.status is PaymentStatus.APPROVED:
+                # An earlier holder of this key (or the processor's webhook) recorded it: answer from the record.
+                if keyed is not None and claim.holder is not None:
+                    await self.store.complete_key(conn, caller.user_id, scope, keyed.key, claim.holder, render(order))
+                return order, recorded, None
+            if recorded is not None and recorded.status in (PaymentStatus.DECLINED, PaymentStatus.FAILED):
+                return order, recorded, None  # the same refusal, not a second attempt under one id
             domain.check_transition(order.status, Status.PAID)
+            waiting = [p for p in order.payments if p.status is PaymentStatus.PENDING and p.id != payment_id]
+            if waiting:
+                raise FailedPrecondition(
+                    "another payment of this order is waiting for the processor's answer; retry that one"
+                    " (with its Idempotency-Key) or wait for the order to become PAID",
+                    reason="PAYMENT_PENDING",
+                    metadata={"payment_id": str(waiting[0].id)},
+                )
+            processor = self.processors.of(recorded.processor) if recorded else self.processors.charging
             try:
-                # The row lock is held while charging: a concurrent payment of the
-                # same order waits, then finds it PAID.
-                result = await self.processor.charge(token, order.total, idempotency_key=str(payment_id))
+                result = await processor.charge(Charge(token, order.total, payment_id, order_id))
             except UnknownPaymentMethod as exc:
                 raise invalid(FieldViolation("payment_method_token", str(exc))) from exc
-            status = {
-                Outcome.APPROVED: PaymentStatus.APPROVED,
-                Outcome.DECLINED: PaymentStatus.DECLINED,
-                Outcome.FAILED: PaymentStatus.FAILED,
-            }[result.outcome]
-            payment = PaymentRecord(
-                id=payment_id, order_id=order_id, amount=order.total, status=status,
-                decline_reason=result.decline_reason.value if result.decline_reason else None,
-                provider_reference=result.reference, created_at=now(), refunded_at=None,
-            )  # fmt: skip
-            await self.store.add_payment(conn, payment)
-            PAYMENTS.labels(status.value).inc()
+            status = STATUS_OF_OUTCOME[result.outcome]
+            reason = result.decline_reason.value if result.decline_reason else None
+            if recorded is None:
+                payment = PaymentRecord(
+                    id=payment_id, order_id=order_id, amount=order.total, status=status, decline_reason=reason,
+                    provider_reference=result.reference, created_at=now(), refunded_at=None, processor=processor.name,
+                )  # fmt: skip
+                await self.store.add_payment(conn, payment)
+            else:  # a payment whose outcome was pending, asked again
+                payment = dataclasses.replace(
+                    recorded, status=status, decline_reason=reason,
+                    provider_reference=result.reference or recorded.provider_reference,
+                )  # fmt: skip
+                await self.store.update_payment(
+                    conn, payment_id, status=status.value, decline_reason=reason,
+                    provider_reference=payment.provider_reference,
+                )  # fmt: skip
+            PAYMENTS.labels(result.outcome.value).inc()
             if status is PaymentStatus.APPROVED:
-                await self.store.update_order(conn, order_id, status=Status.PAID.value, paid_at=payment.created_at)
-                order = await self.store.get(order_id, conn)
-                assert order is not None
+                await self.store.update_order(conn, order_id, status=Status.PAID.value, paid_at=now())
+                paid = await self.store.get(order_id, conn)
+                assert paid is not None
                 await add_event(
-                    conn, outbox, topic=ORDERS_TOPIC, key=str(order_id), message=events.paid(order, str(payment_id))
+                    conn, outbox, topic=ORDERS_TOPIC, key=str(order_id), message=events.paid(paid, str(payment_id))
                 )
-                if keyed is not None:  # a takeover of this key used the same payment id: either may store it
-                    await self.store.complete_key(
-                        conn, caller.user_id, f"pay:{order_id}", keyed.key, payment_id, render(order)
-                    )
-        # Declines and failures are recorded (committed above) and then reported.
-        if status is PaymentStatus.DECLINED:
-            insufficient = result.decline_reason is not None and result.decline_reason.value == "INSUFFICIENT_FUNDS"
-            raise FailedPrecondition(
-                "the payment was declined: insufficient funds; the order is still payable"
-                if insufficient
-                else "the payment was declined; the order is still payable with another payment method",
-                reason="INSUFFICIENT_FUNDS" if insufficient else "PAYMENT_DECLINED",
-                metadata={"payment_id": str(payment_id)},
+                if keyed is not None and claim.holder is not None:
+                    # False when a retry took the key over meanwhile: the charge stands, and
+                    # the retry answers from this record.
+                    await self.store.complete_key(conn, caller.user_id, scope, keyed.key, claim.holder, render(paid))
+                return paid, payment, result
+            # Declines, failures and pending payments are recorded (committed here) and then reported.
+            current = await self.store.get(order_id, conn)
+            assert current is not None
+            return current, payment, result
+
+    # --- processor events (webhooks) ------------------------------------------------------------------
+
+    async def apply_stripe_event(self, payload: bytes, signature: str) -> EventApplied:
+        """A Stripe webhook delivery: verified with the signing secret (the edge
+        verified it too; this service does not act on an unverified call), then applied."""
+        if self.stripe_events is None:
+            raise FailedPrecondition("Stripe events are not configured here (no SHOP_STRIPE_WEBHOOK_SECRET)")
+        try:
+            event = self.stripe_events.read(payload, signature)
+        except InvalidEvent as exc:
+            raise InvalidArgument(str(exc), reason="WEBHOOK_SIGNATURE_INVALID") from exc
+        return await self.apply_payment_event(event)
+
+    async def apply_payment_event(self, event: PaymentEvent) -> EventApplied:
+        """Apply a verified processor event once (by its id), through the same
+        transitions and outbox as the synchronous path."""
+        release = False
+        async with self.store.engine.begin() as conn:
+            payment = None
+            if event.payment_id is not None:
+                payment = await self.store.get_payment(conn, event.payment_id)
+            if payment is None and event.reference:
+                payment = await self.store.payment_by_reference(conn, event.processor, event.reference)
+            order_id = payment.order_id if payment is not None else event.order_id
+            if not await self.store.record_payment_event(conn, event.processor, event.event_id, event.type, order_id):
+                PAYMENT_EVENTS.labels(event.kind.value, "duplicate").inc()
+                return EventApplied(event.event_id, duplicate=True, order_id=order_id, note="already applied")
+            order = await self.store.lock_order(conn, order_id) if order_id is not None else None
+            if event.kind is EventKind.IGNORED or order is None:
+                note = "not an event this service acts on" if event.kind is EventKind.IGNORED else "no such order"
+                PAYMENT_EVENTS.labels(event.kind.value, "ignored").inc()
+                return EventApplied(event.event_id, order_id=order_id, note=note)
+            if payment is not None:  # read again under the order's lock
+                payment = await self.store.get_payment(conn, payment.id)
+            if event.kind is EventKind.SUCCEEDED:
+                note = await self._payment_succeeded(conn, order, payment, event)
+            elif event.kind is EventKind.FAILED:
+                note = await self._payment_failed(conn, order, payment, event)
+            else:
+                note, release = await self._payment_refunded(conn, order, payment)
+        if release:
+            await self.run_stock_action(order.id, "release")
+        applied = bool(note) and not note.startswith("nothing")
+        PAYMENT_EVENTS.labels(event.kind.value, "applied" if applied else "no-op").inc()
+        return EventApplied(event.event_id, applied=applied, order_id=order.id, note=note)
+
+    async def _payment_succeeded(
+        self, conn: AsyncConnection, order: OrderRecord, payment: PaymentRecord | None, event: PaymentEvent
+    ) -> str:
+        if payment is not None and payment.status is PaymentStatus.APPROVED:
+            return "nothing to do: the payment is recorded as approved"
+        if payment is not None and payment.status is PaymentStatus.REFUNDED:
+            return "nothing to do: the payment was refunded"
+        amount = payment.amount if payment is not None else event.amount or order.total
+        if event.amount is not None and event.amount != amount:
+            log.warning("a payment event's amount differs from the payment's", extra={"event_id": event.event_id})
+            return "nothing done: the event's amount differs from the payment's"
+        moment = now()
+        if order.status is Status.PENDING_PAYMENT and amount == order.total:
+            status, note = PaymentStatus.APPROVED, "the order is paid"
+        else:
+            # Money for an order that does not take it (paid otherwise, cancelled, expired, or not
+            # this amount): give it back.
+            await self.processors.of(event.processor).refund(event.reference, amount, payment.id if payment
+                                                              else event.payment_id or uuid.uuid4())  # fmt: skip
+            why = f"the order is {order.status.value}" if amount == order.total else "not the order's total"
+            status, note = PaymentStatus.REFUNDED, f"refunded: {why}"
+        payment_id = payment.id if payment is not None else event.payment_id or uuid.uuid4()
+        refunded_at = moment if status is PaymentStatus.REFUNDED else None
+        if payment is None:
+            await self.store.add_payment(
+                conn,
+                PaymentRecord(
+                    id=payment_id, order_id=order.id, amount=amount, status=status, decline_reason=None,
+                    provider_reference=event.reference, created_at=moment, refunded_at=refunded_at,
+                    processor=event.processor,
+                ),
+            )  # fmt: skip
+        else:
+            await self.store.update_payment(
+                conn, payment_id, status=status.value, decline_reason=None, refunded_at=refunded_at,
+                provider_reference=event.reference or payment.provider_reference,
+            )  # fmt: skip
+        if status is PaymentStatus.APPROVED:
+            await self.store.update_order(conn, order.id, status=Status.PAID.value, paid_at=moment)
+            paid = await self.store.get(order.id, conn)
+            assert paid is not None
+            await add_event(
+                conn, outbox, topic=ORDERS_TOPIC, key=str(order.id), message=events.paid(paid, str(payment_id))
             )
-        if status is PaymentStatus.FAILED:
-            raise Unavailable(
-                "the payment processor failed; nothing was charged, try again",
-                reason="PAYMENT_PROCESSOR_ERROR",
-                metadata={"payment_id": str(payment_id)},
+        return note
+
+    async def _payment_failed(
+        self, conn: AsyncConnection, order: OrderRecord, payment: PaymentRecord | None, event: PaymentEvent
+    ) -> str:
+        reason = (event.decline_reason.value if event.decline_reason else None) or "CARD_DECLINED"
+        if payment is not None:
+            if payment.status is not PaymentStatus.PENDING:
+                return f"nothing to do: the payment is recorded as {payment.status.value}"
+            await self.store.update_payment(
+                conn, payment.id, status=PaymentStatus.DECLINED.value, decline_reason=reason
             )
-        return order, payment
+            return "the payment is declined; the order is still payable"
+        if event.payment_id is None or order.status is not Status.PENDING_PAYMENT:
+            return "nothing to do: no payment of this order is waiting"
+        await self.store.add_payment(
+            conn,
+            PaymentRecord(
+                id=event.payment_id, order_id=order.id, amount=event.amount or order.total,
+                status=PaymentStatus.DECLINED, decline_reason=reason, provider_reference=event.reference,
+                created_at=now(), refunded_at=None, processor=event.processor,
+            ),
+        )  # fmt: skip
+        return "the payment is declined; the order is still payable"
+
+    async def _payment_refunded(
+        self, conn: AsyncConnection, order: OrderRecord, payment: PaymentRecord | None
+    ) -> tuple[str, bool]:
+        """A charge refunded in full at the processor (its dashboard, say): a paid
+        order is cancelled (stock released, OrderCancelled); a shipped one keeps its state."""
+        if payment is None or payment.status is not PaymentStatus.APPROVED:
+            return "nothing to do: no approved payment of this order has that reference", False
+        if order.status is Status.PAID:
+            await self._cancel(conn, order, CancelReason.ADMIN, "refunded at the payment processor", refund=False)
+            return "the order is cancelled and its stock released", True
+        await self.store.refund_payment(conn, payment.id)
+        return f"the payment is marked refunded; the order stays {order.status.value}", False
 
     # --- cancel, ship, deliver, expire ---------------------------------------------------------------
 
@@ -313,14 +543,20 @@ class Orders:
         await self.run_stock_action(order_id, "release")
         return cancelled
 
-    async def _cancel(self, conn: AsyncConnection, order: OrderRecord, reason: CancelReason, note: str) -> OrderRecord:
+    async def _cancel(
+        self, conn: AsyncConnection, order: OrderRecord, reason: CancelReason, note: str, *, refund: bool = True
+    ) -> OrderRecord:
+        """``refund``: give the approved payment back through the processor that took
+        it (False: the processor already did, and said so in an event)."""
         domain.check_transition(order.status, Status.CANCELLED)
         refunded = False
         if order.status is Status.PAID:
             full = await self.store.get(order.id, conn)
             payment = full.approved_payment if full else None
             if payment is not None:
-                await self.processor.refund(payment.provider_reference, payment.amount)
+                if refund:
+                    processor = self.processors.of(payment.processor)
+                    await processor.refund(payment.provider_reference, payment.amount, payment.id)
                 await self.store.refund_payment(conn, payment.id)
                 refunded = True
         await self.store.update_order(
@@ -402,6 +638,10 @@ class Orders:
         for order_id, action in await self.store.due_stock_actions():
             await self.run_stock_action(order_id, action)
         await self.store.purge_keys(now() - timedelta(seconds=self.settings.idempotency_ttl_seconds))
+        await self.store.purge_history(
+            now() - timedelta(seconds=self.settings.payment_event_ttl_seconds),
+            now() - timedelta(seconds=self.settings.cart_ttl_seconds),
+        )
 
     async def sweep_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -417,3 +657,32 @@ class Orders:
         if not (caller.admin or caller.user_id == user_id):
             raise PermissionDenied("only the user themself or an admin may ask this")
         return await self.store.first_delivery(user_id, product_id)
+
+
+def _refusal(payment: PaymentRecord, result: ChargeResult | None) -> DomainError:
+    """What a payment that was not approved answers (the same whether just
+    attempted or answered from its record)."""
+    metadata = {"payment_id": str(payment.id)}
+    if payment.status is PaymentStatus.DECLINED:
+        if payment.decline_reason == "INSUFFICIENT_FUNDS":
+            return FailedPrecondition("the payment was declined: insufficient funds; the order is still payable",
+                                      reason="INSUFFICIENT_FUNDS", metadata=metadata)  # fmt: skip
+        return FailedPrecondition(
+            "the payment was declined; the order is still payable with another payment method",
+            reason="PAYMENT_DECLINED", metadata=metadata,
+        )  # fmt: skip
+    if payment.status is PaymentStatus.PENDING:
+        if result is None or result.outcome is Outcome.UNKNOWN:
+            return Unavailable(
+                "the payment processor did not answer; the payment may have gone through: retry with the same"
+                " Idempotency-Key to learn its outcome (it is never charged twice)",
+                reason="PAYMENT_OUTCOME_UNKNOWN", metadata=metadata,
+            )  # fmt: skip
+        return FailedPrecondition(
+            "the payment processor has not confirmed the payment yet; the order becomes PAID when it does",
+            reason="PAYMENT_PENDING", metadata=metadata,
+        )  # fmt: skip
+    if payment.status is PaymentStatus.FAILED:
+        return Unavailable("the payment processor failed; nothing was charged, try again",
+                           reason="PAYMENT_PROCESSOR_ERROR", metadata=metadata)  # fmt: skip
+    return FailedPrecondition(f"the payment is {payment.status.value}", reason="INVALID_STATE", metadata=metadata)

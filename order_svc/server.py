@@ -246,3 +246,13 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
             require_uuid(request.product_id, "product_id", "a product id"),
         )
         return order_pb2.HasPurchasedResponse(purchased=delivered is not None, first_delivered_at=_ts(delivered))
+
+    async def HandleStripeEvent(
+        self, request: order_pb2.HandleStripeEventRequest, context: Context
+    ) -> order_pb2.HandleStripeEventResponse:
+        # No caller token: the event's signature (verified in the use case) is its credential.
+        done = await self.orders.apply_stripe_event(request.payload, request.signature)
+        return order_pb2.HandleStripeEventResponse(
+            event_id=done.event_id, duplicate=done.duplicate, applied=done.applied,
+            order_id=str(done.order_id) if done.order_id else "", note=done.note,
+        )  # fmt: skip

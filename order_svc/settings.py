@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
-from common.settings import SERVICE_PORTS, KafkaSettings, PostgresSettings, RedisSettings, ServiceSettings
+from common.settings import (
+    SERVICE_PORTS,
+    KafkaSettings,
+    PaymentSettings,
+    PostgresSettings,
+    RedisSettings,
+    ServiceSettings,
+)
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/shop_order"
 
 
-class OrderSettings(ServiceSettings, PostgresSettings, KafkaSettings, RedisSettings):
+class OrderSettings(ServiceSettings, PostgresSettings, KafkaSettings, RedisSettings, PaymentSettings):
     service_name: ClassVar[str] = "order_svc"
 
     port: int = SERVICE_PORTS["order_svc"]
@@ -54,3 +61,31 @@ class OrderSettings(ServiceSettings, PostgresSettings, KafkaSettings, RedisSetti
 
     # The outbox relay publishing this service's events.
     relay_enabled: bool = True
+
+    # Payments (order_svc/payments/): SHOP_PAYMENT_PROCESSOR picks the processor
+    # (common/settings.py PaymentSettings).  The test processor moves no money, so
+    # production refuses it, unless this says the deployment is a staging one.
+    allow_test_payments_in_staging: bool = False
+    # Stripe: the secret key (sk_...), where its API answers (stripe-mock locally:
+    # devstack sets SHOP_STRIPE_API_BASE), the deadline of one call in seconds, and
+    # how often the SDK retries a call that got no answer (with the same idempotency key).
+    stripe_secret_key: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_timeout: float = Field(10.0, gt=0)
+    stripe_max_network_retries: int = Field(2, ge=0, le=10)
+    # Applied processor events are remembered this long (Stripe redelivers for 3 days).
+    payment_event_ttl_seconds: int = Field(30 * 24 * 3600, ge=3600)
+
+    @model_validator(mode="after")
+    def _no_test_payments_in_production(self) -> Self:
+        if self.env == "production" and self.payment_processor == "test" and not self.allow_test_payments_in_staging:
+            raise ValueError(
+                "SHOP_PAYMENT_PROCESSOR=test takes no real money and is refused in production: set"
+                " SHOP_PAYMENT_PROCESSOR=stripe (with SHOP_STRIPE_SECRET_KEY and SHOP_STRIPE_WEBHOOK_SECRET),"
+                " or SHOP_ALLOW_TEST_PAYMENTS_IN_STAGING=true on a staging deployment"
+            )
+        return self
+
+    @property
+    def test_payments_allowed(self) -> bool:
+        return self.env != "production" or self.allow_test_payments_in_staging

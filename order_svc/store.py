@@ -10,6 +10,10 @@ Besides orders, their lines and payments it keeps:
 * ``stock_actions``: releases and commits of reservations still to be sent to
   product_svc, written in the same transaction as the state change that needs
   them, so none is lost when product_svc is down;
+* ``payment_events``: the payment processor's events (Stripe webhooks) already
+  applied, by id, written in the transaction of their effect;
+* ``cart_checkouts``: which order a cart generation became, written in the
+  order's transaction, so one cart generation never becomes two orders;
 * ``outbox``: the events (common/outbox.py).
 """
 
@@ -112,6 +116,16 @@ payments = Table(
     Column("provider_reference", Text, nullable=False, server_default=""),
     Column("created_at", TZ, nullable=False),
     Column("refunded_at", TZ),
+    # The processor that took it ("test" | "stripe"): the one that refunds it.
+    Column("processor", Text, nullable=False, server_default="test"),
+)
+# At most one approved charge per order: never charged twice.
+Index("payments_one_charge", payments.c.order_id, unique=True, postgresql_where=payments.c.status == "APPROVED")
+Index(
+    "payments_reference",
+    payments.c.processor,
+    payments.c.provider_reference,
+    postgresql_where=payments.c.provider_reference != "",
 )
 
 idempotency_keys = Table(
@@ -126,6 +140,8 @@ idempotency_keys = Table(
     Column("response", LargeBinary),
     Column("locked_until", TZ, nullable=False),
     Column("created_at", TZ, nullable=False),
+    # This claim's own token: only the current holder completes, releases or lapses the key.
+    Column("holder", Uuid, nullable=False, server_default=func.gen_random_uuid()),
     PrimaryKeyConstraint("user_id", "scope", "key"),
 )
 Index("idempotency_keys_created", idempotency_keys.c.created_at)
@@ -147,6 +163,29 @@ stock_actions = Table(
     PrimaryKeyConstraint("order_id", "action"),
 )
 
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("processor", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("order_id", Uuid),
+    Column("received_at", TZ, nullable=False),
+    PrimaryKeyConstraint("processor", "event_id"),
+)
+Index("payment_events_received", payment_events.c.received_at)
+
+cart_checkouts = Table(
+    "cart_checkouts",
+    metadata,
+    Column("owner", Text, nullable=False),
+    Column("generation", Text, nullable=False),
+    Column("order_id", Uuid, nullable=False),
+    Column("created_at", TZ, nullable=False),
+    PrimaryKeyConstraint("owner", "generation"),
+)
+Index("cart_checkouts_created", cart_checkouts.c.created_at)
+
 outbox = outbox_table(metadata)
 
 
@@ -162,6 +201,8 @@ class PaymentStatus(StrEnum):
     DECLINED = "DECLINED"
     FAILED = "FAILED"
     REFUNDED = "REFUNDED"
+    # The processor has not said yet: its answer was lost, or it confirms later (a webhook).
+    PENDING = "PENDING"
 
 
 @dataclass
@@ -174,6 +215,7 @@ class PaymentRecord:
     provider_reference: str
     created_at: datetime
     refunded_at: datetime | None
+    processor: str = "test"
 
 
 @dataclass
@@ -244,6 +286,7 @@ def _payment(row: Any) -> PaymentRecord:
         provider_reference=row.provider_reference,
         created_at=row.created_at,
         refunded_at=row.refunded_at,
+        processor=row.processor,
     )
 
 
@@ -258,6 +301,7 @@ class Claim:
     replay: bytes | None = None  # the stored response of a completed request
     busy: bool = False  # another request with this key is running right now
     noted: bool = False  # the pending-reservation note for resource_id was written with the claim
+    holder: uuid.UUID | None = None  # this claim's token (None: no key, a replay, or busy)
 
 
 class Store:
@@ -285,15 +329,20 @@ class Store:
         id: a reservation is never shared by two holders, the earlier holder's
         note stays for the sweeper, and should the earlier holder still finish,
         it finds the key no longer its own (:meth:`complete_key`).  Without it
-        a takeover keeps the earlier holder's resource id (a payment id, which
-        the payment provider deduplicates)."""
+        a takeover keeps the earlier holder's resource id (a payment id: a
+        retry reaches the processor with the same idempotency key, and finds
+        the payment recorded under it, if any).
+
+        Every claim gets a holder token of its own, a takeover too: only the
+        current holder completes, releases or lapses the key."""
         t = idempotency_keys
         moment = now()
+        holder = uuid.uuid4()
 
         async def start(conn: AsyncConnection, claimed: uuid.UUID) -> Claim:
             if reserving:
                 await self._note_pending_reservation(conn, claimed)
-            return Claim(resource_id=claimed, noted=reserving)
+            return Claim(resource_id=claimed, noted=reserving, holder=holder)
 
         async with self.engine.begin() as conn:
             inserted = await conn.scalar(
@@ -306,6 +355,7 @@ class Store:
                     resource_id=resource_id,
                     locked_until=moment + timedelta(seconds=lease),
                     created_at=moment,
+                    holder=holder,
                 )
                 .on_conflict_do_nothing()
                 .returning(t.c.resource_id)
@@ -327,6 +377,7 @@ class Store:
                         resource_id=resource_id,
                         locked_until=moment + timedelta(seconds=lease),
                         created_at=moment,
+                        holder=holder,
                     )
                 )
                 return await start(conn, resource_id)
@@ -341,7 +392,7 @@ class Store:
             await conn.execute(
                 update(t)
                 .where(t.c.user_id == user_id, t.c.scope == scope, t.c.key == key)
-                .values(locked_until=moment + timedelta(seconds=lease), resource_id=taken)
+                .values(locked_until=moment + timedelta(seconds=lease), resource_id=taken, holder=holder)
             )
             return await start(conn, taken)
 
@@ -362,47 +413,85 @@ class Store:
         return "mismatch" if row.request_hash != request_hash else bytes(row.response)
 
     @staticmethod
-    async def complete_key(
-        conn: AsyncConnection, user_id: uuid.UUID, scope: str, key: str, resource_id: uuid.UUID, response: bytes
-    ) -> bool:
-        """Store the response of the request holding the key for ``resource_id``;
-        False when the key is no longer held for it (released, completed, or
-        taken over by a reserving request, which gets a fresh id; a payment's
-        takeover keeps the id, so this cannot tell its two holders apart)."""
+    def _held(user_id: uuid.UUID, scope: str, key: str, holder: uuid.UUID) -> Any:
         t = idempotency_keys
+        return and_(t.c.user_id == user_id, t.c.scope == scope, t.c.key == key, t.c.holder == holder,
+                    t.c.done.is_(False))  # fmt: skip
+
+    @staticmethod
+    async def complete_key(
+        conn: AsyncConnection, user_id: uuid.UUID, scope: str, key: str, holder: uuid.UUID, response: bytes
+    ) -> bool:
+        """Store the response of the request holding the key; False when the key is
+        no longer ``holder``'s (released, completed, or taken over by a retry)."""
         result = await conn.execute(
-            update(t)
-            .where(
-                t.c.user_id == user_id,
-                t.c.scope == scope,
-                t.c.key == key,
-                t.c.resource_id == resource_id,
-                t.c.done.is_(False),
-            )
+            update(idempotency_keys)
+            .where(Store._held(user_id, scope, key, holder))
             .values(done=True, response=response)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def release_key(self, user_id: uuid.UUID, scope: str, key: str, resource_id: uuid.UUID) -> None:
+    async def release_key(self, user_id: uuid.UUID, scope: str, key: str, holder: uuid.UUID) -> None:
         """Forget a claimed key whose request failed, so a retry runs again; a
-        key taken over under another resource id in the meantime (see
-        :meth:`claim_key`) is left to its new holder."""
-        t = idempotency_keys
+        key taken over in the meantime (see :meth:`claim_key`) is left to its new holder."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(idempotency_keys).where(self._held(user_id, scope, key, holder)))
+
+    async def lapse_key(self, user_id: uuid.UUID, scope: str, key: str, holder: uuid.UUID) -> None:
+        """End ``holder``'s lease now and keep the key: a retry takes it over at once
+        under the same resource id (a payment whose outcome the processor has not
+        given yet is asked about again with the same idempotency key)."""
         async with self.engine.begin() as conn:
             await conn.execute(
-                delete(t).where(
-                    t.c.user_id == user_id,
-                    t.c.scope == scope,
-                    t.c.key == key,
-                    t.c.resource_id == resource_id,
-                    t.c.done.is_(False),
-                )
+                update(idempotency_keys).where(self._held(user_id, scope, key, holder)).values(locked_until=now())
             )
 
     async def purge_keys(self, older_than: datetime) -> int:
         async with self.engine.begin() as conn:
             result = await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.created_at < older_than))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def purge_history(self, events_before: datetime, checkouts_before: datetime) -> None:
+        """Forget processor events and cart checkouts too old to come back
+        (processors stop redelivering after days; a cart expires)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(payment_events).where(payment_events.c.received_at < events_before))
+            await conn.execute(delete(cart_checkouts).where(cart_checkouts.c.created_at < checkouts_before))
+
+    # --- processor events and cart checkouts ---------------------------------------------
+
+    @staticmethod
+    async def record_payment_event(
+        conn: AsyncConnection, processor: str, event_id: str, type_: str, order_id: uuid.UUID | None
+    ) -> bool:
+        """Note a processor event as applied; False when it was already (a redelivery)."""
+        inserted = await conn.scalar(
+            pg_insert(payment_events)
+            .values(processor=processor, event_id=event_id, type=type_, order_id=order_id, received_at=now())
+            .on_conflict_do_nothing()
+            .returning(payment_events.c.event_id)
+        )
+        return inserted is not None
+
+    @staticmethod
+    async def record_cart_checkout(
+        conn: AsyncConnection, owner: str, generation: str, order_id: uuid.UUID
+    ) -> uuid.UUID | None:
+        """Note that this cart generation became ``order_id``; the order it already
+        became when it did (the caller must roll back), else None."""
+        c = cart_checkouts
+        inserted = await conn.scalar(
+            pg_insert(c)
+            .values(owner=owner, generation=generation, order_id=order_id, created_at=now())
+            .on_conflict_do_nothing()
+            .returning(c.c.order_id)
+        )
+        if inserted is not None:
+            return None
+        earlier: uuid.UUID | None = await conn.scalar(
+            select(c.c.order_id).where(c.c.owner == owner, c.c.generation == generation)
+        )
+        return earlier or order_id
 
     # --- the reservation safety net -------------------------------------------------------
 
@@ -571,8 +660,30 @@ class Store:
                 decline_reason=payment.decline_reason,
                 provider_reference=payment.provider_reference,
                 created_at=payment.created_at,
+                refunded_at=payment.refunded_at,
+                processor=payment.processor,
             )
         )
+
+    @staticmethod
+    async def get_payment(conn: AsyncConnection, payment_id: uuid.UUID) -> PaymentRecord | None:
+        row = (await conn.execute(select(payments).where(payments.c.id == payment_id))).one_or_none()
+        return _payment(row) if row else None
+
+    @staticmethod
+    async def payment_by_reference(conn: AsyncConnection, processor: str, reference: str) -> PaymentRecord | None:
+        if not reference:
+            return None
+        row = (
+            await conn.execute(
+                select(payments).where(payments.c.processor == processor, payments.c.provider_reference == reference)
+            )
+        ).first()
+        return _payment(row) if row else None
+
+    @staticmethod
+    async def update_payment(conn: AsyncConnection, payment_id: uuid.UUID, **values: Any) -> None:
+        await conn.execute(update(payments).where(payments.c.id == payment_id).values(**values))
 
     @staticmethod
     async def refund_payment(conn: AsyncConnection, payment_id: uuid.UUID) -> None:

@@ -19,6 +19,7 @@ from devstack.cluster import Cluster
 from devstack.docstore import FerretDB
 from devstack.process import tail
 from devstack.servers import S3, Jaeger, Kafka, Postgres, Redis, Server
+from devstack.stripe_mock import StripeMock
 
 S = TypeVar("S", bound=Server)
 
@@ -30,6 +31,7 @@ SERVER_FIXTURES = {
     "mongo": "mongo",
     "s3": "s3",
     "jaeger": "jaeger",
+    "stripe_mock": "stripe_mock",
 }
 
 
@@ -140,6 +142,11 @@ def s3(cluster: Cluster) -> S3:
 @pytest.fixture(scope="session")
 def jaeger(cluster: Cluster) -> Jaeger:
     return _server(cluster, Jaeger)
+
+
+@pytest.fixture(scope="session")
+def stripe_mock(cluster: Cluster) -> StripeMock:
+    return _server(cluster, StripeMock)
 
 
 @pytest.fixture(scope="session")

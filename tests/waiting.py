@@ -55,7 +55,8 @@ class Receiver:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 self.requests.append((headers, body))
                 status = self.statuses[min(len(self.requests), len(self.statuses)) - 1]
-                writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok".encode())
+                body = b"" if status == 204 else b"ok"
+                writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

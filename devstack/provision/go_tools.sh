@@ -3,9 +3,9 @@
 #
 #   bash devstack/provision/go_tools.sh [tool ...]
 #
-#   tools:  ferretdb minio jaeger grpcurl ghz kustomize   ("all" = every one of them)
-#   no args = ferretdb minio jaeger grpcurl     (ghz, a benchmark tool, and kustomize, for the
-#             deploy checks, only when named or with "all")
+#   tools:  ferretdb minio jaeger grpcurl stripe-mock ghz kustomize   ("all" = every one of them)
+#   no args = ferretdb minio jaeger grpcurl stripe-mock     (ghz, a benchmark tool, and kustomize,
+#             for the deploy checks, only when named or with "all")
 #
 # Idempotent: a tool whose binary exists and whose stamp $BIN/.<tool>.version holds the pinned
 # version is skipped ("cached"). FORCE=1 rebuilds anyway. Prints one line per tool; the go
@@ -26,12 +26,16 @@ MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 JAEGER_VERSION=v1.76.0
 JAEGER_V2_VERSION=v2.13.0
 GRPCURL_VERSION=v1.9.4
+# stripe-mock: Stripe's API (its OpenAPI spec and fixtures) on loopback for the Stripe adapter's tests
+# and `SHOP_PAYMENT_PROCESSOR=stripe` in the local cluster (devstack/stripe_mock.py). Its fixtures
+# file is copied next to the binary: devstack starts it with a variant of them.
+STRIPE_MOCK_VERSION=v0.203.0
 GHZ_VERSION=v0.121.0
 # kustomize renders deploy/k8s (devstack/provision/deploy_tools.sh).
 KUSTOMIZE_VERSION=v5.8.1  # v5.8.2+ need Go >= 1.26; this stack asks for 1.25
 
-DEFAULT_TOOLS=(ferretdb minio jaeger grpcurl)
-ALL_TOOLS=(ferretdb minio jaeger grpcurl ghz kustomize)
+DEFAULT_TOOLS=(ferretdb minio jaeger grpcurl stripe-mock)
+ALL_TOOLS=(ferretdb minio jaeger grpcurl stripe-mock ghz kustomize)
 # -----------------------------------------------------------------------------------------------
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -71,6 +75,7 @@ stamp_for() {
         minio) echo "$MINIO_VERSION" ;;
         jaeger) echo "$JAEGER_VERSION" ;;
         grpcurl) echo "$GRPCURL_VERSION" ;;
+        stripe-mock) echo "$STRIPE_MOCK_VERSION" ;;
         ghz) echo "$GHZ_VERSION" ;;
         kustomize) echo "$KUSTOMIZE_VERSION" ;;
         *) echo "go_tools: unknown tool '$1' (known: ${ALL_TOOLS[*]} all)" >&2; return 1 ;;
@@ -126,6 +131,15 @@ build_jaeger() {
 build_grpcurl() {
     go install -trimpath -ldflags "-X main.version=$GRPCURL_VERSION" \
         "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
+}
+
+build_stripe-mock() {
+    local mod=github.com/stripe/stripe-mock dir
+    go install -trimpath "$mod@$STRIPE_MOCK_VERSION"
+    # The fixtures the binary embeds, for `stripe-mock -fixtures` (devstack/stripe_mock.py).
+    dir=$(go mod download -json "$mod@$STRIPE_MOCK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [[ -f $dir/embedded/openapi/fixtures3.json ]] || { echo "no fixtures3.json in $mod@$STRIPE_MOCK_VERSION"; return 1; }
+    install -m 644 "$dir/embedded/openapi/fixtures3.json" "$BIN/stripe-mock-fixtures.json"
 }
 
 build_ghz() {

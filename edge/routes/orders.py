@@ -263,8 +263,13 @@ async def get_order(request: Request) -> Order:
     body=PaymentIn, response=PaidOrder, auth=True, errors=(402, 404, 409, 422, 502),
 )  # fmt: skip
 async def pay_order(request: Request, body: PaymentIn) -> PaidOrder:
-    """Test tokens: ``tok_approve``, ``tok_decline``, ``tok_insufficient_funds``,
-    ``tok_processor_error``. A declined payment (402) leaves the order payable."""
+    """With the test processor (``SHOP_PAYMENT_PROCESSOR=test``, the default) the
+    tokens are ``tok_approve``, ``tok_decline``, ``tok_insufficient_funds``,
+    ``tok_processor_error``; with Stripe a PaymentMethod id (``pm_card_visa``…).
+    A declined payment (402) leaves the order payable. 409 ``payment_pending``: the
+    processor confirms later (the order becomes paid by its webhook). 502: the
+    processor failed (nothing charged) or did not answer (``payment_outcome_unknown``:
+    retry with the same Idempotency-Key; it is never charged twice)."""
     reply = await upstreams(request).order.PayOrder(
         order_pb2.PayOrderRequest(
             order_id=request.path_params["order_id"],

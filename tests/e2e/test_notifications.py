@@ -19,6 +19,7 @@ import pytest
 
 from devstack.cluster import Cluster
 from tests.e2e.helpers import admin_session, assert_problem, bearer, register
+from tests.waiting import Receiver
 
 ADDRESS = {"recipient_name": "Ann Buyer", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
            "country_code": "DE"}  # fmt: skip
@@ -190,42 +191,9 @@ async def test_feeds_and_streams_need_a_token_and_announcements_an_admin(
     assert_problem(await http.get("/api/v1/notifications", headers=bearer(customer), params={"page_token": "x"}), 400)
 
 
-class Receiver:
-    """A webhook receiver on loopback that answers 200 and keeps what it got."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Receiver:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        assert self.server is not None
-        self.server.close()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/shop"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while await reader.readline():
-                headers: dict[str, str] = {}
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.decode().partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                self.requests.append((headers, await reader.readexactly(int(headers["content-length"]))))
-                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-                await writer.drain()
-        writer.close()
-
-
 async def test_webhooks_through_the_edge(http: httpx.AsyncClient, admin: dict[str, Any]) -> None:
     user = await register(http)
-    async with Receiver() as receiver:
+    async with Receiver(204) as receiver:
         created = await http.post(
             "/api/v1/webhooks", headers=bearer(user),
             json={"url": receiver.url, "description": "mine", "kinds": ["announcement"]},

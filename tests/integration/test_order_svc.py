@@ -20,9 +20,11 @@ from common.clients import pg_engine
 from common.errors import Aborted, problem_from_rpc_error
 from common.validation import Address
 from devstack.cluster import Cluster
-from order_svc import domain as order_domain, payments
+from order_svc import domain as order_domain
 from order_svc.domain import Item, ShippingMethod
 from order_svc.orders import Caller, Keyed, Orders
+from order_svc.payments import Processors
+from order_svc.payments.testing import TestProcessor
 from order_svc.products import ProductClient
 from order_svc.settings import OrderSettings
 from order_svc.store import Claim, Store
@@ -470,7 +472,7 @@ async def orders(shop: Shop, postgres) -> AsyncIterator[Orders]:
     engine = pg_engine(postgres.url("shop_order"), pool_size=2)
     channel = grpc.aio.insecure_channel(shop.cluster.addr("product_svc"))
     settings = OrderSettings(database_url=postgres.url("shop_order"))
-    yield Orders(Store(engine), ProductClient(channel, 5.0), payments.TestProcessor(), settings)
+    yield Orders(Store(engine), ProductClient(channel, 5.0), Processors(TestProcessor()), settings)
     await channel.close()
     await engine.dispose()
 
@@ -501,10 +503,12 @@ async def test_a_holder_whose_key_was_taken_over_takes_its_order_back(shop: Shop
         assert await shop.stock(product) == 5
         assert await store.get(slow.resource_id) is None
         assert (note_of(postgres, str(slow.resource_id)), note_of(postgres, str(retry.resource_id))) == (0, 1)
-        await store.release_key(caller.user_id, "create", key, slow.resource_id)  # what create does next
+        assert slow.holder is not None and retry.holder is not None
+        await store.release_key(caller.user_id, "create", key, slow.holder)  # what create does next
         assert key_rows(postgres, caller.user_id) == [(retry.resource_id, False)]
     finally:
-        await store.release_key(caller.user_id, "create", key, retry.resource_id)
+        assert retry.holder is not None
+        await store.release_key(caller.user_id, "create", key, retry.holder)
         await store.drop_pending_reservation(retry.resource_id)
 
 

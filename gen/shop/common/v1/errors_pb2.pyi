@@ -76,6 +76,19 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: checkout of an empty cart, or a cart with flagged lines."""
     ERROR_REASON_INVALID_CART_TOKEN: _ErrorReason.ValueType  # 45
     """UNAUTHENTICATED: guest cart token expired, forged or malformed."""
+    ERROR_REASON_PAYMENT_PENDING: _ErrorReason.ValueType  # 46
+    """FAILED_PRECONDITION: the payment processor has not confirmed the payment
+    yet, or another payment of the order awaits its answer. Metadata: payment_id.
+    """
+    ERROR_REASON_PAYMENT_OUTCOME_UNKNOWN: _ErrorReason.ValueType  # 47
+    """UNAVAILABLE: the payment processor did not answer; the payment may have gone
+    through. Retry with the same idempotency key (never charged twice) (edge: 502).
+    Metadata: payment_id.
+    """
+    ERROR_REASON_CART_CHECKOUT_IN_PROGRESS: _ErrorReason.ValueType  # 48
+    """ABORTED: another checkout of this cart is running (edge: 409)."""
+    ERROR_REASON_CART_ALREADY_CHECKED_OUT: _ErrorReason.ValueType  # 49
+    """FAILED_PRECONDITION: this cart, as it is, already became an order. Metadata: order_id."""
     ERROR_REASON_DEPENDENCY_UNAVAILABLE: _ErrorReason.ValueType  # 60
     """UNAVAILABLE: a service this call depends on is down or timed out; nothing was
     changed. Metadata: dependency (e.g. "product_svc").
@@ -86,6 +99,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_LIMIT_REACHED: _ErrorReason.ValueType  # 62
     """RESOURCE_EXHAUSTED: per-user limit reached (e.g. number of webhooks)."""
+    ERROR_REASON_WEBHOOK_SIGNATURE_INVALID: _ErrorReason.ValueType  # 63
+    """INVALID_ARGUMENT: a payment processor's webhook whose signature does not
+    verify (tampered, stale, unsigned), or that is not an event.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable reasons for failed calls.
@@ -160,6 +177,19 @@ ERROR_REASON_CART_NOT_CHECKOUTABLE: ErrorReason.ValueType  # 44
 """FAILED_PRECONDITION: checkout of an empty cart, or a cart with flagged lines."""
 ERROR_REASON_INVALID_CART_TOKEN: ErrorReason.ValueType  # 45
 """UNAUTHENTICATED: guest cart token expired, forged or malformed."""
+ERROR_REASON_PAYMENT_PENDING: ErrorReason.ValueType  # 46
+"""FAILED_PRECONDITION: the payment processor has not confirmed the payment
+yet, or another payment of the order awaits its answer. Metadata: payment_id.
+"""
+ERROR_REASON_PAYMENT_OUTCOME_UNKNOWN: ErrorReason.ValueType  # 47
+"""UNAVAILABLE: the payment processor did not answer; the payment may have gone
+through. Retry with the same idempotency key (never charged twice) (edge: 502).
+Metadata: payment_id.
+"""
+ERROR_REASON_CART_CHECKOUT_IN_PROGRESS: ErrorReason.ValueType  # 48
+"""ABORTED: another checkout of this cart is running (edge: 409)."""
+ERROR_REASON_CART_ALREADY_CHECKED_OUT: ErrorReason.ValueType  # 49
+"""FAILED_PRECONDITION: this cart, as it is, already became an order. Metadata: order_id."""
 ERROR_REASON_DEPENDENCY_UNAVAILABLE: ErrorReason.ValueType  # 60
 """UNAVAILABLE: a service this call depends on is down or timed out; nothing was
 changed. Metadata: dependency (e.g. "product_svc").
@@ -170,4 +200,8 @@ address (refused outside development mode).
 """
 ERROR_REASON_LIMIT_REACHED: ErrorReason.ValueType  # 62
 """RESOURCE_EXHAUSTED: per-user limit reached (e.g. number of webhooks)."""
+ERROR_REASON_WEBHOOK_SIGNATURE_INVALID: ErrorReason.ValueType  # 63
+"""INVALID_ARGUMENT: a payment processor's webhook whose signature does not
+verify (tampered, stale, unsigned), or that is not an event.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -165,9 +165,15 @@ class CartServiceServicer:
         """Places an order from the caller's cart through the same saga as
         OrderService.CreateOrder (same pricing, reservation, outbox and
         idempotency). The cart is cleared only when the order is created and stays
-        intact on any failure. Signed in (a guest merges first).
+        intact on any failure. A cart checks out once, whatever the idempotency
+        keys of concurrent checkouts: while one runs the others are refused, and a
+        cart (as of its last change) that already became an order never becomes a
+        second one. Signed in (a guest merges first).
         Errors: as CreateOrder, plus FAILED_PRECONDITION (CART_NOT_CHECKOUTABLE:
-        empty cart or a flagged line) and INVALID_ARGUMENT (no shipping method).
+        empty cart or a flagged line; CART_ALREADY_CHECKED_OUT with the order_id it
+        became, the cart is then emptied of that order), ABORTED
+        (CART_CHECKOUT_IN_PROGRESS: another checkout of this cart is running) and
+        INVALID_ARGUMENT (no shipping method).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -77,9 +77,15 @@ class CartServiceStub:
     """Places an order from the caller's cart through the same saga as
     OrderService.CreateOrder (same pricing, reservation, outbox and
     idempotency). The cart is cleared only when the order is created and stays
-    intact on any failure. Signed in (a guest merges first).
+    intact on any failure. A cart checks out once, whatever the idempotency
+    keys of concurrent checkouts: while one runs the others are refused, and a
+    cart (as of its last change) that already became an order never becomes a
+    second one. Signed in (a guest merges first).
     Errors: as CreateOrder, plus FAILED_PRECONDITION (CART_NOT_CHECKOUTABLE:
-    empty cart or a flagged line) and INVALID_ARGUMENT (no shipping method).
+    empty cart or a flagged line; CART_ALREADY_CHECKED_OUT with the order_id it
+    became, the cart is then emptied of that order), ABORTED
+    (CART_CHECKOUT_IN_PROGRESS: another checkout of this cart is running) and
+    INVALID_ARGUMENT (no shipping method).
     """
 
 @_typing.type_check_only
@@ -131,9 +137,15 @@ class CartServiceAsyncStub(CartServiceStub):
     """Places an order from the caller's cart through the same saga as
     OrderService.CreateOrder (same pricing, reservation, outbox and
     idempotency). The cart is cleared only when the order is created and stays
-    intact on any failure. Signed in (a guest merges first).
+    intact on any failure. A cart checks out once, whatever the idempotency
+    keys of concurrent checkouts: while one runs the others are refused, and a
+    cart (as of its last change) that already became an order never becomes a
+    second one. Signed in (a guest merges first).
     Errors: as CreateOrder, plus FAILED_PRECONDITION (CART_NOT_CHECKOUTABLE:
-    empty cart or a flagged line) and INVALID_ARGUMENT (no shipping method).
+    empty cart or a flagged line; CART_ALREADY_CHECKED_OUT with the order_id it
+    became, the cart is then emptied of that order), ABORTED
+    (CART_CHECKOUT_IN_PROGRESS: another checkout of this cart is running) and
+    INVALID_ARGUMENT (no shipping method).
     """
 
 class CartServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -230,9 +242,15 @@ class CartServiceServicer(metaclass=_abc_1.ABCMeta):
         """Places an order from the caller's cart through the same saga as
         OrderService.CreateOrder (same pricing, reservation, outbox and
         idempotency). The cart is cleared only when the order is created and stays
-        intact on any failure. Signed in (a guest merges first).
+        intact on any failure. A cart checks out once, whatever the idempotency
+        keys of concurrent checkouts: while one runs the others are refused, and a
+        cart (as of its last change) that already became an order never becomes a
+        second one. Signed in (a guest merges first).
         Errors: as CreateOrder, plus FAILED_PRECONDITION (CART_NOT_CHECKOUTABLE:
-        empty cart or a flagged line) and INVALID_ARGUMENT (no shipping method).
+        empty cart or a flagged line; CART_ALREADY_CHECKED_OUT with the order_id it
+        became, the cart is then emptied of that order), ABORTED
+        (CART_CHECKOUT_IN_PROGRESS: another checkout of this cart is running) and
+        INVALID_ARGUMENT (no shipping method).
         """
 
 def add_CartServiceServicer_to_server(servicer: CartServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -113,7 +113,13 @@ class _PaymentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Payment
     PAYMENT_STATUS_FAILED: _PaymentStatus.ValueType  # 3
     """The processor failed; nothing was charged."""
     PAYMENT_STATUS_REFUNDED: _PaymentStatus.ValueType  # 4
-    """Charged, then refunded (the order was cancelled after payment)."""
+    """Charged, then refunded (the order was cancelled after payment, or the
+    money came for an order that no longer took it).
+    """
+    PAYMENT_STATUS_PENDING: _PaymentStatus.ValueType  # 5
+    """The processor has not given its outcome yet: it did not answer (retry with
+    the same idempotency key), or it confirms later (a webhook).
+    """
 
 class PaymentStatus(_PaymentStatus, metaclass=_PaymentStatusEnumTypeWrapper):
     """Outcome of one payment attempt (or a refund)."""
@@ -126,7 +132,13 @@ PAYMENT_STATUS_DECLINED: PaymentStatus.ValueType  # 2
 PAYMENT_STATUS_FAILED: PaymentStatus.ValueType  # 3
 """The processor failed; nothing was charged."""
 PAYMENT_STATUS_REFUNDED: PaymentStatus.ValueType  # 4
-"""Charged, then refunded (the order was cancelled after payment)."""
+"""Charged, then refunded (the order was cancelled after payment, or the
+money came for an order that no longer took it).
+"""
+PAYMENT_STATUS_PENDING: PaymentStatus.ValueType  # 5
+"""The processor has not given its outcome yet: it did not answer (retry with
+the same idempotency key), or it confirms later (a webhook).
+"""
 Global___PaymentStatus: _TypeAlias = PaymentStatus  # noqa: Y015
 
 class _PaymentDeclineReason:
@@ -639,9 +651,10 @@ class PayOrderRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     payment_method_token: _builtins.str
-    """Token of a payment method from the payment provider. The built-in test
-    provider knows "tok_approve", "tok_decline", "tok_insufficient_funds" and
-    "tok_processor_error".
+    """Token of a payment method from the payment processor. The test processor
+    knows "tok_approve", "tok_decline", "tok_insufficient_funds" and
+    "tok_processor_error"; with Stripe it is a PaymentMethod id (pm_..., e.g.
+    Stripe's test "pm_card_visa").
     """
     idempotency_key: _builtins.str
     """See CreateOrderRequest.idempotency_key."""
@@ -862,3 +875,62 @@ class HasPurchasedResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HasPurchasedResponse: _TypeAlias = HasPurchasedResponse  # noqa: Y015
+
+@_typing.final
+class HandleStripeEventRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    payload: _builtins.bytes
+    """The request body exactly as Stripe sent it (the signature covers its bytes)."""
+    signature: _builtins.str
+    """The Stripe-Signature header."""
+    def __init__(
+        self,
+        *,
+        payload: _builtins.bytes = ...,
+        signature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandleStripeEventRequest: _TypeAlias = HandleStripeEventRequest  # noqa: Y015
+
+@_typing.final
+class HandleStripeEventResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    duplicate: _builtins.bool
+    """The event was applied before (Stripe delivers at least once): nothing done."""
+    applied: _builtins.bool
+    """The event changed a payment or an order."""
+    order_id: _builtins.str
+    """The order the event is about, when known."""
+    note: _builtins.str
+    """What the event did, for the logs."""
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        duplicate: _builtins.bool = ...,
+        applied: _builtins.bool = ...,
+        order_id: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "duplicate", b"duplicate", "event_id", b"event_id", "note", b"note", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandleStripeEventResponse: _TypeAlias = HandleStripeEventResponse  # noqa: Y015

@@ -92,6 +92,11 @@ class OrderServiceStub:
                 request_serializer=shop_dot_order_dot_v1_dot_order__pb2.HasPurchasedRequest.SerializeToString,
                 response_deserializer=shop_dot_order_dot_v1_dot_order__pb2.HasPurchasedResponse.FromString,
                 _registered_method=True)
+        self.HandleStripeEvent = channel.unary_unary(
+                '/shop.order.v1.OrderService/HandleStripeEvent',
+                request_serializer=shop_dot_order_dot_v1_dot_order__pb2.HandleStripeEventRequest.SerializeToString,
+                response_deserializer=shop_dot_order_dot_v1_dot_order__pb2.HandleStripeEventResponse.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -149,13 +154,21 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PayOrder(self, request, context):
-        """Charges the order total through the payment provider; PENDING_PAYMENT ->
-        PAID. Every attempt is recorded as a Payment. Owner only.
-        Idempotent by idempotency_key (never charges twice; same key with another
-        body: INVALID_ARGUMENT IDEMPOTENCY_KEY_REUSED).
-        Errors: NOT_FOUND, FAILED_PRECONDITION (INVALID_STATE when not
-        PENDING_PAYMENT; PAYMENT_DECLINED or INSUFFICIENT_FUNDS, the order stays
-        payable), UNAVAILABLE (PAYMENT_PROCESSOR_ERROR, nothing charged).
+        """Charges the order total through the payment processor
+        (SHOP_PAYMENT_PROCESSOR: the test processor or Stripe); PENDING_PAYMENT ->
+        PAID. Every attempt is recorded as a Payment, with the processor that took
+        it. Owner only.
+        Idempotent by idempotency_key (never charges twice, even when a retry takes
+        over the key of a request that died: it keeps the payment id, which is the
+        processor's idempotency key, and answers from a payment recorded under it;
+        same key with another body: INVALID_ARGUMENT IDEMPOTENCY_KEY_REUSED).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (a payment method the processor does
+        not know), FAILED_PRECONDITION (INVALID_STATE when not PENDING_PAYMENT;
+        PAYMENT_DECLINED or INSUFFICIENT_FUNDS, the order stays payable;
+        PAYMENT_PENDING when the processor confirms later, or another payment of
+        the order awaits its answer), UNAVAILABLE (PAYMENT_PROCESSOR_ERROR, nothing
+        charged; PAYMENT_OUTCOME_UNKNOWN, the processor did not answer: retry with
+        the same idempotency_key).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -192,6 +205,25 @@ class OrderServiceServicer:
         """Whether a user has a DELIVERED order containing a product; comment_svc uses
         it for the verified-purchase mark. Callers: the user themself (comment_svc
         forwards the author's token) or an admin; otherwise PERMISSION_DENIED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandleStripeEvent(self, request, context):
+        """Applies one Stripe webhook event, as delivered: the body and its
+        Stripe-Signature header, which order_svc verifies with the webhook signing
+        secret (the edge verifies it too), so the call needs no other credential.
+        Each event id is applied once (a redelivery answers duplicate). Acts on
+        payment_intent.succeeded (the order becomes PAID, OrderPaid; money for an
+        order that no longer takes it is refunded), payment_intent.payment_failed
+        (the pending payment is declined; the order stays payable) and
+        charge.refunded in full (a PAID order is cancelled with its stock released,
+        OrderCancelled); other events are acknowledged and ignored.
+        Errors: INVALID_ARGUMENT (WEBHOOK_SIGNATURE_INVALID: tampered, stale,
+        unsigned or not an event), FAILED_PRECONDITION (no signing secret
+        configured), UNAVAILABLE (a refund the processor did not confirm: the event
+        is not applied, and Stripe delivers it again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -244,6 +276,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.HasPurchased,
                     request_deserializer=shop_dot_order_dot_v1_dot_order__pb2.HasPurchasedRequest.FromString,
                     response_serializer=shop_dot_order_dot_v1_dot_order__pb2.HasPurchasedResponse.SerializeToString,
+            ),
+            'HandleStripeEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandleStripeEvent,
+                    request_deserializer=shop_dot_order_dot_v1_dot_order__pb2.HandleStripeEventRequest.FromString,
+                    response_serializer=shop_dot_order_dot_v1_dot_order__pb2.HandleStripeEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -502,6 +539,33 @@ class OrderService:
             '/shop.order.v1.OrderService/HasPurchased',
             shop_dot_order_dot_v1_dot_order__pb2.HasPurchasedRequest.SerializeToString,
             shop_dot_order_dot_v1_dot_order__pb2.HasPurchasedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandleStripeEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.order.v1.OrderService/HandleStripeEvent',
+            shop_dot_order_dot_v1_dot_order__pb2.HandleStripeEventRequest.SerializeToString,
+            shop_dot_order_dot_v1_dot_order__pb2.HandleStripeEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,13 +66,21 @@ class OrderServiceStub:
     ListOrders: _grpc.UnaryUnaryMultiCallable[_order_pb2.ListOrdersRequest, _order_pb2.ListOrdersResponse]
     """Lists all orders with filters, newest first, paged. Admin."""
     PayOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.PayOrderRequest, _order_pb2.PayOrderResponse]
-    """Charges the order total through the payment provider; PENDING_PAYMENT ->
-    PAID. Every attempt is recorded as a Payment. Owner only.
-    Idempotent by idempotency_key (never charges twice; same key with another
-    body: INVALID_ARGUMENT IDEMPOTENCY_KEY_REUSED).
-    Errors: NOT_FOUND, FAILED_PRECONDITION (INVALID_STATE when not
-    PENDING_PAYMENT; PAYMENT_DECLINED or INSUFFICIENT_FUNDS, the order stays
-    payable), UNAVAILABLE (PAYMENT_PROCESSOR_ERROR, nothing charged).
+    """Charges the order total through the payment processor
+    (SHOP_PAYMENT_PROCESSOR: the test processor or Stripe); PENDING_PAYMENT ->
+    PAID. Every attempt is recorded as a Payment, with the processor that took
+    it. Owner only.
+    Idempotent by idempotency_key (never charges twice, even when a retry takes
+    over the key of a request that died: it keeps the payment id, which is the
+    processor's idempotency key, and answers from a payment recorded under it;
+    same key with another body: INVALID_ARGUMENT IDEMPOTENCY_KEY_REUSED).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (a payment method the processor does
+    not know), FAILED_PRECONDITION (INVALID_STATE when not PENDING_PAYMENT;
+    PAYMENT_DECLINED or INSUFFICIENT_FUNDS, the order stays payable;
+    PAYMENT_PENDING when the processor confirms later, or another payment of
+    the order awaits its answer), UNAVAILABLE (PAYMENT_PROCESSOR_ERROR, nothing
+    charged; PAYMENT_OUTCOME_UNKNOWN, the processor did not answer: retry with
+    the same idempotency_key).
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.CancelOrderRequest, _order_pb2.CancelOrderResponse]
     """Cancels a PENDING_PAYMENT or PAID order: releases the stock reservation and
@@ -93,6 +101,21 @@ class OrderServiceStub:
     """Whether a user has a DELIVERED order containing a product; comment_svc uses
     it for the verified-purchase mark. Callers: the user themself (comment_svc
     forwards the author's token) or an admin; otherwise PERMISSION_DENIED.
+    """
+    HandleStripeEvent: _grpc.UnaryUnaryMultiCallable[_order_pb2.HandleStripeEventRequest, _order_pb2.HandleStripeEventResponse]
+    """Applies one Stripe webhook event, as delivered: the body and its
+    Stripe-Signature header, which order_svc verifies with the webhook signing
+    secret (the edge verifies it too), so the call needs no other credential.
+    Each event id is applied once (a redelivery answers duplicate). Acts on
+    payment_intent.succeeded (the order becomes PAID, OrderPaid; money for an
+    order that no longer takes it is refunded), payment_intent.payment_failed
+    (the pending payment is declined; the order stays payable) and
+    charge.refunded in full (a PAID order is cancelled with its stock released,
+    OrderCancelled); other events are acknowledged and ignored.
+    Errors: INVALID_ARGUMENT (WEBHOOK_SIGNATURE_INVALID: tampered, stale,
+    unsigned or not an event), FAILED_PRECONDITION (no signing secret
+    configured), UNAVAILABLE (a refund the processor did not confirm: the event
+    is not applied, and Stripe delivers it again).
     """
 
 @_typing.type_check_only
@@ -133,13 +156,21 @@ class OrderServiceAsyncStub(OrderServiceStub):
     ListOrders: _aio.UnaryUnaryMultiCallable[_order_pb2.ListOrdersRequest, _order_pb2.ListOrdersResponse]  # type: ignore[assignment]
     """Lists all orders with filters, newest first, paged. Admin."""
     PayOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.PayOrderRequest, _order_pb2.PayOrderResponse]  # type: ignore[assignment]
-    """Charges the order total through the payment provider; PENDING_PAYMENT ->
-    PAID. Every attempt is recorded as a Payment. Owner only.
-    Idempotent by idempotency_key (never charges twice; same key with another
-    body: INVALID_ARGUMENT IDEMPOTENCY_KEY_REUSED).
-    Errors: NOT_FOUND, FAILED_PRECONDITION (INVALID_STATE when not
-    PENDING_PAYMENT; PAYMENT_DECLINED or INSUFFICIENT_FUNDS, the order stays
-    payable), UNAVAILABLE (PAYMENT_PROCESSOR_ERROR, nothing charged).
+    """Charges the order total through the payment processor
+    (SHOP_PAYMENT_PROCESSOR: the test processor or Stripe); PENDING_PAYMENT ->
+    PAID. Every attempt is recorded as a Payment, with the processor that took
+    it. Owner only.
+    Idempotent by idempotency_key (never charges twice, even when a retry takes
+    over the key of a request that died: it keeps the payment id, which is the
+    processor's idempotency key, and answers from a payment recorded under it;
+    same key with another body: INVALID_ARGUMENT IDEMPOTENCY_KEY_REUSED).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (a payment method the processor does
+    not know), FAILED_PRECONDITION (INVALID_STATE when not PENDING_PAYMENT;
+    PAYMENT_DECLINED or INSUFFICIENT_FUNDS, the order stays payable;
+    PAYMENT_PENDING when the processor confirms later, or another payment of
+    the order awaits its answer), UNAVAILABLE (PAYMENT_PROCESSOR_ERROR, nothing
+    charged; PAYMENT_OUTCOME_UNKNOWN, the processor did not answer: retry with
+    the same idempotency_key).
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.CancelOrderRequest, _order_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """Cancels a PENDING_PAYMENT or PAID order: releases the stock reservation and
@@ -160,6 +191,21 @@ class OrderServiceAsyncStub(OrderServiceStub):
     """Whether a user has a DELIVERED order containing a product; comment_svc uses
     it for the verified-purchase mark. Callers: the user themself (comment_svc
     forwards the author's token) or an admin; otherwise PERMISSION_DENIED.
+    """
+    HandleStripeEvent: _aio.UnaryUnaryMultiCallable[_order_pb2.HandleStripeEventRequest, _order_pb2.HandleStripeEventResponse]  # type: ignore[assignment]
+    """Applies one Stripe webhook event, as delivered: the body and its
+    Stripe-Signature header, which order_svc verifies with the webhook signing
+    secret (the edge verifies it too), so the call needs no other credential.
+    Each event id is applied once (a redelivery answers duplicate). Acts on
+    payment_intent.succeeded (the order becomes PAID, OrderPaid; money for an
+    order that no longer takes it is refunded), payment_intent.payment_failed
+    (the pending payment is declined; the order stays payable) and
+    charge.refunded in full (a PAID order is cancelled with its stock released,
+    OrderCancelled); other events are acknowledged and ignored.
+    Errors: INVALID_ARGUMENT (WEBHOOK_SIGNATURE_INVALID: tampered, stale,
+    unsigned or not an event), FAILED_PRECONDITION (no signing secret
+    configured), UNAVAILABLE (a refund the processor did not confirm: the event
+    is not applied, and Stripe delivers it again).
     """
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -227,13 +273,21 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_pb2.PayOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_pb2.PayOrderResponse, _abc.Awaitable[_order_pb2.PayOrderResponse]]:
-        """Charges the order total through the payment provider; PENDING_PAYMENT ->
-        PAID. Every attempt is recorded as a Payment. Owner only.
-        Idempotent by idempotency_key (never charges twice; same key with another
-        body: INVALID_ARGUMENT IDEMPOTENCY_KEY_REUSED).
-        Errors: NOT_FOUND, FAILED_PRECONDITION (INVALID_STATE when not
-        PENDING_PAYMENT; PAYMENT_DECLINED or INSUFFICIENT_FUNDS, the order stays
-        payable), UNAVAILABLE (PAYMENT_PROCESSOR_ERROR, nothing charged).
+        """Charges the order total through the payment processor
+        (SHOP_PAYMENT_PROCESSOR: the test processor or Stripe); PENDING_PAYMENT ->
+        PAID. Every attempt is recorded as a Payment, with the processor that took
+        it. Owner only.
+        Idempotent by idempotency_key (never charges twice, even when a retry takes
+        over the key of a request that died: it keeps the payment id, which is the
+        processor's idempotency key, and answers from a payment recorded under it;
+        same key with another body: INVALID_ARGUMENT IDEMPOTENCY_KEY_REUSED).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (a payment method the processor does
+        not know), FAILED_PRECONDITION (INVALID_STATE when not PENDING_PAYMENT;
+        PAYMENT_DECLINED or INSUFFICIENT_FUNDS, the order stays payable;
+        PAYMENT_PENDING when the processor confirms later, or another payment of
+        the order awaits its answer), UNAVAILABLE (PAYMENT_PROCESSOR_ERROR, nothing
+        charged; PAYMENT_OUTCOME_UNKNOWN, the processor did not answer: retry with
+        the same idempotency_key).
         """
 
     @_abc_1.abstractmethod
@@ -278,6 +332,27 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         """Whether a user has a DELIVERED order containing a product; comment_svc uses
         it for the verified-purchase mark. Callers: the user themself (comment_svc
         forwards the author's token) or an admin; otherwise PERMISSION_DENIED.
+        """
+
+    @_abc_1.abstractmethod
+    def HandleStripeEvent(
+        self,
+        request: _order_pb2.HandleStripeEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_order_pb2.HandleStripeEventResponse, _abc.Awaitable[_order_pb2.HandleStripeEventResponse]]:
+        """Applies one Stripe webhook event, as delivered: the body and its
+        Stripe-Signature header, which order_svc verifies with the webhook signing
+        secret (the edge verifies it too), so the call needs no other credential.
+        Each event id is applied once (a redelivery answers duplicate). Acts on
+        payment_intent.succeeded (the order becomes PAID, OrderPaid; money for an
+        order that no longer takes it is refunded), payment_intent.payment_failed
+        (the pending payment is declined; the order stays payable) and
+        charge.refunded in full (a PAID order is cancelled with its stock released,
+        OrderCancelled); other events are acknowledged and ignored.
+        Errors: INVALID_ARGUMENT (WEBHOOK_SIGNATURE_INVALID: tampered, stale,
+        unsigned or not an event), FAILED_PRECONDITION (no signing secret
+        configured), UNAVAILABLE (a refund the processor did not confirm: the event
+        is not applied, and Stripe delivers it again).
         """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
