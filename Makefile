@@ -9,8 +9,8 @@ help:
 	@echo "make test      set up everything, run lint, the generated-code check and all tests"
 	@echo "make down      stop a cluster started by 'make up' in another terminal"
 	@echo "make status    what runs where"
-	@echo "make gen       regenerate gen/ from proto/"
-	@echo "make lint      ruff, mypy, buf lint"
+	@echo "make gen       regenerate gen/ from proto/ (buf generate, buf.gen.yaml)"
+	@echo "make lint      ruff, mypy, buf lint, buf breaking (proto/ against the previous commit)"
 	@echo "make bench     set up the load tools, run every benchmark scenario (bench/BASELINE.md)"
 
 deps:
@@ -36,6 +36,7 @@ lint:
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/buf lint
+	bash scripts/check_breaking.sh
 
 gen:
 	bash scripts/gen.sh

@@ -10,7 +10,8 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,8 @@ class Cluster:
         self.metrics_ports: dict[str, int] = {}
         # Extra environment per service (tests use it for short windows and limits).
         self.overrides: dict[str, dict[str, str]] = {}
+        # Told (name, seconds it took) as each server and service becomes ready (`up` prints it).
+        self.on_ready: Callable[[str, float], None] | None = None
         root.mkdir(parents=True, exist_ok=True)
         self.keys = root / "keys"
         if not (self.keys / "jwt_private.pem").exists():
@@ -108,6 +111,7 @@ class Cluster:
         for wave in (first, [name for name in wanted if name not in first]):
             new = [name for name in wave if name not in self.servers]
             started: list[Server] = []
+            t0 = time.monotonic()
             try:
                 for name in new:
                     ports = DEFAULT_PORTS[name] if self.fixed_ports else None
@@ -117,8 +121,11 @@ class Cluster:
                     self.servers[name] = server
                     started.append(server.start())
                 with ThreadPoolExecutor(max_workers=len(started) or 1) as pool:
-                    for future in [pool.submit(server.wait) for server in started]:
+                    waits = {pool.submit(server.wait): server.name for server in started}
+                    for future in as_completed(waits):
                         future.result()
+                        if self.on_ready:
+                            self.on_ready(waits[future], time.monotonic() - t0)
             finally:
                 self.write_state()
 
@@ -197,6 +204,7 @@ class Cluster:
     def start_service(self, name: str) -> Process:
         spec = SERVICE_BY_NAME[name]
         port = self.service_ports[name]
+        t0 = time.monotonic()
         if port_open(port):
             raise RuntimeError(f"{name}: port {port} already in use; is another cluster running?")
         process = Process(
@@ -209,6 +217,8 @@ class Cluster:
         self.services[name] = process
         self.write_state()
         process.wait_ready(lambda: _service_ready(name, port), 30)
+        if self.on_ready:
+            self.on_ready(name, time.monotonic() - t0)
         return process
 
     def addr(self, name: str) -> str:

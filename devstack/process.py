@@ -127,26 +127,78 @@ class Process:
         self.popen.wait(timeout=5)
 
 
+def pid_state(pid: int) -> str:
+    """``"alive"``, ``"zombie"`` (exited, its parent has not reaped it yet) or ``"gone"``.
+
+    ``kill(pid, 0)`` cannot tell: it succeeds on a zombie. /proc can (Linux); elsewhere a
+    process that ``kill`` reaches counts as alive."""
+    stat = _proc_stat(pid)
+    if stat is not None:
+        return "zombie" if stat[0] in "ZX" else "alive"
+    if Path("/proc/self/stat").exists():
+        return "gone"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "gone"
+    except PermissionError:
+        pass
+    return "alive"
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, process group) from /proc/<pid>/stat, or None when there is no such process."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return fields[0], int(fields[2])
+
+
+def _live_groups(pgids: set[int]) -> set[int]:
+    """Those of ``pgids`` with at least one member that is not a zombie."""
+    if not Path("/proc/self/stat").exists():
+        live = set()
+        for pgid in pgids:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                continue
+            live.add(pgid)
+        return live
+    live = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat is not None and stat[1] in pgids and stat[0] not in "ZX":
+                live.add(stat[1])
+    return live
+
+
+def stop_groups(pids: list[int], timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Signal several process groups at once, wait until none has a live member (zombies
+    count as gone: only their parent can reap them), then kill what is left after ``timeout``."""
+    waiting = set()
+    for pid in pids:
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            continue
+        waiting.add(pid)
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        waiting = _live_groups(waiting)
+        if waiting:
+            time.sleep(0.05)
+    for pid in waiting:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def stop_group(pid: int, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
     """Signal a process group, then kill it if it has not gone within ``timeout``."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        try:  # reap it if it is our child
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
-            pass
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    stop_groups([pid], timeout, sig)
 
 
 def as_user(user: str | None, argv: list[str]) -> list[str]:

@@ -7,8 +7,20 @@
 #
 # Downloads and builds are cached in ${SHOP_CACHE:-~/.cache/shop} (Go binaries,
 # Kafka jars) and in the usual pip / Go / Maven caches.
+#
+# Progress (devstack/provision/progress.sh): each step that has work to do says what, why and
+# about how long it takes the first time before it starts (about 20 minutes in all on 2 cores,
+# most of it building the Go servers); a heartbeat line at least every 20 s while it runs; the
+# total time at the end. A failed step names its log (in ~/.cache/shop/logs) and shows its tail.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PROGRESS_NAME=provision
+# shellcheck source=devstack/provision/progress.sh
+source devstack/provision/progress.sh
+trap 'rc=$?; heartbeat_stop; ((rc == 0)) || echo "provision: FAILED after $((SECONDS - PROGRESS_T0))s" >&2' EXIT
+LOGS="${SHOP_CACHE:-$HOME/.cache/shop}/logs"
+mkdir -p "$LOGS"
 
 want_bench=0
 [ "${1:-}" = "bench" ] && want_bench=1
@@ -26,9 +38,12 @@ command -v git >/dev/null || missing+=(git)
 command -v runuser >/dev/null || missing+=(util-linux)
 [ "$want_bench" = 1 ] && { command -v wrk >/dev/null || missing+=(wrk); }
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "apt: installing ${missing[*]}"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  log="$LOGS/provision-apt.log"
+  : >"$log"
+  announce "apt: installing ${missing[*]}" "the servers (PostgreSQL, Redis) and the JDK and Maven for Kafka" "3 min"
+  run_logged "apt-get update" "$log" as_root apt-get update -qq
+  run_logged "installing ${missing[*]}" "$log" \
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 # Debian's postgresql package starts a system cluster on 5432; the local
 # cluster runs its own PostgreSQL, so stop the packaged one if it runs.
@@ -45,10 +60,12 @@ python="${PYTHON:-python3}"
 stamp=.venv/.installed
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "python: installing .venv"
-  "$python" -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  log="$LOGS/provision-python.log"
+  : >"$log"
+  announce "python: installing .venv" "the packages pinned in pyproject.toml (services, tests, linters, buf)" "3 min"
+  run_logged "creating .venv" "$log" "$python" -m venv .venv
+  run_logged "upgrading pip" "$log" .venv/bin/pip install --upgrade pip
+  run_logged "installing .[dev] into .venv" "$log" .venv/bin/pip install --progress-bar off -e '.[dev]'
   echo "$want" > "$stamp"
 else
   echo "python: .venv cached"
@@ -73,3 +90,4 @@ bash devstack/provision/go_tools.sh "${tools[@]}"
 bash devstack/provision/kafka.sh
 # Offline validators of compose/ and deploy/k8s (docker-compose from apt, kustomize).
 bash devstack/provision/deploy_tools.sh
+progress_done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fail when gen/ is stale: regenerate from proto/ into a temporary directory and
-# compare with the committed gen/ (caches such as __pycache__ are ignored).
+# Fail when gen/ is stale: regenerate from proto/ into a temporary directory, with the same
+# `buf generate` (buf.gen.yaml) as make gen, and compare with the committed gen/ (caches
+# such as __pycache__ are ignored).
 # Never modifies the working tree. Exit 0 when up to date, 1 when not.
 set -euo pipefail
 

@@ -15,15 +15,22 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+PROGRESS_NAME=deploy_tools
+# shellcheck source=devstack/provision/progress.sh
+source devstack/provision/progress.sh
 
 if docker compose version >/dev/null 2>&1; then
   echo "compose   found   $(docker compose version --short 2>/dev/null || echo plugin) (docker compose)"
 elif command -v docker-compose >/dev/null 2>&1; then
   echo "compose   found   $(docker-compose version --short 2>/dev/null || echo '?') ($(command -v docker-compose))"
 else
-  echo "compose   apt: installing docker-compose"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+  log="${SHOP_CACHE:-$HOME/.cache/shop}/logs/deploy_tools-apt.log"
+  mkdir -p "$(dirname "$log")"
+  : >"$log"
+  announce "apt: installing docker-compose" "validates compose/docker-compose.yml without a Docker engine" "1 min"
+  run_logged "apt-get update" "$log" as_root apt-get update -qq
+  run_logged "installing docker-compose" "$log" \
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose
   echo "compose   installed $(docker-compose version --short 2>/dev/null || echo '?')"
 fi
 

@@ -54,38 +54,10 @@ mkdir -p "$LOGS" "$SRC" "$DOWNLOADS"
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
-die_with_log() { # what log
-    echo "$1: FAILED, last lines of $2:" >&2
-    tail -n 30 "$2" >&2
-    exit 1
-}
-
-# A line every 30 s while a long step runs (started and stopped around each one).
-heartbeat_pid=
-heartbeat_start() { # what
-    local what=$1 t0
-    t0=$(date +%s)
-    (while sleep 30; do echo "documentdb: still $what ($(($(date +%s) - t0))s)"; done) &
-    heartbeat_pid=$!
-}
-heartbeat_stop() {
-    if [[ -n $heartbeat_pid ]]; then
-        kill "$heartbeat_pid" 2>/dev/null || true
-        wait "$heartbeat_pid" 2>/dev/null || true
-        heartbeat_pid=
-    fi
-}
-trap heartbeat_stop EXIT
-
-# Run "$@" with its output in log; on failure show the log's tail and stop. A background job, so
-# that `set -e` holds inside shell functions passed as "$@".
-run_logged() { # what log cmd...
-    local what=$1 log=$2 rc=0
-    shift 2
-    "$@" >>"$log" 2>&1 &
-    wait $! || rc=$?
-    ((rc == 0)) || { heartbeat_stop; die_with_log "$what" "$log"; }
-}
+# announce, run_logged (a heartbeat while a step runs; on failure the log's tail), die_with_log.
+PROGRESS_NAME=documentdb
+# shellcheck source=devstack/provision/progress.sh
+source "$REPO_ROOT/devstack/provision/progress.sh"
 
 installed_version() { # package -> its installed version, or nothing
     dpkg-query -W -f='${db:Status-Abbrev}|${Version}\n' "$1" 2>/dev/null | awk -F'|' '$1 ~ /^ii/ {print $2}' || true
@@ -148,11 +120,9 @@ apt_packages() {
             exit 1
         fi
     fi
-    echo "documentdb: apt: installing ${missing[*]}"
-    heartbeat_start "installing packages"
-    run_logged apt "$log" as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    announce "apt: installing ${missing[*]}" "what PostgreSQL $PG_MAJOR and DocumentDB build against and load with" "1 min"
+    run_logged "installing packages" "$log" as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
-    heartbeat_stop
     if [[ -n $server && $(installed_version "postgresql-$PG_MAJOR") != "$server" ]]; then
         echo "documentdb: postgresql-$PG_MAJOR changed from $server: see $log" >&2
         exit 1
@@ -234,6 +204,13 @@ installed() {
     done
 }
 
+# What each component is for and about how long its first build takes (2 cores), for announce.
+declare -A COMPONENT_WHY=(
+    [pgvector]="PostgreSQL's vector extension, which DocumentDB requires"
+    [documentdb]="the PostgreSQL extensions that FerretDB v2 (the catalog's document store) runs on"
+)
+declare -A COMPONENT_ETA=([pgvector]="10 s" [documentdb]="1 min")
+
 # component stamp tree fetch_fn build_fn install_fn sos... -- controls...
 component() {
     local name=$1 stamp=$2 tree=$3 fetch=$4 build=$5 install=$6 stampfile=$SRC/.$1.stamp log=$LOGS/documentdb-$1.log
@@ -253,13 +230,12 @@ component() {
         fi
     fi
     rm -f "$stampfile"
+    announce "building $name" "${COMPONENT_WHY[$name]}" "${COMPONENT_ETA[$name]}"
     "$fetch"
     : >"$log"
-    heartbeat_start "building $name"
-    run_logged "$name" "$log" "$build" "$tree"
+    run_logged "building $name" "$log" "$build" "$tree"
     echo "$stamp" >"$stampfile"
-    run_logged "$name" "$log" "$install" "$tree"
-    heartbeat_stop
+    run_logged "installing $name" "$log" "$install" "$tree"
     installed "$tree" "$@" || die_with_log "$name" "$log"
     printf '%-10s built   %s  (%ss)\n' "$name" "$stamp" "$((SECONDS - start))"
 }
@@ -362,3 +338,4 @@ component documentdb \
     "$SRC/documentdb-${DOCUMENTDB_TAG#v}" fetch_documentdb build_documentdb install_documentdb \
     pg_documentdb_core/pg_documentdb_core.so pg_documentdb/pg_documentdb.so \
     -- documentdb_core.control documentdb.control
+progress_done

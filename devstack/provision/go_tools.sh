@@ -46,6 +46,8 @@ SRC=$CACHE/src
 export GOBIN=$BIN
 # None of the pins needs a Go newer than 1.25, so never let the go command fetch a toolchain.
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+# -v: the go command logs each package as it compiles it, which the heartbeat lines show.
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-v"
 
 if ! command -v go >/dev/null 2>&1; then
     if [[ -x /usr/local/go/bin/go ]]; then
@@ -58,10 +60,32 @@ fi
 
 mkdir -p "$BIN" "$LOGS" "$SRC"
 
-die_with_log() { # tool log
-    echo "$1: FAILED, last lines of $2:" >&2
-    tail -n 30 "$2" >&2
-    exit 1
+# announce, run_logged (a heartbeat while a tool builds; on failure the log's tail), die_with_log.
+PROGRESS_NAME=go_tools
+# shellcheck source=devstack/provision/progress.sh
+source "$REPO_ROOT/devstack/provision/progress.sh"
+
+# What each tool is for, and about how long its first `go install` takes on 2 cores (later runs
+# find it cached).
+why_for() {
+    case $1 in
+        ferretdb) echo "the MongoDB-compatible catalog store (product_svc), over DocumentDB" ;;
+        minio) echo "the S3-compatible store for product images" ;;
+        jaeger) echo "the trace collector and UI (OTLP)" ;;
+        grpcurl) echo "grpcurl, to call any service by hand" ;;
+        stripe-mock) echo "Stripe's API on loopback for the Stripe payment adapter" ;;
+        ghz) echo "the gRPC load generator of the benchmarks" ;;
+        kustomize) echo "renders deploy/k8s for the deploy checks" ;;
+    esac
+}
+eta_for() {
+    case $1 in
+        ferretdb) echo "2 min" ;;
+        minio) echo "6 min" ;;
+        jaeger) echo "8 min" ;;
+        grpcurl | stripe-mock | kustomize) echo "1 min" ;;
+        ghz) echo "2 min" ;;
+    esac
 }
 
 # What $BIN/.<tool>.version must hold for <tool> to count as up to date.
@@ -176,13 +200,12 @@ for t in "${tools[@]}"; do
     rm -f "$stampfile"
     log=$LOGS/go_tools-$t.log
     start=$SECONDS
-    # Run in a background job so that `set -e` holds inside the build function
-    # (it is switched off for functions called from an `if` or `||` condition).
-    rc=0
-    "build_$t" >"$log" 2>&1 &
-    wait $! || rc=$?
-    ((rc == 0)) || die_with_log "$t" "$log"
+    announce "building $t $stamp" "$(why_for "$t")" "$(eta_for "$t")"
+    : >"$log"
+    # A heartbeat line every 20 s: the elapsed time and the log's last line (the package compiling).
+    run_logged "building $t" "$log" "build_$t"
     [[ -x $BIN/$t ]] || die_with_log "$t" "$log"
     echo "$stamp" >"$stampfile"
     printf '%-9s built   %s  %s  (%ss)\n' "$t" "$stamp" "$BIN/$t" "$((SECONDS - start))"
 done
+progress_done

@@ -8,10 +8,14 @@
 #   java -cp "$LIBS/*" kafka.Kafka server.properties
 # Idempotent: a stamp file (version + pom hash) short-circuits later runs.
 # Maven's local repo is ~/.m2/repository unless MAVEN_REPO_LOCAL is set.
-# Prints exactly one line: "kafka <version>: built|cached <libs dir>".
+# Prints "kafka <version>: built|cached <libs dir>"; a build is announced first and shows a
+# heartbeat line while Maven runs (its log: $SHOP_CACHE/logs/kafka-maven.log).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PROGRESS_NAME=kafka
+# shellcheck source=devstack/provision/progress.sh
+source "$here/progress.sh"
 pom="$here/../kafka/pom.xml"
 version="${KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom" | head -n1)}"
 [ -n "$version" ] || { echo "kafka: cannot read kafka.version from $pom" >&2; exit 1; }
@@ -38,7 +42,11 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d "$libs" ]; then
 fi
 
 work="$(mktemp -d "$dest/.build.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+trap 'heartbeat_stop; rm -rf "$work"' EXIT
+logs="${SHOP_CACHE:-$HOME/.cache/shop}/logs"
+mkdir -p "$logs"
+log="$logs/kafka-maven.log"
+: >"$log"
 
 mvn_args=(-B -q --no-transfer-progress -Dstyle.color=never
           -f "$pom" "-Dkafka.version=$version"
@@ -47,11 +55,8 @@ if [ -n "${MAVEN_REPO_LOCAL:-}" ]; then
   mvn_args+=("-Dmaven.repo.local=$MAVEN_REPO_LOCAL")
 fi
 
-if ! mvn "${mvn_args[@]}" package >"$work/mvn.log" 2>&1; then
-  echo "kafka $version: maven failed, last lines of its log:" >&2
-  tail -n 40 "$work/mvn.log" >&2
-  exit 1
-fi
+announce "fetching Kafka $version" "the broker's jars, from Maven Central (the cluster's event bus)" "2 min"
+run_logged "fetching Kafka $version with Maven" "$log" mvn "${mvn_args[@]}" package
 ls "$work/libs"/kafka_2.13-"$version".jar >/dev/null
 
 rm -f "$stamp"

@@ -1,8 +1,10 @@
-"""`python -m devstack up` runs the cluster on the well-known ports, `status`
-reports it, and Ctrl-C stops every process."""
+"""`python -m devstack up` runs the cluster on the well-known ports and prints each
+process as it becomes ready, `status` reports it, a process killed under `up` is
+restarted (and `status` says so), and `down` stops every process, `up` included."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -17,7 +19,7 @@ import pytest
 from common.settings import SERVICE_PORTS
 from devstack.cluster import DEFAULT_PORTS, SERVICES
 from devstack.paths import REPO
-from devstack.process import port_open
+from devstack.process import pid_state, port_open
 
 WELL_KNOWN = [port for ports in DEFAULT_PORTS.values() for port in ports.values()] + [
     SERVICE_PORTS[spec.name] for spec in SERVICES if spec.exists
@@ -39,7 +41,12 @@ def readme_block(name: str) -> str:
     return block.split("```sh\n", 1)[1].rsplit("```", 1)[0]
 
 
-def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
+def _pids(state: Path) -> dict[str, int]:
+    processes = json.loads((state / "state.json").read_text())["processes"]
+    return {str(p["name"]): int(p["pid"]) for p in processes}
+
+
+def test_up_status_restart_and_down(tmp_path: Path) -> None:
     busy = [port for port in WELL_KNOWN if port_open(port)]
     if busy:
         pytest.skip(f"a local cluster (or something else) already uses ports {busy}")
@@ -54,18 +61,25 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
 
     threading.Thread(target=read, daemon=True).start()
     output: list[str] = []
-    deadline = time.monotonic() + 180
-    try:
-        while time.monotonic() < deadline and not any("the cluster is up" in line for line in output):
+
+    def read_until(*wanted: str, limit: float) -> str:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and not all(any(w in line for line in output) for w in wanted):
             try:
                 output.append(lines.get(timeout=1.0))
             except queue.Empty:
                 if up.poll() is not None:
                     break
-        text = "".join(output)
+        return "".join(output)
+
+    down_out = ""
+    try:
+        text = read_until("the cluster is up", limit=180)
         assert "the cluster is up" in text, text
-        for name in ("postgres", "redis", "kafka", "mongo", "s3", "jaeger"):
-            assert name in text
+        # One line per server and service as it becomes ready, before the table.
+        ready = {line.split()[1] for line in output if " ready in " in line}
+        assert {"postgres", "redis", "kafka", "mongo", "s3", "jaeger"} <= ready, text
+        assert {spec.name for spec in SERVICES if spec.exists} <= ready, text
         closed = [port for port in WELL_KNOWN if not port_open(port)]
         assert not closed, (closed, text)
 
@@ -82,8 +96,38 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
         assert tried.returncode == 0, tried.stdout + tried.stderr
         assert '"email":"ann@example.com"' in tried.stdout
         assert '"status":"paid"' in tried.stdout
+
+        # A service and a data store die: `up` says so and starts each again.
+        before = _pids(tmp_path)
+        for name in ("comment_svc", "redis"):
+            os.kill(before[name], signal.SIGKILL)
+        text = read_until("comment_svc restarted", "redis restarted", limit=120)
+        assert "comment_svc died (killed by signal 9)" in text, text
+        assert "comment_svc restarted" in text, text
+        assert "redis restarted" in text, text
+        after = _pids(tmp_path)
+        assert after["comment_svc"] != before["comment_svc"]
+        assert after["redis"] != before["redis"]
+        status = _devstack(tmp_path, "status")
+        status_out, _ = status.communicate(timeout=60)
+        assert status.returncode == 0, status_out
+        comment = next(line for line in status_out.splitlines() if line.startswith("comment_svc"))
+        assert comment.split()[1:4] == ["up", "pid", str(after["comment_svc"])], status_out
+        assert "restarted 1x" in comment, status_out
+
+        # `down` from another terminal ends the whole cluster, the `up` process included.
+        down = _devstack(tmp_path, "down")
+        down_out, _ = down.communicate(timeout=90)
+        assert down.returncode == 0, down_out
     finally:
-        up.send_signal(signal.SIGINT)
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
         up.wait(timeout=90)
-    assert up.returncode == 0
+    assert up.returncode == 0, "".join(output) + down_out
+    assert "stopped the up process and its cluster" in down_out
     assert not any(port_open(port) for port in WELL_KNOWN)
+    assert [name for name, pid in _pids(tmp_path).items() if pid_state(pid) == "alive"] == []
+    status = _devstack(tmp_path, "status")
+    status_out, _ = status.communicate(timeout=60)
+    assert status.returncode == 1
+    assert "DEAD" in status_out
