@@ -36,6 +36,7 @@ command -v java >/dev/null || missing+=(default-jdk-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v git >/dev/null || missing+=(git)
 command -v runuser >/dev/null || missing+=(util-linux)
+command -v chromium >/dev/null || missing+=(chromium)  # the browser test of the live stream (headless)
 [ "$want_bench" = 1 ] && { command -v wrk >/dev/null || missing+=(wrk); }
 if [ ${#missing[@]} -gt 0 ]; then
   log="$LOGS/provision-apt.log"

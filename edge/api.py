@@ -67,6 +67,10 @@ class Operation:
     # A multipart/form-data body (file uploads), parsed into this model.
     form: type[BaseModel] | None = None
     extra_responses: dict[str, Any] = field(default_factory=dict)
+    # The OpenAPI security requirements when not just ``bearerAuth`` (``auth``).
+    security: list[dict[str, list[str]]] | None = None
+    # Request headers the operation reads (names from HEADER_PARAMETERS).
+    headers: Sequence[str] = ()
 
     @property
     def operation_id(self) -> str:
@@ -97,6 +101,8 @@ class Api:
         content_type: str = "application/json",
         form: type[BaseModel] | None = None,
         response_type: str = "application/json",
+        security: list[dict[str, list[str]]] | None = None,
+        headers: Sequence[str] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.operations.append(
@@ -116,6 +122,8 @@ class Api:
                     response_type=response_type,
                     description=(handler.__doc__ or "").strip(),
                     form=form,
+                    security=security,
+                    headers=headers,
                 )
             )
             return handler
@@ -242,6 +250,11 @@ PROBLEM_SCHEMA = {
         "detail": {"type": "string"},
         "instance": {"type": "string"},
         "request_id": {"type": "string"},
+        "trace_id": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{32}$",
+            "description": "W3C trace id of the request (also in the X-Trace-Id header)",
+        },
         "errors": {
             "type": "array",
             "items": {
@@ -252,6 +265,23 @@ PROBLEM_SCHEMA = {
         },
     },
     "required": ["type", "title", "status", "detail"],
+}
+
+HEADER_PARAMETERS: dict[str, dict[str, Any]] = {
+    "Idempotency-Key": {
+        "description": "Makes a retry safe: a repeat with the same body gets the first answer; "
+        "the same key with another body gets 422",
+        "schema": {"type": "string", "maxLength": 255},
+    },
+    "X-Cart-Token": {
+        "description": "Names a guest cart (answered by the cart calls when signed out); sent along at "
+        "sign-in (login, register) the guest cart joins the user's cart",
+        "schema": {"type": "string", "maxLength": 128},
+    },
+    "Last-Event-ID": {
+        "description": "Resume after this event (an EventSource sends it by itself when reconnecting)",
+        "schema": {"type": "string", "maxLength": 32},
+    },
 }
 
 _ERROR_TEXT = {
@@ -277,6 +307,15 @@ def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
+DESCRIPTION = """The REST edge of shop: JSON over HTTP in front of its gRPC services.
+
+Start the local cluster with `make up`; the edge listens on http://127.0.0.1:8085.
+Sign in with `POST /api/v1/auth/login` (or register), then send the access token as
+`Authorization: Bearer <token>` (in /docs: *Authorize*). Every error is
+`application/problem+json` (RFC 9457) with the request's `trace_id`; every response
+carries `X-Request-ID` and `X-Trace-Id`."""
+
+
 def openapi_document(operations: Sequence[Operation], *, title: str, version: str) -> dict[str, Any]:
     components: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
@@ -290,8 +329,16 @@ def openapi_document(operations: Sequence[Operation], *, title: str, version: st
         if op.description:
             entry["description"] = op.description
         parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "format": "uuid"} if name.endswith("_id") else {"type": "string"},
+            }
             for name in _PARAM.findall(op.path)
+        ]
+        parameters += [
+            {"name": name, "in": "header", "required": False, **HEADER_PARAMETERS[name]} for name in op.headers
         ]
         if op.query is not None:
             query_schema = op.query.model_json_schema()
@@ -317,15 +364,27 @@ def openapi_document(operations: Sequence[Operation], *, title: str, version: st
                 "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
             }
         entry["responses"] = responses
-        if op.auth:
+        if op.security is not None:
+            entry["security"] = op.security
+        elif op.auth:
             entry["security"] = [{"bearerAuth": []}]
         paths.setdefault(path, {})[op.method.lower()] = entry
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version},
+        "info": {"title": title, "version": version, "description": DESCRIPTION},
+        "servers": [{"url": "http://127.0.0.1:8085", "description": "the local cluster (make up)"}],
+        "tags": [{"name": tag} for tag in sorted({op.tag for op in operations})],
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "streamTicket": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "ticket",
+                    "description": "single-use, from POST /api/v1/notifications/stream-tickets",
+                },
+            },
         },
     }

@@ -45,7 +45,7 @@ def create_app(settings: EdgeSettings | None = None) -> Starlette:
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "X-Cart-Token"],
-                expose_headers=["X-Request-ID", "Retry-After", "Location", "X-Cart-Token"],
+                expose_headers=["X-Request-ID", "X-Trace-Id", "Retry-After", "Location", "X-Cart-Token"],
                 max_age=600,
             )
         )

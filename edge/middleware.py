@@ -1,13 +1,16 @@
-"""Request ids, access logs and HTTP metrics, as one pure ASGI middleware."""
+"""Request ids, trace ids, access logs and HTTP metrics, as one pure ASGI middleware."""
 
 from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import trace
 from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,11 +24,44 @@ REQUESTS = Histogram(
 )
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+# W3C Trace Context: version-traceid-parentid-flags (version ff is invalid, all-zero ids too).
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """The W3C trace a request belongs to: the active span's when spans are
+    recorded, else the caller's ``traceparent``, else a fresh one.  Without
+    tracing the edge still forwards it (``traceparent`` metadata), so the
+    request's id is the same at every hop and in every log line."""
+
+    trace_id: str
+    parent_id: str
+    flags: str
+    # The active span carries it itself (the gRPC client instrumentation injects it).
+    from_span: bool
+
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.parent_id}-{self.flags}"
+
+
+def trace_context(scope: Scope) -> TraceContext:
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        return TraceContext(format(span.trace_id, "032x"), format(span.span_id, "016x"),
+                            format(int(span.trace_flags), "02x"), from_span=True)  # fmt: skip
+    incoming = _header(scope, b"traceparent")
+    found = _TRACEPARENT.match(incoming.strip().lower()) if incoming else None
+    if found and found[1] != "ff" and found[2] != "0" * 32 and found[3] != "0" * 16:
+        # This hop's parent id is its own, the caller's span is its parent.
+        return TraceContext(found[2], secrets.token_hex(8), found[4], from_span=False)
+    return TraceContext(secrets.token_hex(16), secrets.token_hex(8), "01", from_span=False)
 
 
 class RequestContext:
-    """Gives every request an id (the client's ``X-Request-ID`` when sane),
-    echoes it in the response, logs one line per request and observes latency."""
+    """Gives every request an id (the client's ``X-Request-ID`` when sane) and a
+    trace (see ``TraceContext``), echoes both in the response (``X-Request-ID``,
+    ``X-Trace-Id``), logs one line per request and observes latency."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -36,7 +72,10 @@ class RequestContext:
             return
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and _VALID_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        context = trace_context(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["trace"] = context
         started = time.perf_counter()
         status = 500
 
@@ -44,7 +83,11 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                    (b"x-trace-id", context.trace_id.encode()),
+                ]
             await send(message)
 
         try:
@@ -58,7 +101,13 @@ class RequestContext:
                 scope["method"],
                 scope["path"],
                 status,
-                extra={"request_id": request_id, "status": status, "route": route, "ms": round(elapsed * 1000, 2)},
+                extra={
+                    "request_id": request_id,
+                    "status": status,
+                    "route": route,
+                    "ms": round(elapsed * 1000, 2),
+                    **({} if context.from_span else {"trace_id": context.trace_id}),
+                },
             )
 
 

@@ -36,9 +36,13 @@ def respond(problem: Problem, request: Request | None = None) -> Response:
     body = problem.body()
     if request is not None:
         body["instance"] = request.url.path
-        request_id = request.scope.get("state", {}).get("request_id")
+        state = request.scope.get("state", {})
+        request_id = state.get("request_id")
         if request_id:
             body["request_id"] = request_id
+        context = state.get("trace")
+        if context is not None:
+            body["trace_id"] = context.trace_id
     return ProblemResponse(body, status_code=problem.status, headers=problem.headers())
 
 

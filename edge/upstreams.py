@@ -69,8 +69,12 @@ def upstreams(request: Request) -> Upstreams:
 
 
 def call_options(request: Request) -> dict[str, Any]:
-    """Deadline plus the metadata forwarded to a service: token and request id."""
+    """Deadline plus the metadata forwarded to a service: token, request id and,
+    when no span carries it already, the request's ``traceparent``."""
     metadata = [("x-request-id", request.state.request_id)]
+    context = getattr(request.state, "trace", None)
+    if context is not None and not context.from_span:
+        metadata.append(("traceparent", context.traceparent()))
     authorization = request.headers.get("authorization")
     if authorization:
         metadata.append(("authorization", authorization))

@@ -93,7 +93,7 @@ async def run(settings: NotifySettings, *, stopping: asyncio.Event | None = None
         store,
         AnnouncementPublisher(producer, timeout=12.0),
         development=settings.development,
-        policy=StreamPolicy(heartbeat=settings.heartbeat_interval),
+        policy=StreamPolicy(heartbeat=settings.heartbeat_interval, ticket_seconds=settings.stream_ticket_seconds),
         stopping=stop,
     )
     server = GrpcServer(settings)

@@ -17,7 +17,7 @@ from shop.common.v1 import paging_pb2
 from shop.notify.v1 import notify_pb2, notify_pb2_grpc
 
 from common.auth import require_admin, require_user
-from common.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from common.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unauthenticated, Unavailable
 from notify_svc import convert, domain
 from notify_svc.events import AnnouncementPublisher
 from notify_svc.store import UNAVAILABLE_ERRORS, Store, Webhook, now_us
@@ -54,6 +54,11 @@ def guarded(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
 @dataclass
 class StreamPolicy:
     heartbeat: float = 15.0
+    # How long a stream ticket (CreateStreamTicket) may wait for its one use.
+    ticket_seconds: int = 60
+
+
+MAX_TICKET_LENGTH = 128
 
 
 def _heartbeat() -> notify_pb2.SubscribeResponse:
@@ -135,8 +140,8 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
     ) -> AsyncIterator[notify_pb2.SubscribeResponse]:
         """Live feed: subscribe first, then replay the backlog after ``last_event_id``,
         then live items; positions only increase, so overlap is dropped by position."""
-        user = require_user().user_id
         after = domain.stream_position(request.last_event_id)
+        user = await self._redeem(request.stream_ticket) if request.stream_ticket else require_user().user_id
         try:
             async with self.store.live(user) as live:
                 # The subscription is in place: tell the client at once (the
@@ -165,6 +170,28 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         except UNAVAILABLE_ERRORS as exc:
             # The client resumes with its last event_id: nothing is lost.
             raise _redis_unavailable() from exc
+
+    async def _redeem(self, ticket: str) -> str:
+        user = None
+        if len(ticket) <= MAX_TICKET_LENGTH:
+            try:
+                user = await self.store.redeem_stream_ticket(ticket)
+            except UNAVAILABLE_ERRORS as exc:
+                raise _redis_unavailable() from exc
+        if user is None:
+            raise Unauthenticated("the stream ticket is unknown, expired or already used: ask for a new one")
+        return user
+
+    @guarded
+    async def CreateStreamTicket(
+        self, request: notify_pb2.CreateStreamTicketRequest, context: Context
+    ) -> notify_pb2.CreateStreamTicketResponse:
+        user = require_user().user_id
+        ticket = secrets.token_urlsafe(32)
+        await self.store.issue_stream_ticket(user, ticket, self.policy.ticket_seconds)
+        expire = Timestamp()
+        expire.FromSeconds(int(time.time()) + self.policy.ticket_seconds)
+        return notify_pb2.CreateStreamTicketResponse(ticket=ticket, expire_time=expire)
 
     @staticmethod
     def _message(position: int, note: domain.Notification, read: bool) -> notify_pb2.SubscribeResponse:

@@ -37,6 +37,8 @@ class NotifySettings(ServiceSettings, RedisSettings, KafkaSettings):
 
     # Subscribe: a heartbeat after this many seconds without a message.
     heartbeat_interval: float = Field(default=15.0, gt=0)
+    # A stream ticket (a browser's way into Subscribe) is single-use and expires after this.
+    stream_ticket_seconds: int = Field(default=60, gt=0, le=600)
 
     # Webhooks per user.
     webhook_limit: int = Field(default=10, ge=1)

@@ -34,6 +34,7 @@ applied together or not at all; an event seen again changes nothing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -91,6 +92,11 @@ def ann_read_key(user: str) -> str:
 
 def ann_upto_key(user: str) -> str:
     return f"notify:user:{user}:ann-read-upto"
+
+
+def stream_ticket_key(ticket: str) -> str:
+    # Only the ticket's hash is a key: a copy of the store opens no stream.
+    return f"notify:stream-ticket:{hashlib.sha256(ticket.encode()).hexdigest()}"
 
 
 def live_channel(user: str) -> str:
@@ -556,6 +562,14 @@ class Store:
 
     async def mark_all_read(self, user: str) -> None:
         await self._mark_all_read(keys=[unread_key(user), ann_upto_key(user), ann_read_key(user), SEQ], args=[])
+
+    async def issue_stream_ticket(self, user: str, ticket: str, ttl_seconds: int) -> None:
+        await self.redis.set(stream_ticket_key(ticket), user.encode(), ex=ttl_seconds, nx=True)
+
+    async def redeem_stream_ticket(self, ticket: str) -> str | None:
+        """The ticket's user, once: GETDEL makes a second redemption find nothing."""
+        user = await self.redis.getdel(stream_ticket_key(ticket))
+        return user.decode() if user else None
 
     async def position(self) -> int:
         """The newest position handed out so far."""

@@ -115,7 +115,10 @@ def _respond(cart: cart_pb2.Cart, status: int = 200) -> Response:
     return JSONResponse(Cart.of(cart).model_dump(mode="json"), status_code=status, headers=headers)
 
 
-@api.operation("GET", "/api/v1/cart", summary="The cart, priced now", tag="cart", response=Cart, errors=(401, 503))
+@api.operation(
+    "GET", "/api/v1/cart", summary="The cart, priced now", tag="cart", response=Cart, errors=(401, 503),
+    headers=("X-Cart-Token",),
+)  # fmt: skip
 async def get_cart(request: Request) -> Response:
     """Signed in: the user's cart. Guest: the cart named by ``X-Cart-Token`` (401
     when that token is expired or forged). Lines whose product was archived,
@@ -126,7 +129,10 @@ async def get_cart(request: Request) -> Response:
     return _respond(reply.cart)
 
 
-@api.operation("DELETE", "/api/v1/cart", summary="Empty the cart", tag="cart", response=Cart, errors=(401,))
+@api.operation(
+    "DELETE", "/api/v1/cart", summary="Empty the cart", tag="cart", response=Cart, errors=(401,),
+    headers=("X-Cart-Token",),
+)  # fmt: skip
 async def clear_cart(request: Request) -> Response:
     reply = await upstreams(request).cart.ClearCart(
         cart_pb2.ClearCartRequest(cart_token=_token(request)), **call_options(request)
@@ -137,6 +143,7 @@ async def clear_cart(request: Request) -> Response:
 @api.operation(
     "POST", "/api/v1/cart/items", summary="Add a product (a guest without a token gets a new cart)", tag="cart",
     body=AddItem, response=Cart, errors=(401, 404, 409),
+    headers=("X-Cart-Token",),
 )  # fmt: skip
 async def add_item(request: Request, body: AddItem) -> Response:
     """409 when the stock cannot cover the quantity (naming the product), the
@@ -151,6 +158,7 @@ async def add_item(request: Request, body: AddItem) -> Response:
 @api.operation(
     "PATCH", "/api/v1/cart/items/{product_id}", summary="Change a line's quantity", tag="cart",
     body=SetQuantity, response=Cart, errors=(401, 404, 409),
+    headers=("X-Cart-Token",),
 )  # fmt: skip
 async def set_quantity(request: Request, body: SetQuantity) -> Response:
     reply = await upstreams(request).cart.UpdateItemQuantity(
@@ -163,7 +171,8 @@ async def set_quantity(request: Request, body: SetQuantity) -> Response:
 
 
 @api.operation(
-    "DELETE", "/api/v1/cart/items/{product_id}", summary="Remove a line", tag="cart", response=Cart, errors=(401,)
+    "DELETE", "/api/v1/cart/items/{product_id}", summary="Remove a line", tag="cart", response=Cart, errors=(401,),
+    headers=("X-Cart-Token",),
 )  # fmt: skip
 async def remove_item(request: Request) -> Response:
     reply = await upstreams(request).cart.RemoveItem(
@@ -176,6 +185,7 @@ async def remove_item(request: Request) -> Response:
 @api.operation(
     "GET", "/api/v1/cart/shipping-options", summary="Shipping quotes for the cart", tag="cart",
     response=ShippingOptions, errors=(401,),
+    headers=("X-Cart-Token",),
 )  # fmt: skip
 async def shipping_options(request: Request) -> ShippingOptions:
     reply = await upstreams(request).cart.GetShippingOptions(
@@ -198,6 +208,7 @@ async def shipping_options(request: Request) -> ShippingOptions:
 @api.operation(
     "POST", "/api/v1/cart/checkout", summary="Order the cart (send an Idempotency-Key)", tag="cart",
     body=CheckoutIn, response=Order, status=201, auth=True, errors=(404, 409, 422, 503),
+    headers=("Idempotency-Key",),
 )  # fmt: skip
 async def checkout(request: Request, body: CheckoutIn) -> Order:
     """The same saga as ``POST /api/v1/orders``. The cart is emptied only when the

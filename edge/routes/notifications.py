@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import grpc
 from pydantic import BaseModel, ConfigDict, Field
@@ -103,6 +104,20 @@ class StreamQuery(BaseModel):
     last_event_id: Annotated[
         str, Field(max_length=32, description="resume point for clients that cannot send the Last-Event-ID header")
     ] = ""
+    ticket: Annotated[
+        str,
+        Field(
+            max_length=128,
+            description="a stream ticket (POST /api/v1/notifications/stream-tickets), instead of the "
+            "Authorization header: a browser's EventSource cannot send one",
+        ),
+    ] = ""
+
+
+class StreamTicket(BaseModel):
+    ticket: str = Field(description="single-use: opens the stream once, as `?ticket=`")
+    expires_at: datetime | None
+    stream_url: str = Field(description="the stream's URL with this ticket, for `new EventSource(stream_url)`")
 
 
 class Webhook(BaseModel):
@@ -253,21 +268,50 @@ async def mark_read(request: Request) -> UnreadCount:
 
 
 @api.operation(
+    "POST", "/api/v1/notifications/stream-tickets", summary="A single-use ticket that opens the live stream",
+    tag="notifications", response=StreamTicket, status=201, auth=True,
+)  # fmt: skip
+async def create_stream_ticket(request: Request) -> StreamTicket:
+    """For a browser: `new EventSource(stream_url)` opens the caller's live stream
+    without an Authorization header. The ticket is valid once, for about a minute;
+    an EventSource reconnecting after it was used needs a new one."""
+    reply = await upstreams(request).notify.CreateStreamTicket(
+        notify_pb2.CreateStreamTicketRequest(), **call_options(request)
+    )
+    return StreamTicket(
+        ticket=reply.ticket,
+        expires_at=timestamp(reply.expire_time),
+        stream_url=f"/api/v1/notifications/stream?{urlencode({'ticket': reply.ticket})}",
+    )
+
+
+@api.operation(
     "GET", "/api/v1/notifications/stream", summary="Live notifications as server-sent events", tag="notifications",
-    query=StreamQuery, response=Notification, response_type="text/event-stream", auth=True,
+    query=StreamQuery, response=Notification, response_type="text/event-stream", errors=(401,),
+    security=[{"bearerAuth": []}, {"streamTicket": []}],
+    headers=("Last-Event-ID",),
 )  # fmt: skip
 async def stream_notifications(request: Request, query: StreamQuery) -> Response:
     """A `text/event-stream`: each notification is an event `notification` with
     `id:` its stream position and `data:` the Notification as JSON; a `:` comment
     line is sent as a heartbeat every few seconds. Reconnecting with the
     `Last-Event-ID` header (browsers' EventSource does it by itself) first replays
-    what arrived since that event, then continues live: nothing lost, nothing twice."""
+    what arrived since that event, then continues live: nothing lost, nothing twice.
+    Signed in by `Authorization: Bearer`, or by `?ticket=` (single-use, from
+    `POST /api/v1/notifications/stream-tickets`) from a browser's EventSource."""
+    if not query.ticket and "authorization" not in request.headers:
+        raise HttpProblem(
+            401,
+            "sign in first: send 'Authorization: Bearer <access token>', or '?ticket=' from "
+            "POST /api/v1/notifications/stream-tickets",
+        )
     last_event_id = request.headers.get("last-event-id", "").strip() or query.last_event_id
     if len(last_event_id) > 32:
         raise HttpProblem(400, "Last-Event-ID is not an event id of this stream")
     options = call_options(request)
     call = upstreams(request).notify.Subscribe(
-        notify_pb2.SubscribeRequest(last_event_id=last_event_id), metadata=options["metadata"]
+        notify_pb2.SubscribeRequest(last_event_id=last_event_id, stream_ticket=query.ticket),
+        metadata=options["metadata"],
     )
     try:
         # The service answers at once with a heartbeat once subscribed, or with

@@ -216,6 +216,7 @@ def _stamp(moment: datetime | None) -> Timestamp | None:
 @api.operation(
     "POST", "/api/v1/orders", summary="Place an order (send an Idempotency-Key)", tag="orders",
     body=NewOrder, response=Order, status=201, auth=True, errors=(404, 409, 422, 503),
+    headers=("Idempotency-Key",),
 )  # fmt: skip
 async def create_order(request: Request, body: NewOrder) -> Order:
     """Prices come from the catalog at this moment, never from the client. 409
@@ -261,6 +262,7 @@ async def get_order(request: Request) -> Order:
 @api.operation(
     "POST", "/api/v1/orders/{order_id}/pay", summary="Pay an order (send an Idempotency-Key)", tag="orders",
     body=PaymentIn, response=PaidOrder, auth=True, errors=(402, 404, 409, 422, 502),
+    headers=("Idempotency-Key",),
 )  # fmt: skip
 async def pay_order(request: Request, body: PaymentIn) -> PaidOrder:
     """With the test processor (``SHOP_PAYMENT_PROCESSOR=test``, the default) the

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import html
-import json
+import functools
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from edge.api import Api
+from edge.problems import HttpProblem
 from edge.upstreams import call_options, upstreams
 
 api = Api(upstreams=["user_svc"])  # the JWKS comes from user_svc
@@ -61,30 +63,55 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(document)
 
 
-@api.operation("GET", "/docs", summary="Human-readable API reference", tag="system", content_type="text/html")
+# Swagger UI's own files, from the pinned PyPI package ``swagger-ui-py``: /docs needs no CDN.
+_SWAGGER_SPEC = importlib.util.find_spec("swagger_ui")
+_SWAGGER_STATIC = (
+    Path(next(iter(_SWAGGER_SPEC.submodule_search_locations))) / "static"
+    if _SWAGGER_SPEC is not None and _SWAGGER_SPEC.submodule_search_locations
+    else None
+)
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+}
+_DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>shop API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css">
+<link rel="icon" type="image/png" href="/docs/assets/favicon-32x32.png">
+</head><body><div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({
+  url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
+  persistAuthorization: true, tryItOutEnabled: true, validatorUrl: null,
+  displayRequestDuration: true, showExtensions: true,
+});
+</script></body></html>"""
+
+
+@api.operation("GET", "/docs", summary="Interactive API reference (Swagger UI)", tag="system", content_type="text/html")
 async def docs(request: Request) -> Response:
-    document: dict[str, Any] = request.app.state.openapi
-    rows = []
-    for path, methods in document["paths"].items():
-        for method, op in methods.items():
-            content: dict[str, Any] = op.get("requestBody", {}).get("content", {})
-            first: dict[str, Any] = next(iter(content.values()), {})
-            schema = first.get("schema", {}).get("$ref", "").rsplit("/", 1)[-1]
-            auth = "🔒" if op.get("security") else ""
-            rows.append(
-                f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
-                f"<td>{auth}</td><td>{html.escape(op['summary'])}</td><td>{html.escape(schema)}</td>"
-                f"<td>{', '.join(sorted(op['responses']))}</td></tr>"
-            )
-    schemas = json.dumps(document["components"]["schemas"], indent=2)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>shop API</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2rem}}td,th{{padding:.3rem .6rem;text-align:left;
-border-bottom:1px solid #ddd}}pre{{background:#f6f6f6;padding:1rem;overflow:auto}}</style></head><body>
-<h1>shop API</h1><p>Machine-readable: <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1).
-Errors are <code>application/problem+json</code>. 🔒 needs <code>Authorization: Bearer &lt;access token&gt;</code>.</p>
-<table><tr><th>method</th><th>path</th><th></th><th>summary</th><th>body</th><th>responses</th></tr>
-{"".join(rows)}</table><h2>Schemas</h2><pre>{html.escape(schemas)}</pre></body></html>"""
-    return HTMLResponse(page)
+    """Swagger UI over ``/openapi.json``: press *Authorize*, paste an access token
+    (from ``POST /api/v1/auth/login``) and *Try it out* sends it as a bearer token."""
+    return HTMLResponse(_DOCS_PAGE, headers={"Cache-Control": "no-cache"})
+
+
+@functools.cache
+def _asset(name: str) -> bytes:
+    assert _SWAGGER_STATIC is not None
+    return (_SWAGGER_STATIC / name).read_bytes()
+
+
+@api.operation("GET", "/docs/assets/{asset}", summary="The files of the interactive API reference", tag="system",
+               errors=(404,))  # fmt: skip
+async def docs_asset(request: Request) -> Response:
+    name = request.path_params["asset"]
+    media_type = DOCS_ASSETS.get(name)
+    if media_type is None or _SWAGGER_STATIC is None:
+        raise HttpProblem(404, f"no such documentation asset: {name!r}")
+    return Response(_asset(name), media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
 
 
 @api.operation("GET", "/metrics", summary="Prometheus metrics of the edge", tag="system", content_type="text/plain")

@@ -157,6 +157,7 @@ async def register(request: Request, body: RegisterBody) -> Session:
 @api.operation(
     "POST", "/api/v1/auth/login", summary="Exchange email and password for tokens", tag="auth",
     body=LoginBody, response=Session, errors=(401, 429),
+    headers=("X-Cart-Token",),
 )  # fmt: skip
 async def login(request: Request, body: LoginBody) -> Session:
     """A wrong password and an unknown email get the same 401. Too many attempts

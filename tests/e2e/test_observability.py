@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import urllib.error
 import urllib.request
@@ -17,7 +18,7 @@ import pytest
 
 from devstack.cluster import Cluster
 from devstack.servers import Jaeger
-from tests.e2e.helpers import admin_session, bearer, register
+from tests.e2e.helpers import admin_session, assert_problem, bearer, register
 
 ADDRESS = {"recipient_name": "Ann Buyer", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
            "country_code": "DE"}  # fmt: skip
@@ -146,3 +147,37 @@ async def test_every_process_exposes_prometheus_metrics(http: httpx.AsyncClient,
         assert "grpc_server_handling_seconds_bucket" in text or name == "notify_svc", name
     order = await asyncio.to_thread(_scrape, stack.metrics_ports["order_svc"])
     assert "outbox_backlog" in order and "outbox_relay_lag_seconds_bucket" in order
+
+
+async def test_every_response_names_its_trace_and_the_id_finds_it(
+    http: httpx.AsyncClient, stack: Cluster, jaeger: Jaeger
+) -> None:
+    problem = await http.get("/api/v1/orders")
+    body = assert_problem(problem, 401)
+    assert re.fullmatch(r"[0-9a-f]{32}", problem.headers["x-trace-id"])
+    assert body["trace_id"] == problem.headers["x-trace-id"]
+
+    ok = await http.get("/api/v1/products")
+    assert ok.status_code == 200, ok.text
+    assert re.fullmatch(r"[0-9a-f]{32}", ok.headers["x-trace-id"])
+    assert ok.headers["x-trace-id"] != problem.headers["x-trace-id"]
+
+    theirs = secrets.token_hex(16)
+    continued = await http.get("/api/v1/products", headers={"traceparent": f"00-{theirs}-{secrets.token_hex(8)}-01"})
+    assert continued.headers["x-trace-id"] == theirs
+
+    # Without a traceparent of the caller's, the id the edge answered finds the trace,
+    # with the edge's server span and the call it made upstream.
+    buyer = await register(http)
+    listed = await http.get("/api/v1/orders", headers=bearer(buyer))
+    assert listed.status_code == 200, listed.text
+    trace_id = listed.headers["x-trace-id"]
+    spans: list[dict[str, Any]] = []
+    for _ in range(60):
+        spans = _trace(jaeger, trace_id)
+        if {"edge", "order_svc"} <= {s["service"] for s in spans}:
+            break
+        await asyncio.sleep(0.5)
+    edge_server = _find(spans, "edge", "server", "GET")
+    order_server = _find(spans, "order_svc", "server", "OrderService/List")
+    assert edge_server in _ancestors(spans, order_server)

@@ -51,3 +51,19 @@ def test_uploads_are_described_as_multipart() -> None:
     assert form["properties"]["file"]["type"] == "string"
     assert form["properties"]["file"]["format"] == "binary"
     assert {"201", "400", "401", "403", "404", "413", "415"} <= set(upload["responses"])
+
+
+def test_headers_ids_servers_and_tags_are_declared() -> None:
+    document = create_app().state.openapi
+    paths = document["paths"]
+
+    def headers(path: str, method: str) -> set[str]:
+        return {p["name"] for p in paths[path][method].get("parameters", []) if p["in"] == "header"}
+
+    assert "X-Cart-Token" in headers("/api/v1/auth/login", "post")
+    assert "Idempotency-Key" in headers("/api/v1/orders", "post")
+    assert "Last-Event-ID" in headers("/api/v1/notifications/stream", "get")
+    order_id = paths["/api/v1/orders/{order_id}/pay"]["post"]["parameters"][0]
+    assert order_id["schema"] == {"type": "string", "format": "uuid"}
+    assert document["servers"] and document["info"]["description"]
+    assert {tag["name"] for tag in document["tags"]} == {op["tags"][0] for m in paths.values() for op in m.values()}

@@ -462,22 +462,67 @@ class SubscribeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LAST_EVENT_ID_FIELD_NUMBER: _builtins.int
+    STREAM_TICKET_FIELD_NUMBER: _builtins.int
     last_event_id: _builtins.str
     """Resume point: the `event_id` of the last message the client saw (the edge
     passes the SSE Last-Event-ID header). Empty to receive only new ones.
+    """
+    stream_ticket: _builtins.str
+    """A ticket from CreateStreamTicket; used instead of `authorization`, once.
+    Errors: UNAUTHENTICATED (unknown, expired or already used).
     """
     def __init__(
         self,
         *,
         last_event_id: _builtins.str = ...,
+        stream_ticket: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_event_id", b"last_event_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_event_id", b"last_event_id", "stream_ticket", b"stream_ticket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubscribeRequest: _TypeAlias = SubscribeRequest  # noqa: Y015
+
+@_typing.final
+class CreateStreamTicketRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateStreamTicketRequest: _TypeAlias = CreateStreamTicketRequest  # noqa: Y015
+
+@_typing.final
+class CreateStreamTicketResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    ticket: _builtins.str
+    """Opaque; pass it as SubscribeRequest.stream_ticket within its lifetime."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        ticket: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "ticket", b"ticket"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateStreamTicketResponse: _TypeAlias = CreateStreamTicketResponse  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):

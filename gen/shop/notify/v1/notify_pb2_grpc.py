@@ -68,6 +68,11 @@ class NotificationServiceStub:
                 request_serializer=shop_dot_notify_dot_v1_dot_notify__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=shop_dot_notify_dot_v1_dot_notify__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.CreateStreamTicket = channel.unary_unary(
+                '/shop.notify.v1.NotificationService/CreateStreamTicket',
+                request_serializer=shop_dot_notify_dot_v1_dot_notify__pb2.CreateStreamTicketRequest.SerializeToString,
+                response_deserializer=shop_dot_notify_dot_v1_dot_notify__pb2.CreateStreamTicketResponse.FromString,
+                _registered_method=True)
         self.PublishAnnouncement = channel.unary_unary(
                 '/shop.notify.v1.NotificationService/PublishAnnouncement',
                 request_serializer=shop_dot_notify_dot_v1_dot_notify__pb2.PublishAnnouncementRequest.SerializeToString,
@@ -143,6 +148,17 @@ class NotificationServiceServicer:
         then streams new notifications as they are stored, with a heartbeat every
         few seconds. Ends only when the client cancels or the server shuts down.
         Errors: UNAUTHENTICATED, INVALID_ARGUMENT (malformed last_event_id).
+        Signed in by `authorization`, or (no metadata needed) by a `stream_ticket`
+        from CreateStreamTicket, which this call redeems.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateStreamTicket(self, request, context):
+        """Issues a short-lived, single-use ticket that opens the caller's Subscribe
+        once without an access token (a browser's EventSource cannot send one).
+        Only a hash of it is stored, in Redis, expiring after `expire_time`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,6 +234,11 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=shop_dot_notify_dot_v1_dot_notify__pb2.SubscribeRequest.FromString,
                     response_serializer=shop_dot_notify_dot_v1_dot_notify__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'CreateStreamTicket': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateStreamTicket,
+                    request_deserializer=shop_dot_notify_dot_v1_dot_notify__pb2.CreateStreamTicketRequest.FromString,
+                    response_serializer=shop_dot_notify_dot_v1_dot_notify__pb2.CreateStreamTicketResponse.SerializeToString,
             ),
             'PublishAnnouncement': grpc.unary_unary_rpc_method_handler(
                     servicer.PublishAnnouncement,
@@ -389,6 +410,33 @@ class NotificationService:
             '/shop.notify.v1.NotificationService/Subscribe',
             shop_dot_notify_dot_v1_dot_notify__pb2.SubscribeRequest.SerializeToString,
             shop_dot_notify_dot_v1_dot_notify__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateStreamTicket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.notify.v1.NotificationService/CreateStreamTicket',
+            shop_dot_notify_dot_v1_dot_notify__pb2.CreateStreamTicketRequest.SerializeToString,
+            shop_dot_notify_dot_v1_dot_notify__pb2.CreateStreamTicketResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,13 @@ class NotificationServiceStub:
     then streams new notifications as they are stored, with a heartbeat every
     few seconds. Ends only when the client cancels or the server shuts down.
     Errors: UNAUTHENTICATED, INVALID_ARGUMENT (malformed last_event_id).
+    Signed in by `authorization`, or (no metadata needed) by a `stream_ticket`
+    from CreateStreamTicket, which this call redeems.
+    """
+    CreateStreamTicket: _grpc.UnaryUnaryMultiCallable[_notify_pb2.CreateStreamTicketRequest, _notify_pb2.CreateStreamTicketResponse]
+    """Issues a short-lived, single-use ticket that opens the caller's Subscribe
+    once without an access token (a browser's EventSource cannot send one).
+    Only a hash of it is stored, in Redis, expiring after `expire_time`.
     """
     PublishAnnouncement: _grpc.UnaryUnaryMultiCallable[_notify_pb2.PublishAnnouncementRequest, _notify_pb2.PublishAnnouncementResponse]
     """Publishes a platform announcement to every user: writes
@@ -116,6 +123,13 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     then streams new notifications as they are stored, with a heartbeat every
     few seconds. Ends only when the client cancels or the server shuts down.
     Errors: UNAUTHENTICATED, INVALID_ARGUMENT (malformed last_event_id).
+    Signed in by `authorization`, or (no metadata needed) by a `stream_ticket`
+    from CreateStreamTicket, which this call redeems.
+    """
+    CreateStreamTicket: _aio.UnaryUnaryMultiCallable[_notify_pb2.CreateStreamTicketRequest, _notify_pb2.CreateStreamTicketResponse]  # type: ignore[assignment]
+    """Issues a short-lived, single-use ticket that opens the caller's Subscribe
+    once without an access token (a browser's EventSource cannot send one).
+    Only a hash of it is stored, in Redis, expiring after `expire_time`.
     """
     PublishAnnouncement: _aio.UnaryUnaryMultiCallable[_notify_pb2.PublishAnnouncementRequest, _notify_pb2.PublishAnnouncementResponse]  # type: ignore[assignment]
     """Publishes a platform announcement to every user: writes
@@ -199,6 +213,19 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         then streams new notifications as they are stored, with a heartbeat every
         few seconds. Ends only when the client cancels or the server shuts down.
         Errors: UNAUTHENTICATED, INVALID_ARGUMENT (malformed last_event_id).
+        Signed in by `authorization`, or (no metadata needed) by a `stream_ticket`
+        from CreateStreamTicket, which this call redeems.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateStreamTicket(
+        self,
+        request: _notify_pb2.CreateStreamTicketRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notify_pb2.CreateStreamTicketResponse, _abc.Awaitable[_notify_pb2.CreateStreamTicketResponse]]:
+        """Issues a short-lived, single-use ticket that opens the caller's Subscribe
+        once without an access token (a browser's EventSource cannot send one).
+        Only a hash of it is stored, in Redis, expiring after `expire_time`.
         """
 
     @_abc_1.abstractmethod
