@@ -24,6 +24,7 @@ SERVICE_PORTS: dict[str, int] = {
     "notify_svc": 8083,
     "comment_svc": 8084,
     "edge": 8085,
+    "web": 8086,
 }
 
 # Local-cluster-only secrets.  They are filled in only in development and test

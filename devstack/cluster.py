@@ -22,9 +22,10 @@ from devstack.paths import REPO
 from devstack.process import Process, free_port, port_open
 from devstack.servers import S3, Jaeger, Kafka, Postgres, Redis, Server
 from devstack.stripe_mock import StripeMock
+from devstack.zipkin import Zipkin
 
 SERVERS: dict[str, type[Server]] = {
-    cls.name: cls for cls in (Postgres, Redis, Kafka, DocumentPostgres, FerretDB, S3, Jaeger, StripeMock)
+    cls.name: cls for cls in (Postgres, Redis, Kafka, DocumentPostgres, FerretDB, S3, Jaeger, Zipkin, StripeMock)
 }
 
 # The well-known ports `python -m devstack up` uses.
@@ -37,6 +38,7 @@ DEFAULT_PORTS: dict[str, dict[str, int]] = {
     "s3": {"port": 9000},
     "jaeger": {"otlp_grpc": 4317, "otlp_http": 4318, "query_http": 16686, "query_grpc": 16685, "health": 13133},
     "stripe_mock": {"port": 12111, "https": 12112},
+    "zipkin": {"port": 9411},
 }
 
 
@@ -67,6 +69,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("comment_svc", ("postgres", "kafka"), "shop_comment"),
     ServiceSpec("notify_svc", ("redis", "kafka")),
     ServiceSpec("edge", ()),
+    # The storefront (web/): a browser client of the edge's REST API only.
+    ServiceSpec("web", ()),
 )
 SERVICE_BY_NAME = {spec.name: spec for spec in SERVICES}
 
@@ -273,7 +277,7 @@ class Cluster:
 
 
 def _service_ready(name: str, port: int) -> bool:
-    if name == "edge":
+    if name in ("edge", "web"):  # HTTP processes: /healthz
         import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:

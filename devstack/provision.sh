@@ -89,6 +89,7 @@ tools=(ferretdb minio jaeger grpcurl stripe-mock)
 [ "$want_bench" = 1 ] && tools+=(ghz)
 bash devstack/provision/go_tools.sh "${tools[@]}"
 bash devstack/provision/kafka.sh
+bash devstack/provision/zipkin.sh
 # Offline validators of compose/ and deploy/k8s (docker-compose from apt, kustomize).
 bash devstack/provision/deploy_tools.sh
 progress_done

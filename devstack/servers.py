@@ -464,6 +464,14 @@ class S3(Server):
 
 class Jaeger(Server):
     name = "jaeger"
+    # Each span also goes to Kafka in Zipkin's format, for the trace UI (devstack/zipkin.py).
+    needs = ("kafka",)
+    kafka: Kafka
+
+    def use(self, servers: dict[str, Server]) -> None:
+        kafka = servers["kafka"]
+        assert isinstance(kafka, Kafka)
+        self.kafka = kafka
 
     def port_names(self) -> tuple[str, ...]:
         return ("otlp_grpc", "otlp_http", "query_http", "query_grpc", "health")
@@ -480,6 +488,7 @@ class Jaeger(Server):
             "JAEGER_QUERY_GRPC_PORT": str(self.ports["query_grpc"]),
             "JAEGER_HEALTH_PORT": str(self.ports["health"]),
             "JAEGER_LOG_LEVEL": "warn",
+            "JAEGER_KAFKA_BROKERS": self.kafka.bootstrap,
         }
 
     def ready(self) -> bool:

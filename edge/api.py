@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from edge.examples import REQUEST_EXAMPLES, RESPONSE_EXAMPLES
 from edge.problems import HttpProblem, violations
 
 Handler = Callable[..., Awaitable[Any]]
@@ -71,6 +72,8 @@ class Operation:
     security: list[dict[str, list[str]]] | None = None
     # Request headers the operation reads (names from HEADER_PARAMETERS).
     headers: Sequence[str] = ()
+    # Calls a service behind the edge (so it answers 503/504 when that one is down or slow).
+    upstream: bool = True
 
     @property
     def operation_id(self) -> str:
@@ -103,6 +106,7 @@ class Api:
         response_type: str = "application/json",
         security: list[dict[str, list[str]]] | None = None,
         headers: Sequence[str] = (),
+        upstream: bool = True,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.operations.append(
@@ -124,6 +128,7 @@ class Api:
                     form=form,
                     security=security,
                     headers=headers,
+                    upstream=upstream and bool(self.upstreams),
                 )
             )
             return handler
@@ -296,6 +301,7 @@ _ERROR_TEXT = {
     422: "Idempotency key reused with a different body",
     429: "Too many attempts (see Retry-After)",
     503: "A service behind the edge is unavailable",
+    504: "A service behind the edge did not answer in time",
 }
 
 
@@ -349,15 +355,23 @@ def openapi_document(operations: Sequence[Operation], *, title: str, version: st
             entry["parameters"] = parameters
         body = op.body or op.form
         if body is not None:
-            entry["requestBody"] = {
-                "required": True,
-                "content": {op.content_type: {"schema": _schema(body, components)}},
-            }
+            media: dict[str, Any] = {"schema": _schema(body, components)}
+            if op.operation_id in REQUEST_EXAMPLES:
+                media["example"] = REQUEST_EXAMPLES[op.operation_id]
+            entry["requestBody"] = {"required": True, "content": {op.content_type: media}}
         ok: dict[str, Any] = {"description": "Success"}
         if op.response is not None:
             ok["content"] = {op.response_type: {"schema": _schema(op.response, components)}}
+            if op.response.__name__ in RESPONSE_EXAMPLES:
+                ok["content"][op.response_type]["example"] = RESPONSE_EXAMPLES[op.response.__name__]
         responses: dict[str, Any] = {str(op.status): ok}
-        codes = set(op.errors) | ({400} if body or op.query else set()) | ({401} if op.auth else set())
+        codes = set(op.errors) | ({401} if op.auth else set())
+        if body or op.query or any(name.endswith("_id") for name in _PARAM.findall(op.path)):
+            codes.add(400)  # invalid fields, or a malformed id in the path
+        if body:
+            codes |= {413, 415}  # read_json / read_form refuse a body too large or of another type
+        if op.upstream:
+            codes |= {503, 504}  # the service behind is unavailable, or did not answer in time
         for code in sorted(codes):
             responses[str(code)] = {
                 "description": _ERROR_TEXT.get(code, "Error"),

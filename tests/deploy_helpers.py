@@ -127,7 +127,9 @@ def k8s_name(package: str) -> str:
 
 
 PACKAGES = tuple(SERVICE_PORTS)
-GRPC_PACKAGES = tuple(name for name in SERVICE_PORTS if name != "edge")
+# The HTTP processes (health at /healthz); the rest are gRPC services.
+HTTP_PACKAGES = ("edge", "web")
+GRPC_PACKAGES = tuple(name for name in SERVICE_PORTS if name not in HTTP_PACKAGES)
 
 
 # --- compose -------------------------------------------------------------------------------------
@@ -250,8 +252,8 @@ def runtime_workdir() -> str:
 
 
 # What compose/Dockerfile copies into /app: these directories, and every *_svc package.
-IMAGE_CODE = ("common", "edge", "gen", "migrations")
-IMAGE_COPY_STEP = "cp -r common edge gen migrations /app/"
+IMAGE_CODE = ("common", "edge", "web", "gen", "migrations")
+IMAGE_COPY_STEP = "cp -r common edge web gen migrations /app/"
 
 
 def build_image_tree(dest: Path) -> Path:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from edge.api import Api
-from edge.routes.models import Address, Money, Strict, timestamp
+from edge.routes.models import Address, Money, Strict, Uuid, timestamp
 from edge.routes.orders import Order, idempotency_key
 from edge.upstreams import call_options, upstreams
 
@@ -28,7 +28,7 @@ METHOD_NAMES = {value: name for name, value in METHODS.items()}
 
 
 class CartLine(BaseModel):
-    product_id: str
+    product_id: Uuid
     product_name: str
     quantity: int
     unit_price: Money | None
@@ -88,7 +88,7 @@ class ShippingOptions(BaseModel):
     options: list[ShippingQuote]
 
 
-ProductId = Annotated[str, Field(min_length=1, max_length=64)]
+ProductId = Annotated[Uuid, Field(min_length=1, max_length=64)]
 Quantity = Annotated[int, Field(ge=1, le=1000)]
 
 

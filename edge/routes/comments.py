@@ -19,7 +19,7 @@ from common.errors import FieldViolation
 from edge.api import Api
 from edge.problems import HttpProblem, renaming_fields
 from edge.ratings import RatingCache
-from edge.routes.models import PageQuery, Strict, timestamp
+from edge.routes.models import PageQuery, Strict, Uuid, timestamp
 from edge.upstreams import call_options, upstreams
 
 api = Api(upstreams=["comment_svc"])
@@ -33,7 +33,7 @@ SORT_TO_PROTO: dict[Sort, comment_pb2.CommentSort.ValueType] = {
     "most_liked": comment_pb2.COMMENT_SORT_MOST_LIKED,
 }
 
-Id = Annotated[str, Field(min_length=1, max_length=64)]
+Id = Annotated[Uuid, Field(min_length=1, max_length=64)]
 # The service counts characters after trimming (1-5000); this only bounds the JSON.
 Body = Annotated[
     str, Field(max_length=20_000, description="1 to 5000 characters after trimming; no control characters")
@@ -47,10 +47,10 @@ Rating = Annotated[int, Field(ge=1, le=5, description="1 to 5 stars; top-level r
 class Reply(BaseModel):
     """A comment as it appears under its parent in a listing."""
 
-    id: str
-    product_id: str
-    parent_id: str | None = Field(description="the comment this one replies to; null for a review")
-    author_id: str | None = Field(description="null once removed")
+    id: Uuid
+    product_id: Uuid
+    parent_id: Uuid | None = Field(description="the comment this one replies to; null for a review")
+    author_id: Uuid | None = Field(description="null once removed")
     author_display_name: str
     body: str = Field(description="empty once removed")
     rating: int | None
@@ -114,7 +114,7 @@ class RatingBucket(BaseModel):
 
 
 class RatingSummary(BaseModel):
-    product_id: str
+    product_id: Uuid
     count: int = Field(description="rated reviews (removed ones excluded)")
     sum: int = Field(description="sum of their ratings: the exact average is sum / count")
     average: float = Field(description="sum / count rounded to two decimals; 0 without ratings")

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 from shop.common.v1 import address_pb2, money_pb2, paging_pb2
+
+
+class Format:
+    """Says in the JSON schema what a string holds (``format``) without checking it:
+    the services check ids and emails themselves, so what the edge accepts stays the same."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get_pydantic_json_schema__(self, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema: dict[str, Any] = handler(core_schema)
+        schema["format"] = self.name
+        return schema
+
+
+# An id the services hand out (a UUID; a path or body holding anything else is answered 400 or 404).
+Uuid = Annotated[str, Format("uuid")]
+EmailText = Annotated[str, Format("email")]
 
 
 class Strict(BaseModel):

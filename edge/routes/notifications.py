@@ -18,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from edge.api import Api
 from edge.problems import HttpProblem
-from edge.routes.models import PageQuery, Strict, timestamp
+from edge.routes.models import PageQuery, Strict, Uuid, timestamp
 from edge.upstreams import call_options, upstreams
 
 api = Api(upstreams=["notify_svc"])
@@ -64,7 +64,7 @@ class Notification(BaseModel):
     )
     read: bool
     created_at: datetime | None
-    source_event_id: str = Field(description="the event this notification came from")
+    source_event_id: Uuid = Field(description="the event this notification came from")
     source_committed_at: datetime | None = Field(description="when that event was committed by its producer")
     folded_count: int = Field(description="events folded into this notification (likes); 1 otherwise")
 
@@ -121,7 +121,7 @@ class StreamTicket(BaseModel):
 
 
 class Webhook(BaseModel):
-    id: str
+    id: Uuid
     url: str
     description: str
     kinds: list[Kind] = Field(description="only these kinds are delivered; empty for all")
@@ -170,7 +170,7 @@ class WebhookList(BaseModel):
 
 class Delivery(BaseModel):
     id: str
-    webhook_id: str
+    webhook_id: Uuid
     notification_id: str
     status: DeliveryStatus | None
     attempt_count: int
@@ -212,7 +212,7 @@ class AnnouncementBody(Strict):
 
 
 class Announcement(BaseModel):
-    announcement_id: str
+    announcement_id: Uuid
     published_at: datetime | None
 
 

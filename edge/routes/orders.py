@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from edge.api import Api
 from edge.problems import HttpProblem
-from edge.routes.models import Address, Money, PageQuery, Strict, timestamp
+from edge.routes.models import Address, Money, PageQuery, Strict, Uuid, timestamp
 from edge.upstreams import call_options, upstreams
 
 api = Api(upstreams=["order_svc"])
@@ -35,7 +35,7 @@ def _enum_name(prefix: str, name: str) -> str:
 
 
 class OrderLine(BaseModel):
-    product_id: str
+    product_id: Uuid
     product_name: str
     quantity: int
     unit_price: Money
@@ -43,7 +43,7 @@ class OrderLine(BaseModel):
 
 
 class Payment(BaseModel):
-    id: str
+    id: Uuid
     amount: Money
     status: str
     decline_reason: str | None
@@ -65,8 +65,8 @@ class Cancellation(BaseModel):
 
 
 class Order(BaseModel):
-    id: str
-    user_id: str
+    id: Uuid
+    user_id: Uuid
     status: OrderStatus
     lines: list[OrderLine]
     shipping_address: Address
@@ -159,7 +159,7 @@ class OrderPage(BaseModel):
 
 
 class ItemIn(Strict):
-    product_id: Annotated[str, Field(min_length=1, max_length=64)]
+    product_id: Annotated[Uuid, Field(min_length=1, max_length=64)]
     quantity: Annotated[int, Field(ge=1, le=1000)]
 
 
@@ -188,7 +188,7 @@ class MyOrdersQuery(PageQuery):
 
 class AdminOrdersQuery(PageQuery):
     status: OrderStatus | None = None
-    user_id: Annotated[str, Field(max_length=64)] | None = None
+    user_id: Annotated[Uuid, Field(max_length=64)] | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
 

@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from edge.api import Api, read_body
 from edge.problems import HttpProblem
+from edge.routes.models import Uuid
 from edge.upstreams import call_options, upstreams
 
 api = Api(upstreams=["order_svc"])
@@ -20,7 +21,7 @@ class StripeEventReceipt(BaseModel):
     duplicate: bool
     # It changed a payment or an order (false for events the shop does not act on).
     applied: bool
-    order_id: str | None
+    order_id: Uuid | None
 
 
 @api.operation(

@@ -18,7 +18,7 @@ from common.errors import FieldViolation
 from edge.api import Api, UploadedFile
 from edge.problems import HttpProblem, renaming_fields
 from edge.routes.comments import RatingSummary, rating_summary
-from edge.routes.models import Money, PageQuery, Strict, timestamp
+from edge.routes.models import Money, PageQuery, Strict, Uuid, timestamp
 from edge.upstreams import call_options, upstreams
 
 api = Api(upstreams=["product_svc"])
@@ -42,7 +42,7 @@ SORT_TO_PROTO: dict[Sort, product_pb2.ProductSort.ValueType] = {
     "name_desc": product_pb2.PRODUCT_SORT_NAME_DESC,
 }
 
-Id = Annotated[str, Field(min_length=1, max_length=64)]
+Id = Annotated[Uuid, Field(min_length=1, max_length=64)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Description = Annotated[str, Field(max_length=10_000)]
 Stock = Annotated[int, Field(ge=0, le=INT32_MAX, description="units available")]
@@ -54,10 +54,10 @@ Attributes = Annotated[dict[str, str], Field(max_length=50, description='e.g. {"
 
 
 class Category(BaseModel):
-    id: str
+    id: Uuid
     name: str
     slug: str
-    parent_id: str | None
+    parent_id: Uuid | None
     created_at: datetime | None
 
     @classmethod
@@ -77,7 +77,7 @@ class CategoryPage(BaseModel):
 
 
 class ProductImage(BaseModel):
-    id: str
+    id: Uuid
     url: str = Field(description="fetchable by a browser; presigned URLs expire, so re-read the product for a new one")
     content_type: str
     size_bytes: int
@@ -97,10 +97,10 @@ class ProductImage(BaseModel):
 
 
 class Product(BaseModel):
-    id: str
+    id: Uuid
     name: str
     description: str
-    category_id: str
+    category_id: Uuid
     price: Money
     stock: int
     attributes: dict[str, str]

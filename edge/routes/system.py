@@ -29,14 +29,14 @@ class Readiness(BaseModel):
     upstreams: dict[str, str]
 
 
-@api.operation("GET", "/healthz", summary="The edge process is alive", tag="system", response=Health)
+@api.operation("GET", "/healthz", summary="The edge process is alive", tag="system", response=Health, upstream=False)
 async def healthz(request: Request) -> Health:
     return Health(status="ok")
 
 
 @api.operation(
     "GET", "/readyz", summary="Every service behind the edge answers its gRPC health check", tag="system",
-    response=Readiness, errors=(503,),
+    response=Readiness, errors=(503,), upstream=False,
 )  # fmt: skip
 async def readyz(request: Request) -> Response:
     states = await upstreams(request).health()
@@ -57,7 +57,7 @@ async def jwks(request: Request) -> Response:
     )
 
 
-@api.operation("GET", "/openapi.json", summary="This API, as OpenAPI 3.1", tag="system")
+@api.operation("GET", "/openapi.json", summary="This API, as OpenAPI 3.1", tag="system", upstream=False)
 async def openapi(request: Request) -> Response:
     document: dict[str, Any] = request.app.state.openapi
     return JSONResponse(document)
@@ -91,7 +91,14 @@ window.ui = SwaggerUIBundle({
 </script></body></html>"""
 
 
-@api.operation("GET", "/docs", summary="Interactive API reference (Swagger UI)", tag="system", content_type="text/html")
+@api.operation(
+    "GET",
+    "/docs",
+    summary="Interactive API reference (Swagger UI)",
+    tag="system",
+    content_type="text/html",
+    upstream=False,
+)
 async def docs(request: Request) -> Response:
     """Swagger UI over ``/openapi.json``: press *Authorize*, paste an access token
     (from ``POST /api/v1/auth/login``) and *Try it out* sends it as a bearer token."""
@@ -105,7 +112,7 @@ def _asset(name: str) -> bytes:
 
 
 @api.operation("GET", "/docs/assets/{asset}", summary="The files of the interactive API reference", tag="system",
-               errors=(404,))  # fmt: skip
+               errors=(404,), upstream=False)  # fmt: skip
 async def docs_asset(request: Request) -> Response:
     name = request.path_params["asset"]
     media_type = DOCS_ASSETS.get(name)
@@ -114,6 +121,8 @@ async def docs_asset(request: Request) -> Response:
     return Response(_asset(name), media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
 
 
-@api.operation("GET", "/metrics", summary="Prometheus metrics of the edge", tag="system", content_type="text/plain")
+@api.operation(
+    "GET", "/metrics", summary="Prometheus metrics of the edge", tag="system", content_type="text/plain", upstream=False
+)
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

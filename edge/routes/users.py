@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 from edge.api import Api
 from edge.problems import HttpProblem
-from edge.routes.models import Address, PageQuery, Strict, timestamp
+from edge.routes.models import Address, EmailText, PageQuery, Strict, Uuid, timestamp
 from edge.upstreams import call_options, client_address, upstreams
 
 api = Api(upstreams=["user_svc"])
@@ -25,7 +25,7 @@ Role = Literal["customer", "admin"]
 ROLE_TO_PROTO: dict[Role, user_pb2.Role.ValueType] = {"customer": user_pb2.ROLE_CUSTOMER, "admin": user_pb2.ROLE_ADMIN}
 ROLE_OF_PROTO: dict[int, Role] = {user_pb2.ROLE_CUSTOMER: "customer", user_pb2.ROLE_ADMIN: "admin"}
 
-Email = Annotated[str, Field(min_length=3, max_length=320)]
+Email = Annotated[EmailText, Field(min_length=3, max_length=320)]
 Password = Annotated[str, Field(min_length=1, max_length=1024)]
 DisplayName = Annotated[str, Field(min_length=1, max_length=100)]
 
@@ -41,8 +41,8 @@ class SavedAddress(Strict):
 
 
 class User(BaseModel):
-    id: str
-    email: str
+    id: Uuid
+    email: EmailText
     display_name: str
     phone: str
     role: Role

@@ -258,7 +258,7 @@ def test_image_command_starts_the_process(
     process = Process(package, d.image_argv(service["command"]), tmp_path / f"{package}.log", env=env, cwd=app)
     process.start()
     try:
-        check = _http_ok if package == "edge" else _grpc_serving
+        check = _http_ok if package in d.HTTP_PACKAGES else _grpc_serving
         process.wait_ready(lambda: check(port), 60)
         healthcheck = service["healthcheck"]["test"]
         assert healthcheck[0] == "CMD"
@@ -275,7 +275,7 @@ def test_image_command_starts_the_process(
         code = process.popen.wait(timeout=30)
         # uvicorn re-raises the signal once its graceful shutdown is done; the gRPC services
         # drain (common/grpc_server.serve) and return 0.
-        clean = (0, -signal.SIGTERM) if package == "edge" else (0,)
+        clean = (0, -signal.SIGTERM) if package in d.HTTP_PACKAGES else (0,)
         assert code in clean, f"{package} exited {code} on SIGTERM:\n{tail(process.log)}"
     finally:
         process.stop()
@@ -460,7 +460,7 @@ def test_k8s_workload_matches_code(kustomization: Path, package: str) -> None:
     assert port in [p["containerPort"] for p in container["ports"]]
     for probe in ("readinessProbe", "livenessProbe"):
         spec = container[probe]
-        if package == "edge":
+        if package in d.HTTP_PACKAGES:
             assert spec["httpGet"]["path"] == "/healthz"
         else:
             assert spec["grpc"]["port"] == port, f"{name} {probe} must be the gRPC health check on {port}"

@@ -1,0 +1,19 @@
+// The notification bell: the edge's live stream, relayed same-origin by the web process.
+(function () {
+  "use strict";
+  var bell = document.getElementById("bell");
+  if (!bell || !window.EventSource) return;
+  var count = document.getElementById("bell-count");
+  var source = new EventSource(bell.getAttribute("data-stream"));
+  source.addEventListener("notification", function (event) {
+    var note;
+    try { note = JSON.parse(event.data); } catch (e) { return; }
+    if (!note.read) count.textContent = String(parseInt(count.textContent || "0", 10) + 1);
+    var toast = document.createElement("div");
+    toast.className = "toast";
+    toast.setAttribute("role", "status");
+    toast.textContent = note.title + (note.body ? ": " + note.body : "");
+    document.getElementById("toasts").appendChild(toast);
+    setTimeout(function () { toast.remove(); }, 8000);
+  });
+})();
