@@ -25,6 +25,8 @@ _TIME = "2026-12-01T10:00:00Z"
 _MONEY = {"amount_minor": 2500, "currency": "EUR"}
 
 REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
+    # multipart/form-data: the part ``file`` carries the image's bytes
+    "upload_product_image": {"file": "<the bytes of a PNG, JPEG, WebP or GIF image>"},
     "register": {"email": "ann@example.com", "password": "correct-horse-42", "display_name": "Ann"},
     "login": {"email": "ann@example.com", "password": "correct-horse-42"},
     "refresh": {"refresh_token": "rt_0123456789abcdef"},

@@ -55,7 +55,7 @@ def status_of(value: int) -> DeliveryStatus | None:
 
 
 class Notification(BaseModel):
-    id: str
+    id: Uuid
     kind: Kind
     title: str
     body: str
@@ -169,9 +169,9 @@ class WebhookList(BaseModel):
 
 
 class Delivery(BaseModel):
-    id: str
+    id: Uuid
     webhook_id: Uuid
-    notification_id: str
+    notification_id: Uuid
     status: DeliveryStatus | None
     attempt_count: int
     last_http_status: int = Field(description="0 when there was no response (network error, timeout)")
