@@ -27,6 +27,7 @@ from devstack.paths import REPO
 from devstack.process import Process, free_port
 from devstack.servers import Kafka, Postgres
 from tests.comment_helpers import Caller, caller, comment_events, create_product, order_and_deliver
+from tests.schema_helpers import schema_drift
 
 UPGRADE = "alembic -c migrations/comment/alembic.ini upgrade head"
 ORDER_SVC_BUILT = (REPO / "order_svc" / "__main__.py").exists()
@@ -618,16 +619,6 @@ async def test_refuses_to_start_on_an_unmigrated_database(stack: Cluster, postgr
 
 
 async def test_migrations_match_the_store_tables(stack: Cluster) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine
-
     from comment_svc.store import metadata
 
-    engine = create_engine(stack.postgres.url("shop_comment"))
-    try:
-        with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), metadata)
-    finally:
-        engine.dispose()
-    assert diff == []
+    assert schema_drift(stack.postgres.url("shop_comment"), metadata) == []

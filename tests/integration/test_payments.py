@@ -36,6 +36,7 @@ from order_svc.products import ProductClient
 from order_svc.settings import OrderSettings
 from order_svc.store import Claim, PaymentStatus, Store
 from tests.integration.test_order_svc import Shop
+from tests.schema_helpers import schema_drift
 
 EUR_25 = Money(2599, "EUR")
 
@@ -346,16 +347,6 @@ async def test_an_unknown_payment_method_is_bad_input(shop: Shop, local: InProce
 
 async def test_order_migrations_match_the_store_tables(stack: Cluster) -> None:
     """Migration 0002 (holders, processors, processor events, cart checkouts) is what store.py declares."""
-    from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine
-
     from order_svc.store import metadata
 
-    engine = create_engine(stack.postgres.url("shop_order"))
-    try:
-        with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), metadata)
-    finally:
-        engine.dispose()
-    assert diff == []
+    assert schema_drift(stack.postgres.url("shop_order"), metadata) == []

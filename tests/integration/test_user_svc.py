@@ -39,6 +39,7 @@ from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port
 from devstack.servers import Postgres, binary
+from tests.schema_helpers import schema_drift
 
 PASSWORD = "correct horse 42"
 UPGRADE = "alembic -c migrations/user/alembic.ini upgrade head"
@@ -715,19 +716,9 @@ async def test_refuses_to_start_on_an_unmigrated_database(stack: Cluster, postgr
 
 
 async def test_migrations_match_the_store_tables(stack: Cluster) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine
-
     from user_svc.store import metadata
 
-    engine = create_engine(stack.postgres.url("shop_user"))
-    try:
-        with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), metadata)
-    finally:
-        engine.dispose()
-    assert diff == []
+    assert schema_drift(stack.postgres.url("shop_user"), metadata) == []
 
 
 async def test_grpcurl_lists_and_registers(stack: Cluster, stub: Stub) -> None:
