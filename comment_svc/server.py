@@ -21,6 +21,7 @@ from comment_svc.store import Store
 from comment_svc.upstreams import Metadata, Upstreams
 from common.auth import Principal, current_principal, require_user
 from common.errors import FieldViolation, NotFound, Unauthenticated
+from common.identity import callers
 from common.validation import invalid, page_size, parse_uuid
 
 log = logging.getLogger("shop.comment")
@@ -123,6 +124,7 @@ class CommentService(comment_pb2_grpc.CommentServiceServicer):
         self.upstreams = upstreams
 
     # -- writes
+    @callers("edge")
     async def CreateComment(
         self, request: comment_pb2.CreateCommentRequest, context: Context
     ) -> comment_pb2.CreateCommentResponse:
@@ -152,6 +154,7 @@ class CommentService(comment_pb2_grpc.CommentServiceServicer):
         )
         return comment_pb2.CreateCommentResponse(comment=comment_to_proto(comment))
 
+    @callers("edge")
     async def UpdateComment(
         self, request: comment_pb2.UpdateCommentRequest, context: Context
     ) -> comment_pb2.UpdateCommentResponse:
@@ -162,6 +165,7 @@ class CommentService(comment_pb2_grpc.CommentServiceServicer):
         liked = await self.store.liked_by(user, [comment.id])
         return comment_pb2.UpdateCommentResponse(comment=comment_to_proto(comment, liked))
 
+    @callers("edge")
     async def DeleteComment(
         self, request: comment_pb2.DeleteCommentRequest, context: Context
     ) -> comment_pb2.DeleteCommentResponse:
@@ -171,6 +175,7 @@ class CommentService(comment_pb2_grpc.CommentServiceServicer):
         log.info("comment deleted", extra={"comment_id": str(comment_id), "outcome": outcome, "by": principal.role})
         return comment_pb2.DeleteCommentResponse()
 
+    @callers("edge")
     async def LikeComment(
         self, request: comment_pb2.LikeCommentRequest, context: Context
     ) -> comment_pb2.LikeCommentResponse:
@@ -180,6 +185,7 @@ class CommentService(comment_pb2_grpc.CommentServiceServicer):
         count = await self.store.like(comment_id, user, name)
         return comment_pb2.LikeCommentResponse(like_count=count, liked_by_me=True)
 
+    @callers("edge")
     async def UnlikeComment(
         self, request: comment_pb2.UnlikeCommentRequest, context: Context
     ) -> comment_pb2.UnlikeCommentResponse:
@@ -189,6 +195,7 @@ class CommentService(comment_pb2_grpc.CommentServiceServicer):
         return comment_pb2.UnlikeCommentResponse(like_count=count, liked_by_me=False)
 
     # -- reads
+    @callers("edge")
     async def ListComments(
         self, request: comment_pb2.ListCommentsRequest, context: Context
     ) -> comment_pb2.ListCommentsResponse:
@@ -224,6 +231,7 @@ class CommentService(comment_pb2_grpc.CommentServiceServicer):
             page=paging_pb2.PageResponse(next_page_token=token),
         )
 
+    @callers("edge")
     async def GetComment(
         self, request: comment_pb2.GetCommentRequest, context: Context
     ) -> comment_pb2.GetCommentResponse:
@@ -235,6 +243,7 @@ class CommentService(comment_pb2_grpc.CommentServiceServicer):
         liked = await self.store.liked_by(viewer, [comment.id]) if viewer else set()
         return comment_pb2.GetCommentResponse(comment=comment_to_proto(comment, liked))
 
+    @callers("edge")
     async def GetRatingSummary(
         self, request: comment_pb2.GetRatingSummaryRequest, context: Context
     ) -> comment_pb2.GetRatingSummaryResponse:
@@ -242,6 +251,7 @@ class CommentService(comment_pb2_grpc.CommentServiceServicer):
         [summary] = await self.store.rating_summaries([product_id])
         return comment_pb2.GetRatingSummaryResponse(summary=summary_to_proto(summary))
 
+    @callers("edge")
     async def BatchGetRatingSummaries(
         self, request: comment_pb2.BatchGetRatingSummariesRequest, context: Context
     ) -> comment_pb2.BatchGetRatingSummariesResponse:

@@ -30,6 +30,7 @@ from shop.user.v1 import user_pb2, user_pb2_grpc
 from comment_svc.settings import CommentSettings
 from common import grpc_client
 from common.errors import FieldViolation, NotFound, from_upstream
+from common.tls import TlsFiles
 
 if TYPE_CHECKING:
     ProductStub = product_pb2_grpc.ProductServiceAsyncStub
@@ -48,10 +49,11 @@ class Upstreams:
         self.timeout = settings.upstream_timeout
         self.lookup_timeout = settings.display_name_timeout
         self.name_ttl = settings.display_name_ttl
+        tls = TlsFiles.from_settings(settings)
         self.channels = [
-            grpc_client.channel(settings.product_svc_addr),
-            grpc_client.channel(settings.order_svc_addr),
-            grpc_client.channel(settings.user_svc_addr),
+            grpc_client.channel(settings.product_svc_addr, tls),
+            grpc_client.channel(settings.order_svc_addr, tls),
+            grpc_client.channel(settings.user_svc_addr, tls),
         ]
         self.product: ProductStub = product_pb2_grpc.ProductServiceStub(self.channels[0])  # type: ignore[assignment]
         self.order: OrderStub = order_pb2_grpc.OrderServiceStub(self.channels[1])  # type: ignore[assignment]

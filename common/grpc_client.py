@@ -1,4 +1,6 @@
-"""gRPC client channels: one long-lived ``grpc.aio`` channel per upstream."""
+"""gRPC client channels: one long-lived ``grpc.aio`` channel per upstream, on mutual
+TLS: the channel trusts only the shop's CA and presents this process's certificate
+(common/tls.py), which is how the service behind it knows who calls."""
 
 from __future__ import annotations
 
@@ -8,14 +10,16 @@ import grpc
 
 from common.grpc_server import MAX_MESSAGE_BYTES
 from common.telemetry import grpc_client_interceptors
+from common.tls import TlsFiles, channel_credentials
 
 DEFAULT_TIMEOUT = 5.0
 
 
-def channel(target: str) -> grpc.aio.Channel:
-    """An insecure channel with tracing, keepalive and large-message options."""
-    return grpc.aio.insecure_channel(
+def channel(target: str, tls: TlsFiles) -> grpc.aio.Channel:
+    """A mutual-TLS channel with tracing, keepalive and large-message options."""
+    return grpc.aio.secure_channel(
         target,
+        channel_credentials(tls),
         interceptors=grpc_client_interceptors(),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

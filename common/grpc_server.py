@@ -1,8 +1,11 @@
 """The gRPC server bootstrap every service uses.
 
-``GrpcServer`` is a ``grpc.aio`` server with the standard health service,
-server reflection, OpenTelemetry spans, and one interceptor that verifies the
-caller's access token, maps :class:`~common.errors.DomainError` to a status
+``GrpcServer`` is a ``grpc.aio`` server on mutual TLS (a client certificate
+from the shop's CA is required, common/tls.py) with the standard health service,
+server reflection (a setting: on in development, off in production),
+OpenTelemetry spans, and one interceptor that checks the calling process against
+the callers each method declares (common/identity.py), verifies the end user's
+access token, maps :class:`~common.errors.DomainError` to a status
 with ``google.rpc`` details, logs failures and records Prometheus metrics.
 ``serve`` runs it until SIGTERM or SIGINT, then drains: health turns
 NOT_SERVING at once, new calls are refused after ``shutdown_drain`` seconds,
@@ -28,8 +31,10 @@ from pydantic import ValidationError
 
 from common import telemetry
 from common.auth import TokenVerifier, current_principal
-from common.errors import DomainError, Unavailable, status_trailers
+from common.errors import DomainError, PermissionDenied, Unavailable, status_trailers
+from common.identity import current_caller, declared_callers
 from common.settings import ServiceSettings
+from common.tls import TlsFiles, TlsMaterialMissing, peer_identity, server_credentials
 
 log = logging.getLogger("shop.grpc")
 
@@ -53,15 +58,25 @@ _SKIP = ("/grpc.health.", "/grpc.reflection.")
 
 
 class _CallGuard:
-    """Per-call work around a handler: who calls, error mapping, metrics."""
+    """Per-call work around a handler: which process calls (and may it), which end
+    user, error mapping, metrics."""
 
-    def __init__(self, verifier: TokenVerifier, method: str) -> None:
+    def __init__(self, verifier: TokenVerifier, method: str, allowed: frozenset[str] | None) -> None:
         self.verifier = verifier
         self.method = method
+        # None: the servicer does not implement the method (UNIMPLEMENTED to anyone).
+        self.allowed = allowed
 
-    async def enter(self, context: Context) -> Any:
+    async def enter(self, context: Context) -> tuple[Any, Any]:
+        caller = peer_identity(context.auth_context())
+        if self.allowed is not None and caller not in self.allowed:
+            who = caller or "a caller without a shop identity"
+            name = self.method.rsplit("/", 1)[-1]
+            raise PermissionDenied(
+                f"{who} may not call {name}", reason="CALLER_NOT_ALLOWED", metadata={"caller": caller or ""}
+            )
         principal = self.verifier.principal_from_metadata(context.invocation_metadata())
-        return current_principal.set(principal)
+        return current_caller.set(caller), current_principal.set(principal)
 
     async def fail(self, context: Context, exc: BaseException) -> grpc.StatusCode:
         store = _store_unreachable(exc)
@@ -135,7 +150,8 @@ def _wrap_unary(guard: _CallGuard, inner: Callable[..., Awaitable[Any]]) -> Call
             await guard.fail(context, exc)
         finally:
             if token is not None:
-                current_principal.reset(token)
+                current_caller.reset(token[0])
+                current_principal.reset(token[1])
             guard.done(started, _code_of(failure, context))
 
     return behavior
@@ -157,17 +173,23 @@ def _wrap_stream(guard: _CallGuard, inner: Callable[..., Any]) -> Callable[..., 
             await guard.fail(context, exc)
         finally:
             if token is not None:
-                current_principal.reset(token)
+                current_caller.reset(token[0])
+                current_principal.reset(token[1])
             guard.done(started, _code_of(failure, context))
 
     return behavior
 
 
 class ShopInterceptor(grpc.aio.ServerInterceptor):
-    """Auth, error mapping and metrics for every shop RPC (not health/reflection)."""
+    """Caller check, auth, error mapping and metrics for every shop RPC (not
+    health/reflection: any process with a certificate from the shop's CA may use them).
 
-    def __init__(self, verifier: TokenVerifier) -> None:
+    ``allowed`` maps each registered method (``/pkg.Service/Method``) to its declared
+    callers; a method missing from it answers PERMISSION_DENIED to everyone."""
+
+    def __init__(self, verifier: TokenVerifier, allowed: dict[str, frozenset[str] | None]) -> None:
         self._verifier = verifier
+        self._allowed = allowed
         self._cache: dict[str, Handler] = {}
 
     async def intercept_service(
@@ -182,7 +204,7 @@ class ShopInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or method.startswith(_SKIP):
             return handler
-        guard = _CallGuard(self._verifier, method)
+        guard = _CallGuard(self._verifier, method, self._allowed.get(method, frozenset()))
         serializers = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -208,8 +230,12 @@ class GrpcServer:
         self.verifier = verifier or TokenVerifier.from_file(
             settings.jwt_public_key_file, issuer=settings.jwt_issuer, audience=settings.jwt_audience
         )
+        # Read now: a process without its TLS material stops at start with a clear message.
+        self.tls = TlsFiles.from_settings(settings)
+        self.credentials = server_credentials(self.tls)
+        self.allowed: dict[str, frozenset[str] | None] = {}
         self.server = grpc.aio.server(
-            interceptors=[*telemetry.grpc_server_interceptors(), ShopInterceptor(self.verifier)],
+            interceptors=[*telemetry.grpc_server_interceptors(), ShopInterceptor(self.verifier, self.allowed)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -219,24 +245,35 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()
         self._names: list[str] = []
         self.port: int | None = None
+        # Plaintext, health only (SHOP_HEALTH_PORT): for probes without a client certificate.
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
 
     def add(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, service: ServiceDescriptor) -> None:
         """Register a servicer.
 
         ``add(add_FooServicer_to_server, FooServicer(), foo_pb2.DESCRIPTOR.services_by_name["Foo"])``
         """
+        for method in service.methods:
+            self.allowed[f"/{service.full_name}/{method.name}"] = declared_callers(servicer, method.name)
         register(servicer, self.server)
         self._names.append(service.full_name)
 
     async def start(self) -> int:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self._names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-            self.server,
-        )
-        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        if self.settings.reflection:
+            reflection.enable_server_reflection([*self._names, health_name, reflection.SERVICE_NAME], self.server)
+        self.port = self.server.add_secure_port(f"{self.settings.host}:{self.settings.port}", self.credentials)
         if not self.port:
             raise RuntimeError(f"cannot listen on {self.settings.host}:{self.settings.port}")
+        if self.settings.health_port:
+            self.health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(f"{self.settings.host}:{self.settings.health_port}")
+            if not self.health_port:
+                raise RuntimeError(f"cannot listen on {self.settings.host}:{self.settings.health_port}")
+            await self.health_server.start()
         await self.server.start()
         for name in ("", *self._names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -250,6 +287,8 @@ class GrpcServer:
         await self.health.enter_graceful_shutdown()
         await asyncio.sleep(self.settings.shutdown_drain)
         await self.server.stop(self.settings.shutdown_grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
 
 async def serve(server: GrpcServer, *, stopping: asyncio.Event | None = None) -> None:
@@ -274,6 +313,11 @@ def main(name: str, settings_class: type[S], run: Callable[[S], Coroutine[Any, A
         settings = settings_class()
     except ValidationError as exc:
         print(f"{name}: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        TlsFiles.from_settings(settings).read()
+    except TlsMaterialMissing as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
     telemetry.setup(name, log_level=settings.log_level, metrics_port=settings.metrics_port, host=settings.host)
     return asyncio.run(run(settings))

@@ -92,10 +92,39 @@ class CommonSettings(_Settings):
     jwt_audience: str = "shop"
 
 
-class ServiceSettings(CommonSettings):
+class TlsSettings(_Settings):
+    """This process's service identity (common/tls.py): the shop CA, its own certificate
+    and key, PEM files.  Every gRPC server and channel is mutual TLS; production refuses
+    to start without them (devstack, compose and deploy/k8s provide them)."""
+
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_in_production(self) -> TlsSettings:
+        if self.env == "production":
+            names = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+            missing = [f"SHOP_{name.upper()}" for name in names if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} must be set in production (mutual TLS between services)")
+        return self
+
+
+class ServiceSettings(CommonSettings, TlsSettings):
     """A gRPC service process."""
 
     port: int = 0
+    # Server reflection (what `grpcurl list/describe` reads): None = on in development and
+    # test mode, off in production, where the contract is in proto/ and nobody browses.
+    grpc_reflection: bool | None = None
+    # A plaintext port that serves only the gRPC health service, for probes that cannot
+    # present a client certificate (Kubernetes' gRPC probes); 0: none.
+    health_port: int = 0
+
+    @property
+    def reflection(self) -> bool:
+        return self.grpc_reflection if self.grpc_reflection is not None else self.development
 
 
 class PostgresSettings(_Settings):

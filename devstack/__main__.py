@@ -1,9 +1,11 @@
-"""``python -m devstack up|down|status|logs NAME``: the local cluster without Docker.
+"""``python -m devstack up|down|status|logs NAME|grpcurl ARGS``: the local cluster without Docker.
 
 ``up`` prints each server and service as it becomes ready, then watches them: a process that
 dies is reported and started again with backoff (1 s, 2 s, 4 s, … 30 s; back to 1 s once it has
 run for a minute). ``down`` stops the ``up`` process and with it the whole cluster; ``status``
-tells a live process from a dead or zombie one.
+tells a live process from a dead or zombie one.  ``grpcurl`` runs grpcurl against the running
+cluster with a certificate of its CA filled in (``--as NAME`` picks whose; the edge's by default):
+``python -m devstack grpcurl localhost:8081 list``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from devstack.cluster import SERVERS, SERVICES, Cluster
+from common import tls
+from devstack.cluster import SERVERS, SERVICES, Cluster, grpcurl_argv
 from devstack.paths import STATE_DIR
 from devstack.process import Process, pid_state, port_open, stop_groups, tail
 
@@ -276,6 +279,28 @@ def logs(args: argparse.Namespace) -> int:
     return 1
 
 
+def grpcurl(argv: list[str]) -> int:
+    """grpcurl with -cacert/-cert/-key of the `make up` cluster (its state directory);
+    ``--as NAME`` first picks whose certificate (the edge's by default)."""
+    identity = "edge"
+    if argv[:1] == ["--as"] and len(argv) > 1:
+        identity, argv = argv[1], argv[2:]
+    if identity not in tls.CALLERS:
+        print(f"--as: one of {', '.join(tls.CALLERS)}", file=sys.stderr)
+        return 2
+    files = tls.files_in(STATE_DIR / "tls", identity)
+    if not Path(files.cert).exists():
+        print(f"no certificate for {identity} in {STATE_DIR / 'tls'}: start the cluster (`make up`)", file=sys.stderr)
+        return 1
+    try:
+        command = grpcurl_argv(files, argv)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    sys.stdout.flush()
+    os.execv(command[0], command)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -290,6 +315,10 @@ def main() -> int:
     log_parser.add_argument("name")
     log_parser.add_argument("-n", "--lines", type=int, default=50)
     log_parser.set_defaults(func=logs)
+    # Listed for --help; its arguments are grpcurl's own, so main() hands them over unparsed.
+    sub.add_parser("grpcurl", help="[--as NAME] ARGS: grpcurl against the cluster with a certificate filled in")
+    if sys.argv[1:2] == ["grpcurl"]:
+        return grpcurl(sys.argv[2:])
     args = parser.parse_args()
     return int(args.func(args))
 

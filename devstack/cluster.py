@@ -14,15 +14,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from common import tls
 from common.auth import generate_key_pair
 from common.settings import SERVICE_PORTS
 from devstack.docstore import DocumentPostgres, FerretDB
 from devstack.paths import REPO
 from devstack.process import Process, free_port, port_open
-from devstack.servers import S3, Jaeger, Kafka, Postgres, Redis, Server
+from devstack.servers import S3, Jaeger, Kafka, Postgres, Redis, Server, binary
 from devstack.stripe_mock import StripeMock
 from devstack.zipkin import Zipkin
+
+if TYPE_CHECKING:
+    import grpc
 
 SERVERS: dict[str, type[Server]] = {
     cls.name: cls for cls in (Postgres, Redis, Kafka, DocumentPostgres, FerretDB, S3, Jaeger, Zipkin, StripeMock)
@@ -75,6 +80,11 @@ SERVICES: tuple[ServiceSpec, ...] = (
 SERVICE_BY_NAME = {spec.name: spec for spec in SERVICES}
 
 
+def grpcurl_argv(files: tls.TlsFiles, args: list[str] | tuple[str, ...]) -> list[str]:
+    """grpcurl with a process's certificate filled in (every service wants mutual TLS)."""
+    return [binary("grpcurl"), "-cacert", files.ca, "-cert", files.cert, "-key", files.key, *args]
+
+
 def addr_env(name: str) -> str:
     """The variable that tells a process where ``name`` listens: SHOP_PRODUCT_SVC_ADDR."""
     return f"SHOP_{name.upper()}_ADDR"
@@ -105,6 +115,10 @@ class Cluster:
             (self.keys / "jwt_private.pem").write_bytes(private)
             os.chmod(self.keys / "jwt_private.pem", 0o600)
             (self.keys / "jwt_public.pem").write_bytes(public)
+        # Service identity: a CA of this cluster's own and a certificate per calling process
+        # (common/tls.py); devstack's own identity runs the readiness checks and grpcurl.
+        self.tls_dir = root / "tls"
+        tls.ensure_identities(self.tls_dir, tls.CALLERS)
 
     # -- servers
     def start_servers(self, names: list[str]) -> None:
@@ -164,6 +178,8 @@ class Cluster:
     def service_env(self, spec: ServiceSpec) -> dict[str, str]:
         env = self.env()
         env["SHOP_PORT"] = str(self.service_ports[spec.name])
+        if spec.name in tls.CALLERS:  # web calls no gRPC service
+            env.update(self.tls_env(spec.name))
         if spec.name != "edge":  # the edge serves /metrics on its own port
             env["SHOP_METRICS_PORT"] = str(self.metrics_ports[spec.name])
         if spec.database:
@@ -220,7 +236,7 @@ class Cluster:
         ).start()
         self.services[name] = process
         self.write_state()
-        process.wait_ready(lambda: _service_ready(name, port), 30)
+        process.wait_ready(lambda: self._service_ready(name, port), 30)
         if self.on_ready:
             self.on_ready(name, time.monotonic() - t0)
         return process
@@ -228,6 +244,51 @@ class Cluster:
     def addr(self, name: str) -> str:
         """Where a started service listens (host:port)."""
         return f"127.0.0.1:{self.service_ports[name]}"
+
+    # -- service identity
+    def tls_files(self, identity: str) -> tls.TlsFiles:
+        """The CA, certificate and key of process ``identity`` in this cluster."""
+        return tls.files_in(self.tls_dir, identity)
+
+    def tls_env(self, identity: str) -> dict[str, str]:
+        files = self.tls_files(identity)
+        return {"SHOP_TLS_CA_FILE": files.ca, "SHOP_TLS_CERT_FILE": files.cert, "SHOP_TLS_KEY_FILE": files.key}
+
+    def grpcurl(self, *args: str, identity: str = "edge") -> list[str]:
+        """The argv of grpcurl calling this cluster's services as process ``identity``."""
+        return grpcurl_argv(self.tls_files(identity), args)
+
+    def _target(self, service: str) -> str:
+        return self.addr(service) if service in self.service_ports else service
+
+    def channel(self, service: str, *, identity: str = "edge") -> grpc.aio.Channel:
+        """An async channel to a service (its name, or host:port) that presents the
+        certificate of process ``identity``: ``cluster.channel("product_svc", identity="order_svc")``."""
+        from common.grpc_client import channel
+
+        return channel(self._target(service), self.tls_files(identity))
+
+    def sync_channel(self, service: str, *, identity: str = "devstack") -> grpc.Channel:
+        """A blocking channel, like :meth:`channel` (readiness checks)."""
+        import grpc
+
+        return grpc.secure_channel(self._target(service), tls.channel_credentials(self.tls_files(identity)))
+
+    def grpc_serving(self, service: str) -> bool:
+        """Whether a gRPC service (name or host:port) answers its health check SERVING."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with self.sync_channel(service) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def _service_ready(self, name: str, port: int) -> bool:
+        if name in ("edge", "web"):  # HTTP processes: /healthz
+            import urllib.request
+
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+        return self.grpc_serving(f"127.0.0.1:{port}")
 
     def stop_service(self, name: str) -> None:
         process = self.services.pop(name, None)
@@ -274,17 +335,3 @@ class Cluster:
             ],
         }
         (self.root / "state.json").write_text(json.dumps(state, indent=2))
-
-
-def _service_ready(name: str, port: int) -> bool:
-    if name in ("edge", "web"):  # HTTP processes: /healthz
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-            return bool(response.status == 200)
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

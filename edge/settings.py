@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from common.settings import SERVICE_PORTS, CommonSettings, PaymentSettings
+from common.settings import SERVICE_PORTS, CommonSettings, PaymentSettings, TlsSettings
 
 
 def _local(name: str) -> str:
     return f"127.0.0.1:{SERVICE_PORTS[name]}"
 
 
-class EdgeSettings(CommonSettings, PaymentSettings):
+class EdgeSettings(CommonSettings, TlsSettings, PaymentSettings):
     port: int = SERVICE_PORTS["edge"]
     # Where each service listens (host:port).
     user_svc_addr: str = _local("user_svc")

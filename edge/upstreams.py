@@ -16,6 +16,7 @@ from shop.user.v1 import user_pb2_grpc
 from starlette.requests import Request
 
 from common import grpc_client
+from common.tls import TlsFiles
 from edge.settings import EdgeSettings
 
 
@@ -38,8 +39,9 @@ class Upstreams:
         self.channels: dict[str, grpc.aio.Channel] = {}
 
     async def open(self) -> None:
+        tls = TlsFiles.from_settings(self.settings)
         for name, address in self.addresses.items():
-            self.channels[name] = grpc_client.channel(address)
+            self.channels[name] = grpc_client.channel(address, tls)
         self.user = user_pb2_grpc.UserServiceStub(self.channels["user_svc"])
         self.product = product_pb2_grpc.ProductServiceStub(self.channels["product_svc"])
         self.order = order_pb2_grpc.OrderServiceStub(self.channels["order_svc"])

@@ -18,6 +18,7 @@ from shop.notify.v1 import notify_pb2, notify_pb2_grpc
 
 from common.auth import require_admin, require_user
 from common.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unauthenticated, Unavailable
+from common.identity import callers
 from notify_svc import convert, domain
 from notify_svc.events import AnnouncementPublisher
 from notify_svc.store import UNAVAILABLE_ERRORS, Store, Webhook, now_us
@@ -93,6 +94,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
     # -- the feed ---------------------------------------------------------------------------------
 
     @guarded
+    @callers("edge")
     async def ListNotifications(
         self, request: notify_pb2.ListNotificationsRequest, context: Context
     ) -> notify_pb2.ListNotificationsResponse:
@@ -110,6 +112,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         )
 
     @guarded
+    @callers("edge")
     async def MarkRead(self, request: notify_pb2.MarkReadRequest, context: Context) -> notify_pb2.MarkReadResponse:
         user = require_user().user_id
         if not request.notification_id or len(request.notification_id) > 64:
@@ -123,6 +126,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         return notify_pb2.MarkReadResponse(unread_count=await self.store.unread_count(user))
 
     @guarded
+    @callers("edge")
     async def MarkAllRead(
         self, request: notify_pb2.MarkAllReadRequest, context: Context
     ) -> notify_pb2.MarkAllReadResponse:
@@ -130,11 +134,13 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         return notify_pb2.MarkAllReadResponse(unread_count=0)
 
     @guarded
+    @callers("edge")
     async def UnreadCount(
         self, request: notify_pb2.UnreadCountRequest, context: Context
     ) -> notify_pb2.UnreadCountResponse:
         return notify_pb2.UnreadCountResponse(unread_count=await self.store.unread_count(require_user().user_id))
 
+    @callers("edge")
     async def Subscribe(
         self, request: notify_pb2.SubscribeRequest, context: Context
     ) -> AsyncIterator[notify_pb2.SubscribeResponse]:
@@ -183,6 +189,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         return user
 
     @guarded
+    @callers("edge")
     async def CreateStreamTicket(
         self, request: notify_pb2.CreateStreamTicketRequest, context: Context
     ) -> notify_pb2.CreateStreamTicketResponse:
@@ -202,6 +209,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
 
     # -- announcements ----------------------------------------------------------------------------
 
+    @callers("edge")
     async def PublishAnnouncement(
         self, request: notify_pb2.PublishAnnouncementRequest, context: Context
     ) -> notify_pb2.PublishAnnouncementResponse:
@@ -215,6 +223,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
     # -- webhooks ------------------------------------------------------------------------------------
 
     @guarded
+    @callers("edge")
     async def RegisterWebhook(
         self, request: notify_pb2.RegisterWebhookRequest, context: Context
     ) -> notify_pb2.RegisterWebhookResponse:
@@ -253,6 +262,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         return notify_pb2.RegisterWebhookResponse(webhook=convert.webhook_to_proto(hook), signing_secret=secret)
 
     @guarded
+    @callers("edge")
     async def ListWebhooks(
         self, request: notify_pb2.ListWebhooksRequest, context: Context
     ) -> notify_pb2.ListWebhooksResponse:
@@ -260,6 +270,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         return notify_pb2.ListWebhooksResponse(webhooks=[convert.webhook_to_proto(hook) for hook in hooks])
 
     @guarded
+    @callers("edge")
     async def DeleteWebhook(
         self, request: notify_pb2.DeleteWebhookRequest, context: Context
     ) -> notify_pb2.DeleteWebhookResponse:
@@ -269,6 +280,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         return notify_pb2.DeleteWebhookResponse()
 
     @guarded
+    @callers("edge")
     async def ListWebhookDeliveries(
         self, request: notify_pb2.ListWebhookDeliveriesRequest, context: Context
     ) -> notify_pb2.ListWebhookDeliveriesResponse:

@@ -22,6 +22,7 @@ from common.grpc_client import channel
 from common.grpc_server import GrpcServer, serve
 from common.migrations import SchemaNotCurrent, check_database
 from common.outbox import OutboxRelay
+from common.tls import TlsFiles
 from order_svc.cart_server import CartService
 from order_svc.cart_store import CartStore
 from order_svc.carts import Carts
@@ -54,7 +55,7 @@ def processors(settings: OrderSettings) -> Processors:
 
 async def run(settings: OrderSettings) -> int:
     engine = pg_engine(settings.database_url, pool_size=settings.db_pool_size)
-    products_channel = channel(settings.product_svc_addr)
+    products_channel = channel(settings.product_svc_addr, TlsFiles.from_settings(settings))
     redis = redis_client(settings.redis_url)
     stop = asyncio.Event()
     background: list[asyncio.Task[None]] = []

@@ -8,6 +8,7 @@ from shop.order.v1 import cart_pb2, cart_pb2_grpc, order_pb2
 
 from common.auth import current_principal
 from common.grpc_server import Context
+from common.identity import callers
 from common.validation import address_from_proto, require_uuid
 from order_svc.carts import Carts, PricedCart, require_signed_in
 from order_svc.domain import ShippingMethod
@@ -57,16 +58,19 @@ class CartService(cart_pb2_grpc.CartServiceServicer):
     def __init__(self, carts: Carts) -> None:
         self.carts = carts
 
+    @callers("edge")
     async def GetCart(self, request: cart_pb2.GetCartRequest, context: Context) -> cart_pb2.GetCartResponse:
         cart = await self.carts.get(self.carts.who(_user(), request.cart_token))
         return cart_pb2.GetCartResponse(cart=cart_to_proto(cart))
 
+    @callers("edge")
     async def AddItem(self, request: cart_pb2.AddItemRequest, context: Context) -> cart_pb2.AddItemResponse:
         who = self.carts.who(_user(), request.cart_token, create=True)
         assert who is not None
         cart = await self.carts.add(who, request.product_id, request.quantity)
         return cart_pb2.AddItemResponse(cart=cart_to_proto(cart))
 
+    @callers("edge")
     async def UpdateItemQuantity(
         self, request: cart_pb2.UpdateItemQuantityRequest, context: Context
     ) -> cart_pb2.UpdateItemQuantityResponse:
@@ -75,16 +79,19 @@ class CartService(cart_pb2_grpc.CartServiceServicer):
         cart = await self.carts.set_quantity(who, request.product_id, request.quantity)
         return cart_pb2.UpdateItemQuantityResponse(cart=cart_to_proto(cart))
 
+    @callers("edge")
     async def RemoveItem(self, request: cart_pb2.RemoveItemRequest, context: Context) -> cart_pb2.RemoveItemResponse:
         who = self.carts.who(_user(), request.cart_token)
         cart = await (self.carts.remove(who, request.product_id) if who else self.carts.get(None))
         return cart_pb2.RemoveItemResponse(cart=cart_to_proto(cart))
 
+    @callers("edge")
     async def ClearCart(self, request: cart_pb2.ClearCartRequest, context: Context) -> cart_pb2.ClearCartResponse:
         who = self.carts.who(_user(), request.cart_token)
         cart = await (self.carts.clear(who) if who else self.carts.get(None))
         return cart_pb2.ClearCartResponse(cart=cart_to_proto(cart))
 
+    @callers("edge")
     async def MergeGuestCart(
         self, request: cart_pb2.MergeGuestCartRequest, context: Context
     ) -> cart_pb2.MergeGuestCartResponse:
@@ -92,6 +99,7 @@ class CartService(cart_pb2_grpc.CartServiceServicer):
         cart, capped = await self.carts.merge(user_id, request.guest_cart_token)
         return cart_pb2.MergeGuestCartResponse(cart=cart_to_proto(cart), capped_product_ids=capped)
 
+    @callers("edge")
     async def GetShippingOptions(
         self, request: cart_pb2.GetShippingOptionsRequest, context: Context
     ) -> cart_pb2.GetShippingOptionsResponse:
@@ -109,6 +117,7 @@ class CartService(cart_pb2_grpc.CartServiceServicer):
             ]
         )
 
+    @callers("edge")
     async def Checkout(self, request: cart_pb2.CheckoutRequest, context: Context) -> cart_pb2.CheckoutResponse:
         user_id = require_signed_in(_user())
         principal = current_principal.get()

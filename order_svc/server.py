@@ -11,6 +11,7 @@ from shop.order.v1 import order_pb2, order_pb2_grpc
 
 from common.auth import require_admin, require_user
 from common.grpc_server import Context
+from common.identity import callers
 from common.money import Money
 from common.validation import (
     Cursor,
@@ -137,6 +138,7 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
     def __init__(self, orders: Orders) -> None:
         self.orders = orders
 
+    @callers("edge")
     async def CreateOrder(
         self, request: order_pb2.CreateOrderRequest, context: Context
     ) -> order_pb2.CreateOrderResponse:
@@ -154,10 +156,12 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
             return order_pb2.CreateOrderResponse.FromString(result)
         return order_pb2.CreateOrderResponse(order=order_to_proto(result))
 
+    @callers("edge")
     async def GetOrder(self, request: order_pb2.GetOrderRequest, context: Context) -> order_pb2.GetOrderResponse:
         order = await self.orders.get(_caller(), require_uuid(request.order_id, "order_id", "an order id"))
         return order_pb2.GetOrderResponse(order=order_to_proto(order))
 
+    @callers("edge")
     async def ListMyOrders(
         self, request: order_pb2.ListMyOrdersRequest, context: Context
     ) -> order_pb2.ListMyOrdersResponse:
@@ -169,6 +173,7 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
             orders=[order_to_proto(o) for o in orders], page=paging_pb2.PageResponse(next_page_token=token)
         )
 
+    @callers("edge")
     async def ListOrders(self, request: order_pb2.ListOrdersRequest, context: Context) -> order_pb2.ListOrdersResponse:
         require_admin()
         statuses = [STATUS_OF_PROTO[s] for s in request.statuses if s in STATUS_OF_PROTO]
@@ -197,6 +202,7 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
             token = encode_page_token(Cursor(created_at=last.created_at, id=last.id), key)
         return orders, token
 
+    @callers("edge")
     async def PayOrder(self, request: order_pb2.PayOrderRequest, context: Context) -> order_pb2.PayOrderResponse:
         caller = _caller()
         order_id = require_uuid(request.order_id, "order_id", "an order id")
@@ -215,6 +221,7 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
         order, payment = result
         return order_pb2.PayOrderResponse(order=order_to_proto(order), payment=payment_to_proto(payment))
 
+    @callers("edge")
     async def CancelOrder(
         self, request: order_pb2.CancelOrderRequest, context: Context
     ) -> order_pb2.CancelOrderResponse:
@@ -223,6 +230,7 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
         )
         return order_pb2.CancelOrderResponse(order=order_to_proto(order))
 
+    @callers("edge")
     async def ShipOrder(self, request: order_pb2.ShipOrderRequest, context: Context) -> order_pb2.ShipOrderResponse:
         require_admin()
         order = await self.orders.ship(
@@ -230,6 +238,7 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
         )
         return order_pb2.ShipOrderResponse(order=order_to_proto(order))
 
+    @callers("edge")
     async def DeliverOrder(
         self, request: order_pb2.DeliverOrderRequest, context: Context
     ) -> order_pb2.DeliverOrderResponse:
@@ -237,6 +246,8 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
         order = await self.orders.deliver(require_uuid(request.order_id, "order_id", "an order id"))
         return order_pb2.DeliverOrderResponse(order=order_to_proto(order))
 
+    # The verified-purchase mark of a review: comment_svc only.
+    @callers("comment_svc")
     async def HasPurchased(
         self, request: order_pb2.HasPurchasedRequest, context: Context
     ) -> order_pb2.HasPurchasedResponse:
@@ -247,6 +258,7 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
         )
         return order_pb2.HasPurchasedResponse(purchased=delivered is not None, first_delivered_at=_ts(delivered))
 
+    @callers("edge")
     async def HandleStripeEvent(
         self, request: order_pb2.HandleStripeEventRequest, context: Context
     ) -> order_pb2.HandleStripeEventResponse:

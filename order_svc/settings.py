@@ -52,8 +52,9 @@ class OrderSettings(ServiceSettings, PostgresSettings, KafkaSettings, RedisSetti
     cart_token_secret: SecretStr | None = None
     max_cart_lines: int = Field(100, ge=1)
 
-    max_items: int = Field(100, ge=1)
-    max_line_quantity: int = Field(100, ge=1)
+    # At most what product_svc reserves in one call (100 lines, 10,000 units a line).
+    max_items: int = Field(100, ge=1, le=100)
+    max_line_quantity: int = Field(100, ge=1, le=10_000)
     # How long an idempotency key is remembered, and how long a request that
     # holds one may run before a retry may take over.
     idempotency_ttl_seconds: int = Field(24 * 3600, ge=60)

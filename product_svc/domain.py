@@ -48,6 +48,10 @@ PAGE_TOKEN_MAX = 512
 NAME_KEY_MAX = 48  # characters of a name that order it (see sort_name)
 BATCH_MAX = 500
 RESERVATION_ITEMS_MAX = 100
+# Units of one product in one reservation.  order_svc caps an order line far lower
+# (SHOP_MAX_LINE_QUANTITY, 100 by default); this backstop keeps any one caller from
+# holding a product's whole stock in a single line.
+RESERVATION_QUANTITY_MAX = 10_000
 QUERY_MAX = 200  # characters of a search query
 QUERY_TERMS_MAX = 10
 FILENAME_MAX = 255
@@ -785,8 +789,8 @@ def validate_reservation(
         canonical = str(uuid.UUID(product_id))
         if canonical in seen:
             problems.add(f"items[{index}].product_id", "appears twice; give each product once with its total quantity")
-        if quantity < 1:
-            problems.add(f"items[{index}].quantity", "must be at least 1")
+        if not 1 <= quantity <= RESERVATION_QUANTITY_MAX:
+            problems.add(f"items[{index}].quantity", f"must be between 1 and {RESERVATION_QUANTITY_MAX}")
         seen.add(canonical)
         cleaned.append(ReservationItem(canonical, quantity))
     problems.check()

@@ -14,6 +14,7 @@ from shop.product.v1 import product_pb2, product_pb2_grpc
 from common.auth import require_admin
 from common.errors import FailedPrecondition, NotFound
 from common.grpc_server import Context
+from common.identity import callers
 from common.money import Money
 from product_svc import domain
 from product_svc.domain import Category, Image, Product, ProductInput, Reservation
@@ -136,6 +137,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
 
     # -- categories
 
+    @callers("edge")
     async def CreateCategory(
         self, request: product_pb2.CreateCategoryRequest, context: Context
     ) -> product_pb2.CreateCategoryResponse:
@@ -147,6 +149,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         log.info("category created", extra={"category_id": category.id, "slug": category.slug})
         return product_pb2.CreateCategoryResponse(category=category_to_proto(category))
 
+    @callers("edge")
     async def GetCategory(
         self, request: product_pb2.GetCategoryRequest, context: Context
     ) -> product_pb2.GetCategoryResponse:
@@ -164,6 +167,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             raise NotFound(f"no category {getattr(request, key)!r}")
         return product_pb2.GetCategoryResponse(category=category_to_proto(category))
 
+    @callers("edge")
     async def ListCategories(
         self, request: product_pb2.ListCategoriesRequest, context: Context
     ) -> product_pb2.ListCategoriesResponse:
@@ -182,6 +186,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
 
     # -- products
 
+    @callers("edge")
     async def CreateProduct(
         self, request: product_pb2.CreateProductRequest, context: Context
     ) -> product_pb2.CreateProductResponse:
@@ -191,6 +196,8 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         log.info("product created", extra={"product_id": product.id})
         return product_pb2.CreateProductResponse(product=self.product_to_proto(product))
 
+    # comment_svc: does the reviewed product exist?
+    @callers("edge", "comment_svc")
     async def GetProduct(
         self, request: product_pb2.GetProductRequest, context: Context
     ) -> product_pb2.GetProductResponse:
@@ -198,6 +205,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             product = await self._product(request.product_id)
         return product_pb2.GetProductResponse(product=self.product_to_proto(product))
 
+    @callers("edge")
     async def UpdateProduct(
         self, request: product_pb2.UpdateProductRequest, context: Context
     ) -> product_pb2.UpdateProductResponse:
@@ -209,6 +217,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             raise NotFound(f"no product {product_id}")
         return product_pb2.UpdateProductResponse(product=self.product_to_proto(product))
 
+    @callers("edge")
     async def ArchiveProduct(
         self, request: product_pb2.ArchiveProductRequest, context: Context
     ) -> product_pb2.ArchiveProductResponse:
@@ -219,6 +228,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             raise NotFound(f"no product {product_id}")
         return product_pb2.ArchiveProductResponse(product=self.product_to_proto(product))
 
+    @callers("edge")
     async def DeleteProduct(
         self, request: product_pb2.DeleteProductRequest, context: Context
     ) -> product_pb2.DeleteProductResponse:
@@ -228,6 +238,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         log.info("product deleted", extra={"product_id": deleted.id})
         return product_pb2.DeleteProductResponse()
 
+    @callers("edge")
     async def ListProducts(
         self, request: product_pb2.ListProductsRequest, context: Context
     ) -> product_pb2.ListProductsResponse:
@@ -251,6 +262,8 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             products=[self.product_to_proto(p) for p in products], page=paging_pb2.PageResponse(next_page_token=token)
         )
 
+    # order_svc: prices and names of the lines it orders.
+    @callers("edge", "order_svc")
     async def BatchGetProducts(
         self, request: product_pb2.BatchGetProductsRequest, context: Context
     ) -> product_pb2.BatchGetProductsResponse:
@@ -264,6 +277,8 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
 
     # -- stock reservations (internal: order_svc)
 
+    # Stock reservations are the checkout saga's (order_svc), never a client's.
+    @callers("order_svc")
     async def ReserveStock(
         self, request: product_pb2.ReserveStockRequest, context: Context
     ) -> product_pb2.ReserveStockResponse:
@@ -273,12 +288,14 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         reservation = await self.store.reserve(reservation_id, items)
         return product_pb2.ReserveStockResponse(reservation=reservation_to_proto(reservation))
 
+    @callers("order_svc")
     async def ReleaseReservation(
         self, request: product_pb2.ReleaseReservationRequest, context: Context
     ) -> product_pb2.ReleaseReservationResponse:
         reservation = await self.store.release(domain.parse_id(request.reservation_id, "reservation_id"))
         return product_pb2.ReleaseReservationResponse(reservation=reservation_to_proto(reservation))
 
+    @callers("order_svc")
     async def CommitReservation(
         self, request: product_pb2.CommitReservationRequest, context: Context
     ) -> product_pb2.CommitReservationResponse:
@@ -287,6 +304,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
 
     # -- images
 
+    @callers("edge")
     async def AddProductImage(
         self, request: product_pb2.AddProductImageRequest, context: Context
     ) -> product_pb2.AddProductImageResponse:
@@ -319,6 +337,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             image=self.image_to_proto(image), product=self.product_to_proto(updated)
         )
 
+    @callers("edge")
     async def DeleteProductImage(
         self, request: product_pb2.DeleteProductImageRequest, context: Context
     ) -> product_pb2.DeleteProductImageResponse:

@@ -10,7 +10,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import Message
@@ -51,7 +50,7 @@ def caller(cluster: Cluster, role: str = "customer", user_id: str | None = None)
 
 async def create_product(cluster: Cluster, admin: Caller, *, stock: int = 100, name: str = "Kettle") -> str:
     """A new product in a new category, made through product_svc's API; its id."""
-    async with grpc.aio.insecure_channel(cluster.addr("product_svc")) as channel:
+    async with cluster.channel("product_svc") as channel:
         stub = product_pb2_grpc.ProductServiceStub(channel)
         slug = f"cat-{uuid.uuid4().hex[:10]}"
         category = await stub.CreateCategory(
@@ -79,7 +78,7 @@ ADDRESS = address_pb2.Address(
 async def order_and_deliver(cluster: Cluster, buyer: Caller, admin: Caller, product_id: str) -> str:
     """An order of the product placed and paid by the buyer, shipped and delivered
     by an admin, through order_svc's API; the order id."""
-    async with grpc.aio.insecure_channel(cluster.addr("order_svc")) as channel:
+    async with cluster.channel("order_svc") as channel:
         stub = order_pb2_grpc.OrderServiceStub(channel)
         created = await stub.CreateOrder(
             order_pb2.CreateOrderRequest(

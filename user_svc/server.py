@@ -16,6 +16,7 @@ from shop.user.v1 import user_pb2, user_pb2_grpc
 from common import validation
 from common.auth import Principal, require_admin, require_user
 from common.errors import FieldViolation, NotFound, PermissionDenied, Unauthenticated
+from common.identity import ANY, callers, current_caller
 from user_svc import domain
 from user_svc.keys import TokenKeys
 from user_svc.passwords import Passwords
@@ -118,9 +119,15 @@ class UserService(user_pb2_grpc.UserServiceServicer):
 
     @staticmethod
     def _client_address(given: str, context: Context) -> str:
+        """The address a sign-in counts against: the end user's, as the edge reports it;
+        from any other caller the address given is ignored and the gRPC peer (the
+        calling process's own address) counts, so no caller picks a fresh budget."""
+        if current_caller.get() != "edge":
+            given = ""
         return domain.address_bucket(given or domain.peer_host(context.peer() or ""))
 
     # -- sign-up, sign-in, sessions
+    @callers("edge")
     async def Register(self, request: user_pb2.RegisterRequest, context: Context) -> user_pb2.RegisterResponse:
         registration = domain.validate_registration(request.email, request.password, request.display_name)
         password_hash = await self.passwords.hash(request.password)
@@ -136,6 +143,8 @@ class UserService(user_pb2_grpc.UserServiceServicer):
             user=user_to_proto(user), tokens=self._tokens(user.id, user.role, token, refresh)
         )
 
+    # Any shop process may try a password; only the edge's client_address is believed (_client_address).
+    @callers(ANY)
     async def Login(self, request: user_pb2.LoginRequest, context: Context) -> user_pb2.LoginResponse:
         email = domain.normalize_email(request.email)
         violations = domain.Violations()
@@ -162,6 +171,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         await self.store.add_refresh_token(user.id, refresh)
         return user_pb2.LoginResponse(user=user_to_proto(user), tokens=self._tokens(user.id, user.role, token, refresh))
 
+    @callers("edge")
     async def Refresh(self, request: user_pb2.RefreshRequest, context: Context) -> user_pb2.RefreshResponse:
         presented = request.refresh_token.strip()
         if not presented:
@@ -174,6 +184,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         )
         return user_pb2.RefreshResponse(tokens=self._tokens(user.id, user.role, token, refresh))
 
+    @callers("edge")
     async def Logout(self, request: user_pb2.LogoutRequest, context: Context) -> user_pb2.LogoutResponse:
         if request.all_sessions:
             user = await self._me(require_user())
@@ -189,9 +200,12 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         return user_pb2.LogoutResponse()
 
     # -- the caller's own account
+    # comment_svc: the author's display name.
+    @callers("edge", "comment_svc")
     async def GetMe(self, request: user_pb2.GetMeRequest, context: Context) -> user_pb2.GetMeResponse:
         return user_pb2.GetMeResponse(user=user_to_proto(await self._me(require_user())))
 
+    @callers("edge")
     async def UpdateProfile(
         self, request: user_pb2.UpdateProfileRequest, context: Context
     ) -> user_pb2.UpdateProfileResponse:
@@ -215,6 +229,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
             raise Unauthenticated("the access token names no account; sign in again", reason="INVALID_TOKEN")
         return user_pb2.UpdateProfileResponse(user=user_to_proto(updated))
 
+    @callers("edge")
     async def ChangePassword(
         self, request: user_pb2.ChangePasswordRequest, context: Context
     ) -> user_pb2.ChangePasswordResponse:
@@ -243,6 +258,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         return user_pb2.ChangePasswordResponse(tokens=self._tokens(user.id, user.role, token, refresh))
 
     # -- administration and lookups
+    @callers("edge")
     async def ListUsers(self, request: user_pb2.ListUsersRequest, context: Context) -> user_pb2.ListUsersResponse:
         require_admin()
         size = domain.page_size(request.page.page_size)
@@ -260,6 +276,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
             page=paging_pb2.PageResponse(next_page_token=next_token),
         )
 
+    @callers("edge")
     async def SetUserRole(self, request: user_pb2.SetUserRoleRequest, context: Context) -> user_pb2.SetUserRoleResponse:
         admin = require_admin()
         user_id = domain.require_uuid(request.user_id, "user_id")
@@ -279,6 +296,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         if not principal.is_admin and any(same(user_id) != same(principal.user_id) for user_id in user_ids):
             raise PermissionDenied("only an admin or the account's owner may read an account", reason="NOT_OWNER")
 
+    @callers("edge")
     async def GetUser(self, request: user_pb2.GetUserRequest, context: Context) -> user_pb2.GetUserResponse:
         principal = require_user()
         self._may_read(principal, [request.user_id.strip()])
@@ -288,6 +306,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
             raise NotFound("no user with this id")
         return user_pb2.GetUserResponse(user=user_to_proto(user))
 
+    @callers("edge")
     async def BatchGetUsers(
         self, request: user_pb2.BatchGetUsersRequest, context: Context
     ) -> user_pb2.BatchGetUsersResponse:
@@ -305,5 +324,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
                 users.append(user_to_proto(user))
         return user_pb2.BatchGetUsersResponse(users=users, missing_ids=missing)
 
+    # Public keys: any shop process may read them.
+    @callers(ANY)
     async def GetJwks(self, request: user_pb2.GetJwksRequest, context: Context) -> user_pb2.GetJwksResponse:
         return user_pb2.GetJwksResponse(jwks_json=self.keys.jwks_json, max_age_seconds=self.policy.jwks_max_age)

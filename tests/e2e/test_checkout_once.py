@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 from shop.events.v1 import order_events_pb2
@@ -110,7 +109,7 @@ async def test_twenty_concurrent_checkouts_with_twenty_keys_make_one_order(
 async def in_process(stack: Cluster, postgres, redis_server) -> AsyncIterator[tuple[Orders, CartStore]]:
     """order_svc's use cases and cart store in this process, on the cluster's servers."""
     engine = pg_engine(postgres.url("shop_order"), pool_size=2)
-    channel = grpc.aio.insecure_channel(stack.addr("product_svc"))
+    channel = stack.channel("product_svc", identity="order_svc")
     redis = redis_client(redis_server.url())
     orders = Orders(Store(engine), ProductClient(channel, 5.0), Processors(TestProcessor()),
                     OrderSettings(database_url=postgres.url("shop_order")))  # fmt: skip

@@ -17,7 +17,6 @@ import grpc
 import psycopg
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shop.comment.v1 import comment_pb2, comment_pb2_grpc
 from shop.common.v1 import paging_pb2
 
@@ -50,7 +49,7 @@ def stack(services: Callable[..., Cluster]) -> Cluster:
 
 @pytest.fixture(scope="module")
 async def stub(stack: Cluster) -> AsyncIterator[Stub]:
-    async with grpc.aio.insecure_channel(stack.addr("comment_svc")) as channel:
+    async with stack.channel("comment_svc") as channel:
         yield comment_pb2_grpc.CommentServiceStub(channel)  # type: ignore[misc]
 
 
@@ -537,12 +536,7 @@ def private(stack: Cluster) -> Iterator[Callable[..., str]]:
         ).start()
         started.append(process)
 
-        def serving() -> bool:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-        process.wait_ready(serving, 30)
+        process.wait_ready(lambda: stack.grpc_serving(f"127.0.0.1:{port}"), 30)
         return f"127.0.0.1:{port}"
 
     start.processes = started  # type: ignore[attr-defined]
@@ -558,7 +552,7 @@ async def test_product_svc_down_is_unavailable_and_order_svc_down_is_not_verifie
 ) -> None:
     nowhere = f"127.0.0.1:{free_port()}"
     no_catalog = await asyncio.to_thread(private, SHOP_PRODUCT_SVC_ADDR=nowhere, SHOP_UPSTREAM_TIMEOUT="1.5")
-    async with grpc.aio.insecure_channel(no_catalog) as channel:
+    async with stack.channel(no_catalog) as channel:
         down: Stub = comment_pb2_grpc.CommentServiceStub(channel)  # type: ignore[assignment]
         code, problem = await fails(post(down, ann, product, "Can anyone hear me?", rating=3))
         assert code == grpc.StatusCode.UNAVAILABLE
@@ -566,7 +560,7 @@ async def test_product_svc_down_is_unavailable_and_order_svc_down_is_not_verifie
         assert not (await down.ListComments(comment_pb2.ListCommentsRequest(product_id=product))).comments
 
     no_orders = await asyncio.to_thread(private, SHOP_ORDER_SVC_ADDR=nowhere, SHOP_UPSTREAM_TIMEOUT="1.5")
-    async with grpc.aio.insecure_channel(no_orders) as channel:
+    async with stack.channel(no_orders) as channel:
         stub: Stub = comment_pb2_grpc.CommentServiceStub(channel)  # type: ignore[assignment]
         review = await post(stub, ann, product, "Stored, just not verified", rating=4)
         assert not review.verified_purchase
@@ -574,9 +568,9 @@ async def test_product_svc_down_is_unavailable_and_order_svc_down_is_not_verifie
     assert any("verified-purchase check failed" in path.read_text() for path in log)
 
 
-async def test_stops_cleanly_on_sigterm(private: Callable[..., str], ann: Caller, product: str) -> None:
+async def test_stops_cleanly_on_sigterm(private: Callable[..., str], stack: Cluster, ann: Caller, product: str) -> None:
     address = await asyncio.to_thread(private)
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with stack.channel(address) as channel:
         stub: Stub = comment_pb2_grpc.CommentServiceStub(channel)  # type: ignore[assignment]
         await post(stub, ann, product, "Written just before the stop", rating=5)
     [process] = private.processes  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""The shared gRPC bootstrap: health, reflection (through the real grpcurl),
+"""The shared gRPC bootstrap: mutual TLS, health, reflection (through the real grpcurl),
 auth, error mapping to google.rpc details and back to problem+json, graceful drain."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from shop.user.v1 import user_pb2, user_pb2_grpc
 from common.auth import TokenSigner, TokenVerifier, generate_key_pair, require_admin, require_user
 from common.errors import FieldViolation, InvalidArgument, problem_from_rpc_error
 from common.grpc_server import GrpcServer
+from common.identity import callers
 from common.settings import ServiceSettings
-from devstack.servers import binary
+from devstack.cluster import Cluster
 
 
 class SampleUsers(user_pb2_grpc.UserServiceServicer):
@@ -27,10 +28,12 @@ class SampleUsers(user_pb2_grpc.UserServiceServicer):
     def __init__(self) -> None:
         self.release = asyncio.Event()
 
+    @callers("edge")
     async def GetMe(self, request, context):
         principal = require_user()
         return user_pb2.GetMeResponse(user=user_pb2.User(id=principal.user_id, role=user_pb2.ROLE_CUSTOMER))
 
+    @callers("edge")
     async def Register(self, request, context):
         raise InvalidArgument(
             "the request has invalid fields",
@@ -38,20 +41,23 @@ class SampleUsers(user_pb2_grpc.UserServiceServicer):
             reason="VALIDATION_FAILED",
         )
 
+    @callers("edge")
     async def ListUsers(self, request, context):
         require_admin()
         await self.release.wait()  # a slow call, to watch the drain
         return user_pb2.ListUsersResponse()
 
+    @callers("edge")
     async def GetJwks(self, request, context):
         raise RuntimeError("a bug")
 
+    @callers("edge")
     async def ChangePassword(self, request, context):
         raise redis.exceptions.ConnectionError("Redis went away")
 
 
 @pytest.fixture
-async def sample() -> AsyncIterator[tuple[GrpcServer, SampleUsers, TokenSigner]]:
+async def sample(cluster: Cluster) -> AsyncIterator[tuple[GrpcServer, SampleUsers, TokenSigner]]:
     private, public = generate_key_pair()
     signer = TokenSigner(
         serialization.load_pem_private_key(private, None),  # type: ignore[arg-type]
@@ -59,9 +65,11 @@ async def sample() -> AsyncIterator[tuple[GrpcServer, SampleUsers, TokenSigner]]
         audience="shop",
         ttl=60,
     )
-    server = GrpcServer(
-        ServiceSettings(shutdown_drain=1, shutdown_grace=5), TokenVerifier(public, issuer="shop", audience="shop")
+    files = cluster.tls_files("user_svc")  # the cluster's CA: its other certificates are accepted
+    settings = ServiceSettings(
+        shutdown_drain=1, shutdown_grace=5, tls_ca_file=files.ca, tls_cert_file=files.cert, tls_key_file=files.key
     )
+    server = GrpcServer(settings, TokenVerifier(public, issuer="shop", audience="shop"))
     servicer = SampleUsers()  # type: ignore[abstract]
     server.add(
         user_pb2_grpc.add_UserServiceServicer_to_server, servicer, user_pb2.DESCRIPTOR.services_by_name["UserService"]
@@ -74,37 +82,35 @@ async def sample() -> AsyncIterator[tuple[GrpcServer, SampleUsers, TokenSigner]]
         await server.server.stop(0)
 
 
-async def grpcurl(*args: str) -> str:
+async def grpcurl(cluster: Cluster, *args: str) -> str:
     process = await asyncio.create_subprocess_exec(
-        binary("grpcurl"), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *cluster.grpcurl(*args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     return out.decode()
 
 
-async def test_grpcurl_list_describe_and_health(sample) -> None:
+async def test_grpcurl_list_describe_and_health(sample, cluster: Cluster) -> None:
     server, _, _ = sample
     target = f"127.0.0.1:{server.port}"
-    services = (await grpcurl("-plaintext", target, "list")).split()
+    services = (await grpcurl(cluster, target, "list")).split()
     assert {"shop.user.v1.UserService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= set(
         services
     )
-    described = await grpcurl("-plaintext", target, "describe", "shop.user.v1.UserService")
+    described = await grpcurl(cluster, target, "describe", "shop.user.v1.UserService")
     assert "rpc Register ( .shop.user.v1.RegisterRequest ) returns ( .shop.user.v1.RegisterResponse );" in described
-    health = json.loads(await grpcurl("-plaintext", target, "grpc.health.v1.Health/Check"))
+    health = json.loads(await grpcurl(cluster, target, "grpc.health.v1.Health/Check"))
     assert health == {"status": "SERVING"}
     named = json.loads(
-        await grpcurl(
-            "-plaintext", "-d", '{"service": "shop.user.v1.UserService"}', target, "grpc.health.v1.Health/Check"
-        )
+        await grpcurl(cluster, "-d", '{"service": "shop.user.v1.UserService"}', target, "grpc.health.v1.Health/Check")
     )
     assert named == {"status": "SERVING"}
 
 
-async def test_auth_and_error_mapping(sample) -> None:
+async def test_auth_and_error_mapping(sample, cluster: Cluster) -> None:
     server, _, signer = sample
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with cluster.channel(f"127.0.0.1:{server.port}") as channel:
         stub = user_pb2_grpc.UserServiceStub(channel)
 
         with pytest.raises(grpc.aio.AioRpcError) as anonymous:
@@ -149,10 +155,10 @@ async def test_auth_and_error_mapping(sample) -> None:
         assert missing.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-async def test_graceful_shutdown_drains_in_flight_calls(sample) -> None:
+async def test_graceful_shutdown_drains_in_flight_calls(sample, cluster: Cluster) -> None:
     server, servicer, signer = sample
     token, _ = signer.sign("admin-1", "admin")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with cluster.channel(f"127.0.0.1:{server.port}") as channel:
         stub = user_pb2_grpc.UserServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         in_flight = asyncio.ensure_future(

@@ -63,7 +63,7 @@ def signer(notify: Cluster) -> TokenSigner:
 
 @pytest.fixture(scope="module")
 async def stub(notify: Cluster) -> AsyncIterator[Stub]:
-    async with grpc.aio.insecure_channel(notify.addr("notify_svc")) as channel:
+    async with notify.channel("notify_svc") as channel:
         yield notify_pb2_grpc.NotificationServiceStub(channel)  # type: ignore[misc]
 
 

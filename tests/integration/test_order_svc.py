@@ -28,6 +28,7 @@ from order_svc.payments.testing import TestProcessor
 from order_svc.products import ProductClient
 from order_svc.settings import OrderSettings
 from order_svc.store import Claim, Store
+from tests.callers import CallerStub
 from tests.kafka_helpers import consume
 from tests.tokens import Identities
 
@@ -39,13 +40,18 @@ ADDRESS = address_pb2.Address(
 class Shop:
     """Stubs and identities for one test."""
 
-    def __init__(self, cluster: Cluster, channels: dict[str, grpc.aio.Channel]) -> None:
+    def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.ids = Identities(cluster)
         self.admin = self.ids.admin()
-        self.orders = order_pb2_grpc.OrderServiceStub(channels["order_svc"])
-        self.products = product_pb2_grpc.ProductServiceStub(channels["product_svc"])
+        # Each call as a process its servicer allows: the edge, order_svc for reservations.
+        self.orders = CallerStub(cluster, "order_svc", order_pb2_grpc.OrderServiceStub)
+        self.products = CallerStub(cluster, "product_svc", product_pb2_grpc.ProductServiceStub)
         self.category_id = ""
+
+    async def close(self) -> None:
+        await self.orders.close()
+        await self.products.close()
 
     async def product(self, *, stock: int = 10, price: int = 1999, currency: str = "EUR") -> str:
         if not self.category_id:
@@ -94,10 +100,9 @@ def stack(services) -> Cluster:
 
 @pytest.fixture
 async def shop(stack: Cluster) -> AsyncIterator[Shop]:
-    channels = {name: grpc.aio.insecure_channel(stack.addr(name)) for name in ("order_svc", "product_svc")}
-    yield Shop(stack, channels)
-    for channel in channels.values():
-        await channel.close()
+    shop = Shop(stack)
+    yield shop
+    await shop.close()
 
 
 def reason(error: grpc.aio.AioRpcError) -> str | None:
@@ -470,7 +475,7 @@ async def test_a_retry_that_takes_over_a_dead_requests_key_orders_under_its_own_
 async def orders(shop: Shop, postgres) -> AsyncIterator[Orders]:
     """order_svc's use cases in this process, on the cluster's database and product_svc."""
     engine = pg_engine(postgres.url("shop_order"), pool_size=2)
-    channel = grpc.aio.insecure_channel(shop.cluster.addr("product_svc"))
+    channel = shop.cluster.channel("product_svc", identity="order_svc")
     settings = OrderSettings(database_url=postgres.url("shop_order"))
     yield Orders(Store(engine), ProductClient(channel, 5.0), Processors(TestProcessor()), settings)
     await channel.close()

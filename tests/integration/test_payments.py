@@ -48,10 +48,9 @@ def stack(services) -> Cluster:
 
 @pytest.fixture
 async def shop(stack: Cluster) -> AsyncIterator[Shop]:
-    channels = {name: grpc.aio.insecure_channel(stack.addr(name)) for name in ("order_svc", "product_svc")}
-    yield Shop(stack, channels)
-    for channel in channels.values():
-        await channel.close()
+    shop = Shop(stack)
+    yield shop
+    await shop.close()
 
 
 def _started(root: Path, payment_intent: dict[str, object]) -> StripeMock:
@@ -151,7 +150,7 @@ class InProcess:
 
     def __init__(self, shop: Shop, postgres) -> None:
         self.engine = pg_engine(postgres.url("shop_order"), pool_size=2)
-        self.channel = grpc.aio.insecure_channel(shop.cluster.addr("product_svc"))
+        self.channel = shop.cluster.channel("product_svc", identity="order_svc")
         self.settings = OrderSettings(database_url=postgres.url("shop_order"))
 
     def orders(self, *processors: object) -> Orders:

@@ -25,6 +25,7 @@ from devstack.paths import REPO
 from devstack.process import Process, free_port
 from product_svc import domain
 from product_svc.store import Store
+from tests.callers import CallerStub
 from tests.catalog_helpers import held
 from tests.tokens import Identities
 from tests.waiting import eventually
@@ -41,19 +42,11 @@ ADDRESS = address_pb2.Address(
 )
 
 
-def _serving(port: int) -> bool:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
 def _extra(cluster: Cluster, name: str, log: str, **env: str) -> tuple[Process, str]:
     port = free_port()
     full = {**cluster.service_env_for(name), "SHOP_PORT": str(port), "SHOP_METRICS_PORT": "0", **env}
     process = Process(log, [sys.executable, "-m", name], cluster.root / "logs" / f"{log}.log", env=full, cwd=REPO)
-    process.start().wait_ready(functools.partial(_serving, port), 30)
+    process.start().wait_ready(functools.partial(cluster.grpc_serving, f"127.0.0.1:{port}"), 30)
     return process, f"127.0.0.1:{port}"
 
 
@@ -78,16 +71,15 @@ def replicas(services) -> Iterator[tuple[Cluster, list[str], str]]:
 async def stubs(
     replicas,
 ) -> AsyncIterator[tuple[list[Products], Orders]]:
-    _, products, orders = replicas
-    channels = [grpc.aio.insecure_channel(addr) for addr in [*products, orders]]
+    cluster, products, orders = replicas
+    # The catalog as the edge, reservations as order_svc (as the servicer's callers say).
+    stubs = [CallerStub(cluster, addr, product_pb2_grpc.ProductServiceStub) for addr in products]
+    order_stub = CallerStub(cluster, orders, order_pb2_grpc.OrderServiceStub)
     try:
-        yield (
-            [Products(c) for c in channels[:2]],
-            Orders(channels[2]),
-        )
+        yield stubs, order_stub  # type: ignore[misc]
     finally:
-        for channel in channels:
-            await channel.close()
+        for stub in [*stubs, order_stub]:
+            await stub.close()
 
 
 async def new_product(stub: Products, admin: Any, stock: int) -> str:

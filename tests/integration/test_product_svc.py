@@ -24,7 +24,8 @@ from common.errors import Problem, problem_from_rpc_error
 from common.settings import S3Settings
 from devstack.cluster import Cluster
 from devstack.docstore import FerretDB
-from devstack.servers import S3, binary
+from devstack.servers import S3
+from tests.callers import CallerStub
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x42" * 500
@@ -59,8 +60,10 @@ def customer(signer: TokenSigner) -> list[tuple[str, str]]:
 
 @pytest.fixture
 async def stub(product_cluster: Cluster) -> AsyncIterator[product_pb2_grpc.ProductServiceStub]:
-    async with grpc.aio.insecure_channel(product_cluster.addr("product_svc")) as channel:
-        yield product_pb2_grpc.ProductServiceStub(channel)
+    # The catalog as the edge, stock reservations as order_svc: as each method's callers say.
+    stub = CallerStub(product_cluster, "product_svc", product_pb2_grpc.ProductServiceStub)
+    yield stub  # type: ignore[misc]
+    await stub.close()
 
 
 @pytest.fixture
@@ -795,9 +798,10 @@ async def test_images_are_stored_served_and_deleted(stub, admin, s3_settings) ->
 # --- grpcurl ----------------------------------------------------------------------------------------
 
 
-async def grpcurl(*args: str) -> str:
+async def grpcurl(cluster: Cluster, *args: str) -> str:
+    """grpcurl with the edge's certificate (every service wants mutual TLS)."""
     process = await asyncio.create_subprocess_exec(
-        binary("grpcurl"), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *cluster.grpcurl(*args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
@@ -808,14 +812,14 @@ async def test_grpcurl_lists_and_calls_the_service(stub, admin, product_cluster:
     category = await new_category(stub, admin)
     product = await new_product(stub, admin, category.id, name="Grpcurl Boot", price=eur(4200))
     target = product_cluster.addr("product_svc")
-    services = (await grpcurl("-plaintext", target, "list")).split()
+    services = (await grpcurl(product_cluster, target, "list")).split()
     assert {"shop.product.v1.ProductService", "grpc.health.v1.Health"} <= set(services)
-    methods = (await grpcurl("-plaintext", target, "list", "shop.product.v1.ProductService")).split()
+    methods = (await grpcurl(product_cluster, target, "list", "shop.product.v1.ProductService")).split()
     assert "shop.product.v1.ProductService.ReserveStock" in methods
 
     got = json.loads(
         await grpcurl(
-            "-plaintext",
+            product_cluster,
             "-d",
             json.dumps({"product_id": product.id}),
             target,
@@ -826,7 +830,7 @@ async def test_grpcurl_lists_and_calls_the_service(stub, admin, product_cluster:
     assert got["product"]["price"] == {"amount_minor": "4200", "currency_code": "EUR"}
     listed = json.loads(
         await grpcurl(
-            "-plaintext",
+            product_cluster,
             "-d",
             json.dumps({"category_id": category.id, "sort": "PRODUCT_SORT_PRICE_ASC"}),
             target,

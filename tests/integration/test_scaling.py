@@ -10,7 +10,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 
-import grpc
 import pytest
 from shop.common.v1 import address_pb2, money_pb2, paging_pb2
 from shop.notify.v1 import notify_pb2, notify_pb2_grpc
@@ -41,27 +40,18 @@ def stack(services) -> Iterator[tuple[Cluster, dict[str, list[str]]]]:
         process = Process(f"{name}-2", [sys.executable, "-m", name], cluster.root / "logs" / f"{name}-2.log",
                           env=env, cwd=REPO).start()  # fmt: skip
         extra.append(process)
-        process.wait_ready(functools.partial(_serving, port), 30)
+        process.wait_ready(functools.partial(cluster.grpc_serving, f"127.0.0.1:{port}"), 30)
         addresses[name].append(f"127.0.0.1:{port}")
     yield cluster, addresses
     for process in extra:
         process.stop()
 
 
-def _serving(port: int) -> bool:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
 async def test_a_burst_through_two_order_and_two_notify_instances(stack) -> None:
     cluster, addresses = stack
     ids = Identities(cluster)
     admin = ids.admin()
-    channels = [grpc.aio.insecure_channel(a) for a in [cluster.addr("product_svc"), *addresses["order_svc"],
-                                                       *addresses["notify_svc"]]]  # fmt: skip
+    channels = [cluster.channel(a) for a in ["product_svc", *addresses["order_svc"], *addresses["notify_svc"]]]
     products = product_pb2_grpc.ProductServiceStub(channels[0])
     orders = [order_pb2_grpc.OrderServiceStub(c) for c in channels[1:3]]
     feeds = [notify_pb2_grpc.NotificationServiceStub(c) for c in channels[3:5]]

@@ -29,7 +29,6 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.field_mask_pb2 import FieldMask
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shop.common.v1 import address_pb2, paging_pb2
 from shop.user.v1 import user_pb2, user_pb2_grpc
 
@@ -38,7 +37,7 @@ from common.errors import Problem, problem_from_rpc_error
 from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port
-from devstack.servers import Postgres, binary
+from devstack.servers import Postgres
 from tests.schema_helpers import schema_drift
 
 PASSWORD = "correct horse 42"
@@ -146,7 +145,7 @@ def stack(services: Callable[..., Cluster]) -> Cluster:
 
 @pytest.fixture(scope="module")
 async def stub(stack: Cluster) -> AsyncIterator[Stub]:
-    async with grpc.aio.insecure_channel(stack.addr("user_svc")) as channel:
+    async with stack.channel("user_svc") as channel:
         yield user_pb2_grpc.UserServiceStub(channel)  # type: ignore[misc]
 
 
@@ -199,14 +198,9 @@ async def private(stack: Cluster) -> AsyncIterator[Private]:
         cwd=REPO,
     ).start()
 
-    def serving() -> bool:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
     try:
-        await asyncio.to_thread(process.wait_ready, serving, 30)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await asyncio.to_thread(process.wait_ready, lambda: stack.grpc_serving(f"127.0.0.1:{port}"), 30)
+        async with stack.channel(f"127.0.0.1:{port}") as channel:
             yield Private(
                 f"127.0.0.1:{port}", database, admin_email, admin_password, user_pb2_grpc.UserServiceStub(channel)
             )  # type: ignore[arg-type]
@@ -670,6 +664,26 @@ async def test_login_limit_falls_back_to_the_peer_address(private: Private) -> N
     await asyncio.sleep(2.1)  # leave the loopback address usable
 
 
+async def test_a_client_address_from_another_caller_than_the_edge_is_ignored(private: Private, stack: Cluster) -> None:
+    """Only the edge's client_address is believed: order_svc's certificate naming a fresh
+    address on each attempt still spends its own (the gRPC peer's) budget."""
+    email = new_email("forged")
+    await register(private.stub, email)
+    results = []
+    async with stack.channel(private.addr, identity="order_svc") as channel:
+        other: Stub = user_pb2_grpc.UserServiceStub(channel)  # type: ignore[assignment]
+        for _ in range(6):  # SHOP_LOGIN_ADDRESS_LIMIT=5 per 2 s; a new made-up address each time
+            try:
+                await login(other, email, PASSWORD, ip())
+                results.append("ok")
+            except grpc.aio.AioRpcError as error:
+                results.append(problem_from_rpc_error(error).reason or "")
+    assert results == ["ok"] * 5 + ["RATE_LIMITED"]
+    # The edge's certificate with the same kind of address is believed (its own budget).
+    assert (await login(private.stub, email, PASSWORD, ip())).user.email == email
+    await asyncio.sleep(2.1)  # leave the loopback address usable
+
+
 # --- commands ---------------------------------------------------------------------------------------
 
 
@@ -723,14 +737,12 @@ async def test_migrations_match_the_store_tables(stack: Cluster) -> None:
 
 async def test_grpcurl_lists_and_registers(stack: Cluster, stub: Stub) -> None:
     target = stack.addr("user_svc")
-    listed = await run([binary("grpcurl"), "-plaintext", target, "list"], dict(os.environ))
+    listed = await run(stack.grpcurl(target, "list"), dict(os.environ))
     assert listed.code == 0, listed.err
     assert "shop.user.v1.UserService" in listed.out.split()
     email = new_email("grpcurl")
     body = json.dumps({"email": email, "password": PASSWORD, "displayName": "From grpcurl"})
-    called = await run(
-        [binary("grpcurl"), "-plaintext", "-d", body, target, "shop.user.v1.UserService/Register"], dict(os.environ)
-    )
+    called = await run(stack.grpcurl("-d", body, target, "shop.user.v1.UserService/Register"), dict(os.environ))
     assert called.code == 0, called.err
     answer = json.loads(called.out)
     assert answer["user"]["email"] == email
