@@ -7,8 +7,10 @@ and IP SANs are the names other processes reach it by, checked by their TLS
 client as usual.  One certificate serves both ends: a process presents it as a
 server and as a client.
 
-``python -m common.tls DIR NAME…`` writes a CA and one certificate per name into
-DIR (kept when present): the compose stack's one-shot job and devstack use it.
+``python -m common.tls [--ca-key-dir KEYDIR] DIR NAME…`` writes a CA and one
+certificate per name into DIR (kept when present; the CA's private key into KEYDIR
+when given, so the processes that mount DIR cannot issue certificates): the compose
+stack's one-shot job runs it, devstack calls :func:`ensure_identities`.
 """
 
 from __future__ import annotations
@@ -217,11 +219,12 @@ def files_in(directory: Path, name: str) -> TlsFiles:
     return TlsFiles(str(directory / CA_CERT), str(directory / f"{name}.pem"), str(directory / f"{name}.key"))
 
 
-def ensure_identities(directory: Path, names: Iterable[str]) -> list[str]:
-    """A CA and one certificate per name in ``directory``; what exists is kept.  Returns the
-    names it made a certificate for."""
+def ensure_identities(directory: Path, names: Iterable[str], *, ca_key_dir: Path | None = None) -> list[str]:
+    """A CA and one certificate per name in ``directory`` (the CA's key in ``ca_key_dir``,
+    by default beside them); what exists is kept.  Returns the names it made a certificate for."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = directory / CA_KEY, directory / CA_CERT
+    (ca_key_dir or directory).mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = (ca_key_dir or directory) / CA_KEY, directory / CA_CERT
     if not (ca_key.exists() and ca_cert.exists()):
         key_pem, cert_pem = make_ca()
         _write_private(ca_key, key_pem)
@@ -242,11 +245,14 @@ def ensure_identities(directory: Path, names: Iterable[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    ca_key_dir = None
+    if argv[:1] == ["--ca-key-dir"] and len(argv) > 1:
+        ca_key_dir, argv = Path(argv[1]), argv[2:]
     if len(argv) < 2:
-        print("usage: python -m common.tls DIR NAME...", file=sys.stderr)
+        print("usage: python -m common.tls [--ca-key-dir KEYDIR] DIR NAME...", file=sys.stderr)
         return 2
     directory, names = Path(argv[0]), argv[1:]
-    made = ensure_identities(directory, names)
+    made = ensure_identities(directory, names, ca_key_dir=ca_key_dir)
     print(f"tls: CA and certificates for {', '.join(names)} in {directory} (new: {', '.join(made) or 'none'})")
     return 0
 

@@ -45,6 +45,7 @@ K8S_DIR = REPO / "deploy" / "k8s"
 K8S_MIN_VERSION = "1.30.0"
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+TLS_FIELDS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
 
 # Settings mixins -> what the process needs running before it starts (compose services).
 STORE_DEPENDENCIES: dict[type[Any], tuple[str, str]] = {
@@ -98,14 +99,15 @@ def env_names(cls: type[Any]) -> dict[str, str]:
 def required_env(cls: type[Any]) -> set[str]:
     """The variables a deployment must set for the process to work off-loopback: every field
     whose default points at loopback (data stores, other services, the bind address), and the
-    token key files (unset, no token is accepted, or user_svc signs with a throwaway key), and
-    the secrets (no default outside development mode)."""
+    token key files (unset, no token is accepted, or user_svc signs with a throwaway key), the
+    TLS material (service identity: without it no gRPC connection), and the secrets (no
+    default outside development mode)."""
     required = set()
     for env, name in env_names(cls).items():
         default = cls.model_fields[name].default
         if isinstance(default, str) and any(host in default for host in LOOPBACK):
             required.add(env)
-        if name in ("jwt_public_key_file", "jwt_private_key_file"):
+        if name in ("jwt_public_key_file", "jwt_private_key_file", *TLS_FIELDS):
             required.add(env)
         if cls.model_fields[name].annotation in (SecretStr, SecretStr | None):
             required.add(env)  # no default outside development mode

@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import grpc
 import kubernetes_validate  # type: ignore[import-untyped]
 import psycopg
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.settings import SERVICE_PORTS, CommonSettings, PostgresSettings, S3Settings
 from devstack.cluster import Cluster
@@ -105,7 +104,7 @@ def test_compose_has_every_process_store_and_job() -> None:
     wanted = {
         *SERVICE_PORTS,
         *("postgres", "mongo", "kafka", "redis", "minio", "jaeger", "otel-collector"),
-        *("jwt_keys", "create_bucket", "migrate_user", "migrate_order", "migrate_comment"),
+        *("jwt_keys", "tls_certs", "create_bucket", "migrate_user", "migrate_order", "migrate_comment"),
     }
     assert wanted <= services, f"missing: {sorted(wanted - services)}"
 
@@ -144,6 +143,19 @@ def test_compose_service_matches_code(package: str) -> None:
         mounts = [str(v) for v in service.get("volumes") or []]
         assert any(m.startswith("jwt-keys:/keys") for m in mounts), f"{package} must mount the jwt-keys volume"
         assert env["SHOP_JWT_PUBLIC_KEY_FILE"].startswith("/keys/")
+    if "SHOP_TLS_CERT_FILE" in d.env_names(cls):
+        # Its own certificate from the tls_certs job's volume; the job makes one for it.
+        wanted["tls_certs"] = "service_completed_successfully"
+        assert "tls:/tls:ro" in [str(v) for v in service.get("volumes") or []], f"{package} must mount tls"
+        tls_env = {key: env.get(key) for key in ("SHOP_TLS_CA_FILE", "SHOP_TLS_CERT_FILE", "SHOP_TLS_KEY_FILE")}
+        assert tls_env == {
+            "SHOP_TLS_CA_FILE": "/tls/ca.pem",
+            "SHOP_TLS_CERT_FILE": f"/tls/{package}.pem",
+            "SHOP_TLS_KEY_FILE": f"/tls/{package}.key",
+        }
+        assert package in d.compose_service("tls_certs")["command"]
+    else:
+        assert not any(str(v).startswith("tls:") for v in service.get("volumes") or []), f"{package} needs no keys"
     for name, condition in wanted.items():
         assert depends.get(name) == condition, f"{package} must wait for {name} ({condition}), has {depends}"
     # Calls to other processes go to their aliases, which must be compose services it waits for
@@ -230,12 +242,6 @@ def test_image_tree_rule_is_the_dockerfiles() -> None:
         assert f"!{name}" in ignore or f"!{name}/" in ignore, f"Dockerfile.dockerignore drops {name}"
 
 
-def _grpc_serving(port: int) -> bool:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
 def _http_ok(port: int) -> bool:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
         return bool(response.status == 200)
@@ -258,8 +264,10 @@ def test_image_command_starts_the_process(
     process = Process(package, d.image_argv(service["command"]), tmp_path / f"{package}.log", env=env, cwd=app)
     process.start()
     try:
-        check = _http_ok if package in d.HTTP_PACKAGES else _grpc_serving
-        process.wait_ready(lambda: check(port), 60)
+        if package in d.HTTP_PACKAGES:
+            process.wait_ready(lambda: _http_ok(port), 60)
+        else:
+            process.wait_ready(lambda: cluster.grpc_serving(f"127.0.0.1:{port}"), 60)
         healthcheck = service["healthcheck"]["test"]
         assert healthcheck[0] == "CMD"
         result = subprocess.run(
@@ -294,6 +302,30 @@ def test_jwt_keys_job_makes_one_key_pair(app: Path, tmp_path: Path) -> None:
     assert (tmp_path / "jwt_public.pem").read_bytes() == public
     assert d.compose_env("user_svc")["SHOP_JWT_PRIVATE_KEY_FILE"] == "/keys/jwt_private.pem"
     assert "jwt-keys:/keys" in d.compose_service("jwt_keys")["volumes"]
+
+
+def test_tls_certs_job_makes_a_ca_and_one_certificate_per_process(app: Path, tmp_path: Path) -> None:
+    job = d.compose_service("tls_certs")
+    assert {"tls:/tls", "tls-ca:/tls-ca"} <= set(job["volumes"])
+    certs, ca_keys = tmp_path / "tls", tmp_path / "tls-ca"
+    argv = [{"/tls": str(certs), "/tls-ca": str(ca_keys)}.get(arg, arg) for arg in job["command"]]
+    first: dict[str, bytes] = {}
+    for _ in range(2):  # the second run keeps what is there
+        result = subprocess.run(d.image_argv(argv), env=d.image_env(app, {}), cwd=app, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        first = first or {path.name: path.read_bytes() for path in certs.iterdir()}
+    assert {path.name: path.read_bytes() for path in certs.iterdir()} == first
+    # The CA's key is not in the volume the processes mount.
+    assert sorted(path.name for path in ca_keys.iterdir()) == ["ca.key"]
+    assert not (certs / "ca.key").exists()
+    ca = x509.load_pem_x509_certificate((certs / "ca.pem").read_bytes())
+    for package in (*d.GRPC_PACKAGES, "edge"):
+        assert (certs / f"{package}.key").stat().st_mode & 0o777 == 0o600
+        cert = x509.load_pem_x509_certificate((certs / f"{package}.pem").read_bytes())
+        cert.verify_directly_issued_by(ca)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [f"spiffe://shop/{package}"]
+        assert d.k8s_name(package) in sans.get_values_for_type(x509.DNSName)
 
 
 def test_create_bucket_job(s3: S3, app: Path) -> None:
@@ -392,7 +424,19 @@ ALLOWED_KINDS = {
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
     "Job",
+    # cert-manager (service identity): checked by test_k8s_certificates_give_each_process_its_identity.
+    "Issuer",
+    "Certificate",
 }
+CERT_MANAGER = "cert-manager.io/v1"
+# The fields of cert-manager v1 the manifests may use (no bundled schema: a misspelt one fails here).
+CERT_MANAGER_SPEC = {
+    "Certificate": {
+        "secretName", "duration", "renewBefore", "privateKey", "uris", "dnsNames", "ipAddresses", "usages",
+        "issuerRef", "isCA", "commonName", "subject", "secretTemplate",
+    },
+    "Issuer": {"ca", "selfSigned", "acme", "vault"},
+}  # fmt: skip
 
 
 def test_schema_validation_rejects_a_broken_object() -> None:
@@ -416,6 +460,8 @@ def test_k8s_renders_and_passes_schemas(kustomization: Path) -> None:
     failures = []
     for version in (d.K8S_MIN_VERSION, kubernetes_validate.latest_version()):
         for obj in objects:
+            if obj["apiVersion"] == CERT_MANAGER:
+                continue  # a custom resource: no bundled schema (checked below)
             try:
                 kubernetes_validate.validate(obj, version, strict=True)
             except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as exc:
@@ -458,12 +504,16 @@ def test_k8s_workload_matches_code(kustomization: Path, package: str) -> None:
     (container,) = pod["containers"]
     assert container["command"] == ["python", "-m", package]
     assert port in [p["containerPort"] for p in container["ports"]]
+    env = {**{k: v for k, v in d.runtime_env().items() if k.startswith("SHOP_")}, **d.container_env(objects, container)}
     for probe in ("readinessProbe", "livenessProbe"):
         spec = container[probe]
         if package in d.HTTP_PACKAGES:
             assert spec["httpGet"]["path"] == "/healthz"
         else:
-            assert spec["grpc"]["port"] == port, f"{name} {probe} must be the gRPC health check on {port}"
+            # The kubelet cannot present a client certificate: the plaintext health-only port.
+            health = int(str(env.get("SHOP_HEALTH_PORT")))
+            assert spec["grpc"]["port"] == health, f"{name} {probe} must be the gRPC health check on {health}"
+            assert health in [p["containerPort"] for p in container["ports"]]
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(container["resources"][kind]), f"{name} {kind}"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -481,7 +531,6 @@ def test_k8s_workload_matches_code(kustomization: Path, package: str) -> None:
     assert service["spec"]["selector"].items() <= labels.items()
     assert [p["port"] for p in service["spec"]["ports"]] == [port]
 
-    env = {**{k: v for k, v in d.runtime_env().items() if k.startswith("SHOP_")}, **d.container_env(objects, container)}
     _check_env(f"k8s {kustomization.name}", package, env)
     scrape = deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"]
     assert scrape == (str(port) if package == "edge" else env.get("SHOP_METRICS_PORT")), "metrics scrape port"
@@ -513,3 +562,44 @@ def test_k8s_migration_jobs(kustomization: Path) -> None:
             if item["name"] == "SHOP_DATABASE_URL"
         ]
         assert url_ref == refs, f"migrate-{area} and {area}-svc must use the same database secret"
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=IDS)
+def test_k8s_certificates_give_each_process_its_identity(kustomization: Path) -> None:
+    """cert-manager issues each gRPC process its certificate (its name in the URI SAN, its
+    Service's DNS name), and the Deployment mounts that Secret where its TLS settings point."""
+    _require_kustomize()
+    objects = d.render(kustomization)
+    issuers = d.by_kind(objects, "Issuer")
+    certificates = d.by_kind(objects, "Certificate")
+    for obj in [*issuers.values(), *certificates.values()]:
+        assert obj["apiVersion"] == CERT_MANAGER
+        unknown = set(obj["spec"]) - CERT_MANAGER_SPEC[obj["kind"]]
+        assert not unknown, f"{obj['kind']}/{obj['metadata']['name']}: unknown fields {sorted(unknown)}"
+    for certificate in certificates.values():
+        assert certificate["spec"]["issuerRef"] == {"name": certificate["spec"]["issuerRef"]["name"], "kind": "Issuer"}
+        assert certificate["spec"]["issuerRef"]["name"] in issuers
+    deployments = d.by_kind(objects, "Deployment")
+    for package in d.PACKAGES:
+        cls = _built_settings(package)
+        name = d.k8s_name(package)
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        env = d.container_env(objects, container)
+        if "SHOP_TLS_CERT_FILE" not in d.env_names(cls):
+            assert name not in certificates and "SHOP_TLS_CERT_FILE" not in env
+            continue
+        spec = certificates[name]["spec"]
+        assert spec["uris"] == [f"spiffe://shop/{package}"]
+        assert name in spec["dnsNames"]
+        assert {"server auth", "client auth"} <= set(spec["usages"])
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in deployments[name]["spec"]["template"]["spec"]["volumes"]}
+        directory = str(Path(str(env["SHOP_TLS_CERT_FILE"])).parent)
+        assert volumes[mounts[directory]]["secret"]["secretName"] == spec["secretName"]
+        assert {env["SHOP_TLS_CA_FILE"], env["SHOP_TLS_CERT_FILE"], env["SHOP_TLS_KEY_FILE"]} == {
+            f"{directory}/{key}" for key in ("ca.crt", "tls.crt", "tls.key")
+        }
+    if kustomization.name != "base":  # an overlay makes the CA the Issuer signs with
+        (ca_issuer,) = [i for i in issuers.values() if "ca" in i["spec"]]
+        ca_secret = ca_issuer["spec"]["ca"]["secretName"]
+        assert any(c["spec"].get("isCA") and c["spec"]["secretName"] == ca_secret for c in certificates.values())

@@ -20,6 +20,7 @@ from common.grpc_server import GrpcServer
 from common.identity import callers
 from common.settings import ServiceSettings
 from devstack.cluster import Cluster
+from devstack.process import free_port
 
 
 class SampleUsers(user_pb2_grpc.UserServiceServicer):
@@ -177,3 +178,53 @@ async def test_graceful_shutdown_drains_in_flight_calls(sample, cluster: Cluster
         servicer.release.set()  # the in-flight call still completes within the grace period
         assert isinstance(await in_flight, user_pb2.ListUsersResponse)
         await stopping
+
+
+class Undeclared(user_pb2_grpc.UserServiceServicer):
+    async def GetMe(self, request, context):  # no @callers: a mistake, refused at start
+        return user_pb2.GetMeResponse()
+
+
+def test_a_method_without_declared_callers_is_refused_at_start(cluster: Cluster) -> None:
+    files = cluster.tls_files("user_svc")
+    settings = ServiceSettings(tls_ca_file=files.ca, tls_cert_file=files.cert, tls_key_file=files.key)
+    server = GrpcServer(settings, TokenVerifier(generate_key_pair()[1], issuer="shop", audience="shop"))
+    with pytest.raises(TypeError, match=r"Undeclared.GetMe declares no callers"):
+        server.add(
+            user_pb2_grpc.add_UserServiceServicer_to_server,
+            Undeclared(),  # type: ignore[abstract]
+            user_pb2.DESCRIPTOR.services_by_name["UserService"],
+        )
+
+
+async def test_production_has_no_reflection_and_probes_get_a_plaintext_health_port(cluster: Cluster) -> None:
+    files = cluster.tls_files("user_svc")
+    settings = ServiceSettings(
+        env="production", health_port=free_port(), tls_ca_file=files.ca, tls_cert_file=files.cert,
+        tls_key_file=files.key,
+    )  # fmt: skip
+    server = GrpcServer(settings, TokenVerifier(generate_key_pair()[1], issuer="shop", audience="shop"))
+    server.add(
+        user_pb2_grpc.add_UserServiceServicer_to_server,
+        SampleUsers(),  # type: ignore[abstract]
+        user_pb2.DESCRIPTOR.services_by_name["UserService"],
+    )
+    await server.start()
+    try:
+        target = f"127.0.0.1:{server.port}"
+        listed = await asyncio.create_subprocess_exec(
+            *cluster.grpcurl(target, "list"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await listed.communicate()
+        assert listed.returncode != 0 and "does not support the reflection API" in err.decode()
+        # The health port answers without a certificate, and serves nothing else.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.health_port}") as plain:
+            status = await health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as other:
+                await user_pb2_grpc.UserServiceStub(plain).Register(user_pb2.RegisterRequest(), timeout=5)
+            assert other.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await server.server.stop(0)
+        assert server.health_server is not None
+        await server.health_server.stop(0)
