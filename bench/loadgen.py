@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.tls import TlsFiles
 from devstack.paths import BIN
 
 LUA = Path(__file__).resolve().parent / "lua"
@@ -138,14 +139,17 @@ async def ghz(
     import_path: Path | None = None,
     metadata: dict[str, str] | None = None,
     workdir: Path,
+    tls: TlsFiles | None = None,
 ) -> Load:
     """``ghz`` over ``data`` (one message per request, round robin), the method read
-    from ``proto`` (imports under ``import_path``).  ``rps`` > 0 paces the calls."""
+    from ``proto`` (imports under ``import_path``).  ``rps`` > 0 paces the calls.
+    ``tls``: mutual TLS with that process's certificate (the shop's services); None:
+    plaintext (the reference servers)."""
     data_file = workdir / f"ghz-{call.rsplit('/', 1)[-1]}-{address.rsplit(':', 1)[-1]}.json"
     data_file.write_text(json.dumps(data))
     argv = [
         tool("ghz"),
-        "--insecure",
+        *(["--cacert", tls.ca, "--cert", tls.cert, "--key", tls.key] if tls else ["--insecure"]),
         f"--call={call}",
         f"--data-file={data_file}",
         f"--concurrency={concurrency}",

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -132,9 +133,9 @@ async def _grpc(channel: grpc.aio.Channel, user_id: str, token: str, watch: Watc
 class Watcher:
     """Open streams for every buyer, keep them open while the load runs, then close them."""
 
-    def __init__(self, edge_url: str, notify_addr: str, buyers: dict[str, str]) -> None:
+    def __init__(self, edge_url: str, notify: Callable[[], grpc.aio.Channel], buyers: dict[str, str]) -> None:
         self.edge_url = edge_url
-        self.notify_addr = notify_addr
+        self.notify = notify  # opens a (mutual-TLS) channel to notify_svc
         self.buyers = buyers  # user id -> access token
         self.watch = Watch()
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,7 +156,7 @@ class Watcher:
                 self._tasks.append(asyncio.create_task(self._guard(stream)))
         else:
             self.watch.via = "notify_svc Subscribe (gRPC; the edge has no SSE route yet)"
-            self._channel = grpc.aio.insecure_channel(self.notify_addr)
+            self._channel = self.notify()
             for user_id, token in self.buyers.items():
                 ready = asyncio.Event()
                 readies.append(ready)

@@ -108,7 +108,7 @@ async def edge_overhead(bench: Bench) -> None:
     def get_direct(seconds: float, concurrency: int, rps: float = 0.0) -> Any:
         return loadgen.ghz(bench.cluster.addr("product_svc"), GET_PRODUCT, product_data, seconds=seconds,
                            concurrency=concurrency, rps=rps, proto=PRODUCT_PROTO, import_path=PROTO_ROOT,
-                           workdir=bench.work)  # fmt: skip
+                           workdir=bench.work, tls=bench.cluster.tls_files("edge"))  # fmt: skip
 
     # Ceilings: the bare frameworks on this machine, nothing else running load.
     with reference_server("http", bench.work) as port:
@@ -181,8 +181,8 @@ async def checkout(bench: Bench) -> None:
         "BENCH_TOKENS": bench.write_lines("tokens.txt", list(buyers.values())),
         "BENCH_RUN": run_id,
     }
-    notify = bench.cluster.addr("notify_svc") if "notify_svc" in bench.cluster.services else ""
-    watcher = Watcher(bench.edge_url, notify, buyers) if notify else None
+    notify = "notify_svc" in bench.cluster.services
+    watcher = Watcher(bench.edge_url, lambda: bench.cluster.channel("notify_svc"), buyers) if notify else None
     if watcher is not None:
         await watcher.__aenter__()
     latency: dict[str, Any] = {}
@@ -403,14 +403,14 @@ async def _direct_get_p50(bench: Bench, ids: list[str]) -> float:
     data = [{"product_id": product_id} for product_id in ids]
     load = await loadgen.ghz(
         bench.cluster.addr("product_svc"), GET_PRODUCT, data, seconds=bench.budget.probe, concurrency=1,
-        proto=PRODUCT_PROTO, import_path=PROTO_ROOT, workdir=bench.work,
+        proto=PRODUCT_PROTO, import_path=PROTO_ROOT, workdir=bench.work, tls=bench.cluster.tls_files("edge"),
     )  # fmt: skip
     return load.p50_ms
 
 
 async def _direct_list_seconds(bench: Bench) -> float:
     """One first page of the newest products, with a deadline long enough to finish."""
-    async with grpc.aio.insecure_channel(bench.cluster.addr("product_svc")) as channel:
+    async with bench.cluster.channel("product_svc") as channel:
         stub = product_pb2_grpc.ProductServiceStub(channel)
         started = time.perf_counter()
         try:

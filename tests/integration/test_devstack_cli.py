@@ -97,6 +97,24 @@ def test_up_status_restart_and_down(tmp_path: Path) -> None:
         assert '"email":"ann@example.com"' in tried.stdout
         assert '"status":"paid"' in tried.stdout
 
+        # The README's grpcurl commands, through the wrapper that fills in this cluster's certificates.
+        called = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", readme_block("grpcurl")],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "SHOP_DEVSTACK_DIR": str(tmp_path)},
+        )  # fmt: skip
+        assert called.returncode == 0, called.stdout + called.stderr
+        assert "shop.user.v1.UserService" in called.stdout.split()
+        assert "rpc Login ( .shop.user.v1.LoginRequest )" in called.stdout
+        assert '"status": "SERVING"' in called.stdout
+        # As the edge, a reservation is refused, naming the caller; as order_svc it is answered.
+        denied = _devstack(
+            tmp_path, "grpcurl", "-d", '{"reservation_id": "x"}', "localhost:8081",
+            "shop.product.v1.ProductService/ReleaseReservation",
+        )  # fmt: skip
+        denied_out, _ = denied.communicate(timeout=60)
+        assert denied.returncode != 0 and "edge may not call ReleaseReservation" in denied_out, denied_out
+
         # A service and a data store die: `up` says so and starts each again.
         before = _pids(tmp_path)
         for name in ("comment_svc", "redis"):
