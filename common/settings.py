@@ -9,7 +9,7 @@ outside development mode a missing secret stops the process at start.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -142,6 +142,15 @@ class KafkaSettings(_Settings):
     kafka_sasl_password: SecretStr | None = None
     # PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); unset: the system's.
     kafka_ssl_ca_location: str | None = None
+
+    @model_validator(mode="after")
+    def _a_login_in_production(self) -> Self:
+        if self.env == "production" and self.kafka_security_protocol == "PLAINTEXT":
+            raise ValueError(
+                "SHOP_KAFKA_SECURITY_PROTOCOL=PLAINTEXT lets anyone on the network write events: production"
+                " logs in (SHOP_KAFKA_SECURITY_PROTOCOL=SASL_SSL with SHOP_KAFKA_SASL_USERNAME/_PASSWORD)"
+            )
+        return self
 
     @property
     def kafka_user(self) -> str:

@@ -44,6 +44,13 @@ def test_production_needs_the_password_with_sasl_only(monkeypatch: pytest.Monkey
     assert "sasl.password" not in kafka_config(KafkaSettings())
 
 
+def test_production_refuses_a_client_without_a_login(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOP_ENV", "production")
+    monkeypatch.setenv("SHOP_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    with pytest.raises(ValueError, match="anyone on the network"):
+        KafkaSettings()
+
+
 def test_the_invalid_protocol_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOP_KAFKA_SECURITY_PROTOCOL", "TLS")
     with pytest.raises(ValueError, match="kafka_security_protocol"):
