@@ -44,6 +44,7 @@ from devstack.paths import REPO
 from devstack.process import Process, free_port, tail
 from devstack.servers import S3, Kafka, Postgres, pg_bindir
 from tests import deploy_helpers as d
+from tests.kafka_helpers import kafka_settings
 
 PROVISION = "run `bash devstack/provision/deploy_tools.sh` (`make deploy-check` does)"
 
@@ -326,7 +327,7 @@ async def test_kafka_setup_job(kafka: Kafka, app: Path) -> None:
     env = d.compose_env("kafka_setup")
     assert set(env) <= set(d.env_names(KafkaSetupSettings))
     assert env["SHOP_KAFKA_SASL_USERNAME"] == "shop_admin"
-    admin = kafka.client_settings()
+    admin = kafka_settings(kafka)
     assert admin.kafka_sasl_password is not None
     local = {
         "SHOP_KAFKA_BOOTSTRAP": kafka.bootstrap,
@@ -342,7 +343,7 @@ async def test_kafka_setup_job(kafka: Kafka, app: Path) -> None:
     for package in SHOP_ACCESS:
         service = d.compose_env(package)
         assert service["SHOP_KAFKA_SASL_USERNAME"] == package
-        login = kafka.client_settings(package, password=service["SHOP_KAFKA_SASL_PASSWORD"])
+        login = kafka_settings(kafka, package, password=service["SHOP_KAFKA_SASL_PASSWORD"])
         assert login.kafka_sasl_mechanism == service["SHOP_KAFKA_SASL_MECHANISM"]
         topic = SHOP_ACCESS[package].writes[0]
         producer = KafkaProducer(login, **{"message.timeout.ms": 10_000})
