@@ -18,6 +18,7 @@ from common.telemetry import instrument_engine
 if TYPE_CHECKING:
     import confluent_kafka
     import redis.asyncio as aioredis
+    from confluent_kafka.admin import AdminClient
     from pymongo import AsyncMongoClient
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -77,6 +78,28 @@ def s3_client(settings: S3Settings) -> Any:
 Headers = Sequence[tuple[str, bytes]]
 
 
+def kafka_config(settings: KafkaSettings) -> dict[str, Any]:
+    """librdkafka's connection settings: where the brokers are and who this process is."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_user
+        config["sasl.password"] = password.get_secret_value() if password else ""
+    if settings.kafka_ssl_ca_location:
+        config["ssl.ca.location"] = settings.kafka_ssl_ca_location
+    return config
+
+
+def kafka_admin(settings: KafkaSettings, **config: Any) -> AdminClient:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({**kafka_config(settings), **config})
+
+
 class KafkaProducer:
     """confluent-kafka producer with idempotence on and awaitable delivery.
 
@@ -90,7 +113,7 @@ class KafkaProducer:
         self._kafka_exception = confluent_kafka.KafkaException
         self._producer = confluent_kafka.Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **kafka_config(settings),
                 "enable.idempotence": True,
                 "acks": "all",
                 # No waiting for more messages: the outbox relay hands a whole batch
@@ -147,7 +170,7 @@ def kafka_consumer(settings: KafkaSettings, group_id: str, **config: Any) -> con
 
     return confluent_kafka.Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **kafka_config(settings),
             "group.id": group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

@@ -44,14 +44,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import confluent_kafka
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context, trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from common import events
-from common.clients import KafkaProducer, kafka_consumer
+from common.clients import KafkaProducer, kafka_admin, kafka_consumer
 from common.settings import KafkaSettings
 
 log = logging.getLogger("shop.consumer")
@@ -197,9 +196,14 @@ class EventConsumer:
         """Create missing topics and their parking topics (broker defaults), so a
         consumer that starts before the first producer still sees them: a
         subscription to a topic that does not exist yet would only notice it at
-        the next metadata refresh, minutes later."""
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
-        wanted = [NewTopic(name) for topic in self.topics for name in (topic, topic + PARKED_SUFFIX)]
+        the next metadata refresh, minutes later.  Only the missing ones: a user
+        that may read a topic need not be allowed to create it."""
+        admin = kafka_admin(self.settings)
+        names = [name for topic in self.topics for name in (topic, topic + PARKED_SUFFIX)]
+        existing = admin.list_topics(timeout=10).topics
+        wanted = [NewTopic(name) for name in names if name not in existing]
+        if not wanted:
+            return
         for topic, created in admin.create_topics(wanted).items():
             try:
                 created.result(timeout=10)

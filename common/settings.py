@@ -9,7 +9,7 @@ outside development mode a missing secret stops the process at start.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +38,15 @@ DEV_SECRETS: dict[str, str] = {
 }
 
 
+# The Kafka super user that sets up topics, users and ACLs (common/kafka_acl.py).
+KAFKA_ADMIN_USER = "shop_admin"
+
+
+def dev_kafka_password(user: str) -> str:
+    """The local broker's password of a Kafka user (devstack's, development mode only)."""
+    return f"shop-dev-kafka-{user}-not-for-production"
+
+
 class _Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHOP_", extra="ignore")
 
@@ -56,9 +65,15 @@ class _Settings(BaseSettings):
                 if cls._secret_needed(name, data):
                     raise ValueError(f"SHOP_{name.upper()} must be set outside development mode")
                 continue
-            if name in DEV_SECRETS:
-                data[name] = DEV_SECRETS[name]
+            secret = cls._dev_secret(name, data)
+            if secret is not None:
+                data[name] = secret
         return data
+
+    @classmethod
+    def _dev_secret(cls, name: str, data: dict[str, Any]) -> str | None:
+        """The development value of a secret the configuration does not set."""
+        return DEV_SECRETS.get(name)
 
     @classmethod
     def _secret_needed(cls, name: str, data: dict[str, Any]) -> bool:
@@ -136,8 +151,55 @@ class RedisSettings(_Settings):
     redis_url: str = "redis://127.0.0.1:6379/0"
 
 
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+
+
 class KafkaSettings(_Settings):
+    """Where Kafka is and who the process is there: librdkafka's ``bootstrap.servers``,
+    ``security.protocol``, ``sasl.mechanism``, ``sasl.username``, ``sasl.password`` and
+    ``ssl.ca.location`` (common/clients.py kafka_config).  The local broker (devstack) takes
+    SASL/SCRAM-SHA-512 over plaintext on loopback, one user per process named after it, with
+    ACLs per topic (common/kafka_acl.py); a managed Kafka usually wants SASL_SSL."""
+
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: KafkaSecurityProtocol = "SASL_PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
+    # Unset: the process's name (order_svc, comment_svc, notify_svc), as the local broker has them.
+    kafka_sasl_username: str | None = None
+    # Needed with SASL_*; in development the local broker's password of the user.
+    kafka_sasl_password: SecretStr | None = None
+    # PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); unset: the system's.
+    kafka_ssl_ca_location: str | None = None
+
+    @model_validator(mode="after")
+    def _a_login_in_production(self) -> Self:
+        if self.env == "production" and self.kafka_security_protocol == "PLAINTEXT":
+            raise ValueError(
+                "SHOP_KAFKA_SECURITY_PROTOCOL=PLAINTEXT lets anyone on the network write events: production"
+                " logs in (SHOP_KAFKA_SECURITY_PROTOCOL=SASL_SSL with SHOP_KAFKA_SASL_USERNAME/_PASSWORD)"
+            )
+        return self
+
+    @property
+    def kafka_user(self) -> str:
+        return self.kafka_sasl_username or _default_kafka_user(type(self))
+
+    @classmethod
+    def _dev_secret(cls, name: str, data: dict[str, Any]) -> str | None:
+        if name == "kafka_sasl_password":
+            return dev_kafka_password(str(data.get("kafka_sasl_username") or _default_kafka_user(cls)))
+        return super()._dev_secret(name, data)
+
+    @classmethod
+    def _secret_needed(cls, name: str, data: dict[str, Any]) -> bool:
+        if name == "kafka_sasl_password":
+            return str(data.get("kafka_security_protocol", "SASL_PLAINTEXT")).startswith("SASL_")
+        return super()._secret_needed(name, data)
+
+
+def _default_kafka_user(cls: type[Any]) -> str:
+    return str(getattr(cls, "service_name", "shop"))
 
 
 PaymentProcessorName = Literal["test", "stripe"]

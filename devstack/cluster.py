@@ -184,6 +184,9 @@ class Cluster:
             env["SHOP_METRICS_PORT"] = str(self.metrics_ports[spec.name])
         if spec.database:
             env["SHOP_DATABASE_URL"] = self.postgres.url(spec.database)
+        kafka = self.servers.get("kafka")
+        if "kafka" in spec.servers and isinstance(kafka, Kafka):
+            env.update(kafka.user_env(spec.name))  # each process logs in to Kafka as itself
         env.update(self.overrides.get(spec.name, {}))
         return env
 

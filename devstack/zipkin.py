@@ -14,10 +14,11 @@ import json
 import urllib.request
 
 from devstack.paths import CACHE
-from devstack.servers import Kafka, Server
+from devstack.servers import ZIPKIN_TOPIC, Kafka, Server
 
 ZIPKIN_VERSION = "3.6.1"
-TOPIC = "zipkin"
+TOPIC = ZIPKIN_TOPIC
+USER = "zipkin"
 
 
 class Zipkin(Server):
@@ -52,6 +53,18 @@ class Zipkin(Server):
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap,
             "KAFKA_TOPIC": TOPIC,
             "KAFKA_GROUP_ID": "zipkin",
+            # Its Kafka user: the collector's consumer settings (zipkin.collector.kafka.overrides).
+            "SPRING_APPLICATION_JSON": json.dumps({"zipkin.collector.kafka.overrides": self._kafka_login()}),
+        }
+
+    def _kafka_login(self) -> dict[str, str]:
+        settings = self.kafka.client_settings(USER)
+        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+        return {
+            "security.protocol": settings.kafka_security_protocol,
+            "sasl.mechanism": settings.kafka_sasl_mechanism,
+            "sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required"
+            f' username="{USER}" password="{password}";',
         }
 
     def ready(self) -> bool:

@@ -20,8 +20,9 @@ from shop.product.v1 import product_pb2, product_pb2_grpc
 from common import events
 from common.auth import TokenSigner
 from common.clients import kafka_consumer
-from common.settings import KafkaSettings
 from devstack.cluster import Cluster
+from devstack.servers import Server
+from tests.kafka_helpers import kafka_settings
 
 
 @dataclass(frozen=True)
@@ -122,12 +123,12 @@ def _wait_for_topic(consumer: Any, topic: str, deadline: float) -> None:
 
 
 async def comment_events(
-    bootstrap: str, keys: set[str], count: int, *, timeout: float = 30, settle: float = 2
+    kafka: Server, keys: set[str], count: int, *, timeout: float = 30, settle: float = 2
 ) -> list[Event]:
     """The events on shop.comments.v1 keyed by one of ``keys``: read from the
     beginning until ``count`` arrived, then ``settle`` seconds more (so a test
     also sees any extra one)."""
-    consumer = kafka_consumer(KafkaSettings(kafka_bootstrap=bootstrap), group_id=f"test-{uuid.uuid4().hex[:8]}")
+    consumer = kafka_consumer(kafka_settings(kafka), group_id=f"test-{uuid.uuid4().hex[:8]}")
     found: list[Event] = []
     deadline = time.monotonic() + timeout
     try:

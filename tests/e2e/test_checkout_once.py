@@ -63,8 +63,7 @@ async def stock(http: httpx.AsyncClient, product_id: str) -> int:
 
 async def created_for(cluster: Cluster, user_id: str) -> list[str]:
     """The ids of the orders whose OrderCreated names the user (everything on the topic so far)."""
-    bootstrap = cluster.servers["kafka"].env()["SHOP_KAFKA_BOOTSTRAP"]
-    messages = await consume(bootstrap, events.ORDERS_TOPIC, 100_000, timeout=4)
+    messages = await consume(cluster.servers["kafka"], events.ORDERS_TOPIC, 100_000, timeout=4)
     found = []
     for message in messages:
         if (events.header(message.headers(), events.EVENT_TYPE) or "").endswith(".OrderCreated"):

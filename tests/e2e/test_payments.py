@@ -108,10 +108,9 @@ async def deliver(http: httpx.AsyncClient, body: bytes, headers: dict[str, str])
 
 
 async def order_event_types(cluster: Cluster, order_id: str, at_least: int) -> list[str]:
-    bootstrap = cluster.servers["kafka"].env()["SHOP_KAFKA_BOOTSTRAP"]
     found: list[str] = []
     for _ in range(10):
-        messages = await consume(bootstrap, events.ORDERS_TOPIC, 100_000, timeout=3)
+        messages = await consume(cluster.servers["kafka"], events.ORDERS_TOPIC, 100_000, timeout=3)
         found = [events.header(m.headers(), events.EVENT_TYPE) or "" for m in messages if m.key() == order_id.encode()]
         if len(found) >= at_least:
             break

@@ -449,7 +449,7 @@ async def test_concurrent_likes_are_counted_exactly(
 
     # Kafka: one CommentLiked per new like (31), none for the repeats.
     # The likes were counted one after the other: the counts they carry are 1..30, then 21.
-    found = await comment_events(kafka.bootstrap, {review.id}, 32)
+    found = await comment_events(kafka, {review.id}, 32)
     liked = [e for e in found if e.event_type == "CommentLiked"]
     assert len(liked) == 31 and len({e.event_id for e in liked}) == 31
     assert sorted(e.payload.like_count for e in liked) == sorted([*range(1, 31), 21])
@@ -468,7 +468,7 @@ async def test_events_are_published_to_kafka(stub: Stub, kafka: Kafka, ann: Call
     assert liked.like_count == 1
 
     keys = {review.id, reply.id, own.id}
-    found = await comment_events(kafka.bootstrap, keys, 5)
+    found = await comment_events(kafka, keys, 5)
     by_type: dict[str, list] = {}
     for event in found:
         by_type.setdefault(event.event_type, []).append(event)

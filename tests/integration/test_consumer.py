@@ -21,14 +21,13 @@ from shop.events.v1 import order_events_pb2
 from common import events
 from common.clients import KafkaProducer
 from common.consumer import PARKED_FROM, PARKED_REASON, ConsumedEvent, EventConsumer
-from common.settings import KafkaSettings
 from devstack.servers import Kafka
-from tests.kafka_helpers import consume
+from tests.kafka_helpers import consume, kafka_settings
 
 
 @pytest.fixture
 async def producer(kafka: Kafka) -> AsyncIterator[KafkaProducer]:
-    client = KafkaProducer(KafkaSettings(kafka_bootstrap=kafka.bootstrap))
+    client = KafkaProducer(kafka_settings(kafka))
     yield client
     await client.close(flush_seconds=5)
 
@@ -60,7 +59,7 @@ class Running:
             self.handled.append(event)
 
         self.consumer = EventConsumer(
-            KafkaSettings(kafka_bootstrap=kafka.bootstrap), group_id=group, topics=[topic], handler=record,
+            kafka_settings(kafka), group_id=group, topics=[topic], handler=record,
             retry_base=0.05, **{"session.timeout.ms": 6000, **options},
         )  # fmt: skip
         self.task = asyncio.create_task(self.consumer.run(self.stop))
@@ -188,7 +187,7 @@ async def test_poison_is_parked_with_its_origin_and_never_redelivered(
     assert metric("kafka_consumer_messages_total", group=group, topic=topic, outcome="parked") == 2
     await first.close()
 
-    parked = await consume(kafka.bootstrap, topic + ".parked", 2)
+    parked = await consume(kafka, topic + ".parked", 2)
     assert [m.value() for m in parked] == [b"\x01garbage", invalid.SerializeToString()]
     reasons = [events.header(m.headers(), PARKED_REASON) or "" for m in parked]
     assert "missing event-id" in reasons[0] and reasons[1] == "no buyer"
@@ -200,7 +199,7 @@ async def test_poison_is_parked_with_its_origin_and_never_redelivered(
     second = consumers(topic, group)
     await asyncio.sleep(2)  # committed: neither the poison nor the others come back
     assert second.handled == []
-    assert len(await consume(kafka.bootstrap, topic + ".parked", 3, timeout=3)) == 2
+    assert len(await consume(kafka, topic + ".parked", 3, timeout=3)) == 2
 
 
 async def test_the_consumer_span_continues_the_producers_trace(

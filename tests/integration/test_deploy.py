@@ -17,6 +17,7 @@ as they exist.  Tools: `make deploy-check` installs them (devstack/provision/dep
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -34,12 +35,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from common.settings import SERVICE_PORTS, CommonSettings, PostgresSettings, S3Settings
+from common.clients import KafkaProducer
+from common.kafka_acl import SHOP_ACCESS, KafkaSetupSettings
+from common.settings import SERVICE_PORTS, CommonSettings, KafkaSettings, PostgresSettings, S3Settings
 from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port, tail
-from devstack.servers import S3, Postgres, pg_bindir
+from devstack.servers import S3, Kafka, Postgres, pg_bindir
 from tests import deploy_helpers as d
+from tests.kafka_helpers import kafka_settings
 
 PROVISION = "run `bash devstack/provision/deploy_tools.sh` (`make deploy-check` does)"
 
@@ -104,7 +108,7 @@ def test_compose_has_every_process_store_and_job() -> None:
     wanted = {
         *SERVICE_PORTS,
         *("postgres", "mongo", "kafka", "redis", "minio", "jaeger", "otel-collector"),
-        *("jwt_keys", "tls_certs", "create_bucket", "migrate_user", "migrate_order", "migrate_comment"),
+        *("jwt_keys", "tls_certs", "create_bucket", "kafka_setup", "migrate_user", "migrate_order", "migrate_comment"),
     }
     assert wanted <= services, f"missing: {sorted(wanted - services)}"
 
@@ -138,6 +142,8 @@ def test_compose_service_matches_code(package: str) -> None:
     wanted = d.store_dependencies(cls)
     if d.uses_postgres(cls):
         wanted[f"migrate_{package.removesuffix('_svc')}"] = "service_completed_successfully"
+    if issubclass(cls, KafkaSettings):  # its Kafka user and ACLs exist first
+        wanted["kafka_setup"] = "service_completed_successfully"
     if "SHOP_JWT_PUBLIC_KEY_FILE" in d.env_names(cls):
         wanted["jwt_keys"] = "service_completed_successfully"
         mounts = [str(v) for v in service.get("volumes") or []]
@@ -343,6 +349,40 @@ def test_create_bucket_job(s3: S3, app: Path) -> None:
         region_name="us-east-1",
     )
     client.head_bucket(Bucket=bucket)
+
+
+async def test_kafka_setup_job(kafka: Kafka, app: Path) -> None:
+    """The job's command, run as in the image against the test broker (logged in as the admin
+    there: the broker has no PLAIN listener), gives each service the user and password its
+    compose environment logs in with, and that login may write the service's topic."""
+    job = d.compose_service("kafka_setup")
+    env = d.compose_env("kafka_setup")
+    assert set(env) <= set(d.env_names(KafkaSetupSettings))
+    assert env["SHOP_KAFKA_SASL_USERNAME"] == "shop_admin"
+    admin = kafka_settings(kafka)
+    assert admin.kafka_sasl_password is not None
+    local = {
+        "SHOP_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "SHOP_KAFKA_SASL_MECHANISM": admin.kafka_sasl_mechanism,
+        "SHOP_KAFKA_SASL_PASSWORD": admin.kafka_sasl_password.get_secret_value(),
+    }
+    for _ in range(2):  # idempotent
+        job_env = d.image_env(app, {**env, **local})
+        argv = d.image_argv(job["command"])
+        result = await asyncio.to_thread(subprocess.run, argv, env=job_env, cwd=app, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    assert job["depends_on"]["kafka"]["condition"] == "service_healthy"
+    for package in SHOP_ACCESS:
+        service = d.compose_env(package)
+        assert service["SHOP_KAFKA_SASL_USERNAME"] == package
+        login = kafka_settings(kafka, package, password=service["SHOP_KAFKA_SASL_PASSWORD"])
+        assert login.kafka_sasl_mechanism == service["SHOP_KAFKA_SASL_MECHANISM"]
+        topic = SHOP_ACCESS[package].writes[0]
+        producer = KafkaProducer(login, **{"message.timeout.ms": 10_000})
+        try:
+            await producer.send(topic, b"probe")  # raises unless the broker took it
+        finally:
+            await producer.close()
 
 
 class _BarePostgres(Postgres):

@@ -32,12 +32,11 @@ from common import events
 from common.auth import TokenSigner
 from common.clients import KafkaProducer
 from common.errors import problem_from_rpc_error
-from common.settings import KafkaSettings
 from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port
 from tests import tokens
-from tests.kafka_helpers import consume
+from tests.kafka_helpers import consume, kafka_settings
 from tests.waiting import Receiver, eventually
 
 if TYPE_CHECKING:
@@ -95,7 +94,7 @@ class Shop:
 
 @pytest.fixture(scope="module")
 async def shop(notify: Cluster) -> AsyncIterator[Shop]:
-    producer = KafkaProducer(KafkaSettings(kafka_bootstrap=notify.servers["kafka"].env()["SHOP_KAFKA_BOOTSTRAP"]))
+    producer = KafkaProducer(kafka_settings(notify.servers["kafka"]))
     yield Shop(producer)
     await producer.close(flush_seconds=5)
 
@@ -479,12 +478,11 @@ async def test_garbage_is_parked_and_the_consumer_goes_on(
         await shop.order_paid(buyer.id, order_id=f"{marker}-{partition_key}")
     await feed_of(stub, buyer, 4)
 
-    bootstrap = notify.servers["kafka"].env()["SHOP_KAFKA_BOOTSTRAP"]
     wanted = {f"{marker}-{n}".encode() for n in (1, 2, 3)}
     parked: dict[bytes, Any] = {}
     deadline = time.monotonic() + 30
     while set(parked) != wanted and time.monotonic() < deadline:
-        for message in await consume(bootstrap, events.ORDERS_TOPIC + ".parked", 10**6, timeout=3):
+        for message in await consume(notify.servers["kafka"], events.ORDERS_TOPIC + ".parked", 10**6, timeout=3):
             if message.key() in wanted:
                 parked[message.key()] = message
     assert set(parked) == wanted

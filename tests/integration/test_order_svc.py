@@ -111,11 +111,11 @@ def reason(error: grpc.aio.AioRpcError) -> str | None:
 
 async def order_events(cluster: Cluster, order_id: str, count: int) -> list[str]:
     kafka = cluster.servers["kafka"]
-    messages = await consume(kafka.env()["SHOP_KAFKA_BOOTSTRAP"], events.ORDERS_TOPIC, 10_000, timeout=0) or []
+    messages = await consume(kafka, events.ORDERS_TOPIC, 10_000, timeout=0) or []
     deadline = asyncio.get_running_loop().time() + 30
     found: list[str] = []
     while len(found) < count and asyncio.get_running_loop().time() < deadline:
-        messages = await consume(kafka.env()["SHOP_KAFKA_BOOTSTRAP"], events.ORDERS_TOPIC, 100_000, timeout=3)
+        messages = await consume(kafka, events.ORDERS_TOPIC, 100_000, timeout=3)
         found = [events.header(m.headers(), events.EVENT_TYPE) or "" for m in messages if m.key() == order_id.encode()]
     return [name.rsplit(".", 1)[-1] for name in found]
 
@@ -568,7 +568,7 @@ async def test_kafka_down_orders_still_accepted_and_events_arrive_later(shop: Sh
         assert await order_events(shop.cluster, order.id, 1) == ["OrderCreated"]
         decoded = [
             events.decode(m.headers(), m.value())[1]
-            for m in await consume(kafka.env()["SHOP_KAFKA_BOOTSTRAP"], events.ORDERS_TOPIC, 100_000, timeout=2)
+            for m in await consume(kafka, events.ORDERS_TOPIC, 100_000, timeout=2)
             if m.key() == order.id.encode()
         ]
         assert isinstance(decoded[0], order_events_pb2.OrderCreated)

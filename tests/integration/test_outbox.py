@@ -16,9 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from common import events
 from common.clients import KafkaProducer, pg_engine
 from common.outbox import OutboxRelay, add_event, create_outbox, outbox_table
-from common.settings import KafkaSettings
 from devstack.servers import Kafka, Postgres
-from tests.kafka_helpers import consume, consume_quietly
+from tests.kafka_helpers import consume, consume_quietly, kafka_settings
 
 OUTBOX = outbox_table(MetaData())
 
@@ -52,9 +51,7 @@ class Relays:
 
     def start(self, count: int = 1, poll_interval: float = 0.5) -> None:
         for _ in range(count):
-            producer = KafkaProducer(
-                KafkaSettings(kafka_bootstrap=self.kafka.bootstrap), **{"message.timeout.ms": 5000}
-            )
+            producer = KafkaProducer(kafka_settings(self.kafka), **{"message.timeout.ms": 5000})
             relay = OutboxRelay(self.engine, producer, batch_size=20, poll_interval=poll_interval, delivery_timeout=8)
             self.producers.append(producer)
             self.tasks.append(asyncio.create_task(relay.run(self.stop)))
@@ -95,7 +92,7 @@ async def test_events_arrive_in_order_with_their_headers(engine, relays, kafka) 
     topic = f"test.outbox.{uuid.uuid4().hex[:8]}"
     relays.start()
     written = [await write(engine, topic, f"order-{n % 3}", n) for n in range(30)]
-    messages = await consume(kafka.bootstrap, topic, 30)
+    messages = await consume(kafka, topic, 30)
     assert [events.header(m.headers(), events.EVENT_ID) for m in messages if m.key() == b"order-0"] == [
         written[n] for n in range(0, 30, 3)
     ]
@@ -114,8 +111,8 @@ async def test_two_relays_publish_every_event_exactly_once_in_order(engine, rela
         return [await write(engine, topic, f"order-{order}", step) for step in range(25)]
 
     written = [event_id for ids in await asyncio.gather(*(writer(n) for n in range(8))) for event_id in ids]
-    messages = await consume(kafka.bootstrap, topic, len(written))
-    messages += await consume_quietly(kafka.bootstrap, topic, 2)  # nothing twice: a fresh group re-reads all
+    messages = await consume(kafka, topic, len(written))
+    messages += await consume_quietly(kafka, topic, 2)  # nothing twice: a fresh group re-reads all
     ids = event_ids(messages)
     assert len(written) == 200
     assert sorted(ids[: len(written)]) == sorted(written)
@@ -132,7 +129,7 @@ async def test_a_rolled_back_transaction_publishes_nothing(engine, relays, kafka
             await add_event(conn, OUTBOX, topic=topic, key="order-x", message=order_events_pb2.OrderPaid())
             raise RuntimeError("the state change failed")
     kept = await write(engine, topic, "order-y", 1)
-    messages = await consume(kafka.bootstrap, topic, 2, timeout=10)
+    messages = await consume(kafka, topic, 2, timeout=10)
     assert event_ids(messages) == [kept]
 
 
@@ -140,7 +137,7 @@ async def test_kafka_down_loses_nothing(engine, relays, kafka) -> None:
     topic = f"test.outbox.{uuid.uuid4().hex[:8]}"
     relays.start()
     before = await write(engine, topic, "order-1", 1)
-    assert len(await consume(kafka.bootstrap, topic, 1)) == 1
+    assert len(await consume(kafka, topic, 1)) == 1
     kafka.stop()
     try:
         during = [await write(engine, topic, "order-1", step) for step in range(2, 12)]
@@ -149,7 +146,7 @@ async def test_kafka_down_loses_nothing(engine, relays, kafka) -> None:
     finally:
         kafka.start()
         await asyncio.to_thread(kafka.wait)
-    messages = await consume(kafka.bootstrap, topic, 11, timeout=60)
+    messages = await consume(kafka, topic, 11, timeout=60)
     ids = list(dict.fromkeys(event_ids(messages)))
     assert ids == [before, *during]
     assert await unpublished(engine) == 0
@@ -170,5 +167,5 @@ async def test_a_notify_during_a_batch_wakes_the_next_one(engine, relays, kafka,
         second = await write(engine, topic, "order-1", 1)  # its NOTIFY arrives during that batch
         await asyncio.sleep(1.0)
         await holder.rollback()  # the batch goes on with the first row only (its snapshot predates the second)
-    messages = await consume(kafka.bootstrap, topic, 2, timeout=15)
+    messages = await consume(kafka, topic, 2, timeout=15)
     assert sorted(event_ids(messages)) == sorted([first, second])

@@ -91,10 +91,9 @@ async def test_a_burst_through_two_order_and_two_notify_instances(stack) -> None
         assert len(order_ids) == 24
 
         # Kafka: every order's two events, each published exactly once, in order.
-        bootstrap = cluster.servers["kafka"].env()["SHOP_KAFKA_BOOTSTRAP"]
         ours: list = []
         for _ in range(30):
-            messages = await consume(bootstrap, events.ORDERS_TOPIC, 1_000_000, timeout=3)
+            messages = await consume(cluster.servers["kafka"], events.ORDERS_TOPIC, 1_000_000, timeout=3)
             ours = [m for m in messages if m.key().decode() in order_ids]
             if len(ours) >= 48:
                 break

@@ -19,9 +19,10 @@ from pymongo.errors import DuplicateKeyError
 from sqlalchemy import text
 
 from common.clients import KafkaProducer, kafka_consumer, mongo_client, pg_engine, redis_client, s3_client
-from common.settings import KafkaSettings, S3Settings
+from common.settings import S3Settings
 from devstack.docstore import FerretDB
 from devstack.servers import S3 as S3Server, Jaeger, Kafka, Postgres, Redis
+from tests.kafka_helpers import kafka_settings
 
 
 async def test_postgres_through_sqlalchemy_async(postgres: Postgres) -> None:
@@ -56,7 +57,7 @@ async def test_mongo_wire_insert_find_index(mongo: FerretDB) -> None:
 
 
 async def test_kafka_round_trip_with_headers(kafka: Kafka) -> None:
-    settings = KafkaSettings(kafka_bootstrap=kafka.bootstrap)
+    settings = kafka_settings(kafka)
     topic = f"probe.{uuid.uuid4().hex[:8]}"
     producer = KafkaProducer(settings)
     try:

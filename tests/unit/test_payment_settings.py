@@ -10,7 +10,12 @@ from edge.settings import EdgeSettings
 from order_svc.__main__ import processors
 from order_svc.settings import OrderSettings
 
-PRODUCTION = {"SHOP_ENV": "production", "SHOP_CART_TOKEN_SECRET": "real-cart-secret"}
+# order_svc's other production secrets (its cart tokens, its Kafka login).
+PRODUCTION = {
+    "SHOP_ENV": "production",
+    "SHOP_CART_TOKEN_SECRET": "real-cart-secret",
+    "SHOP_KAFKA_SASL_PASSWORD": "real-kafka-password",
+}
 
 
 def _env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
