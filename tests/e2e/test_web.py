@@ -221,6 +221,24 @@ async def test_forms_refuse_a_post_without_the_csrf_token(stack: Cluster) -> Non
         assert "reload the page" in refused.text
 
 
+async def test_admin_pages_refuse_a_customer_and_pages_refuse_framing(stack: Cluster) -> None:
+    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}") as edge:
+        customer = await register(edge)
+    async with httpx.AsyncClient(base_url=f"http://{stack.addr('web')}") as http:
+        page = await http.get("/signin")
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        csrf = http.cookies["shop_csrf"]
+        signed_in = await http.post(
+            "/signin", data={"email": customer["user"]["email"], "password": PASSWORD, "csrf": csrf}
+        )
+        assert signed_in.status_code == 303
+        assert (await http.get("/admin")).status_code == 403
+        refused = await http.post(f"/admin/products/{uuid.uuid4()}/stock", data={"stock": "9", "csrf": csrf})
+        assert refused.status_code == 403
+        assert "administrators" in refused.text
+
+
 async def test_a_declined_card_shows_why_and_the_order_can_be_cancelled(stack: Cluster, browser: Any) -> None:
     web = f"http://{stack.addr('web')}"
     admin_email = unique_email().lower()
@@ -493,16 +511,17 @@ async def test_phone_width_and_keyboard(stack: Cluster, browser: Any) -> None:
             break
         await phone.keyboard.press("Tab")
     assert await phone.evaluate("document.activeElement.labels[0].textContent") == "Email"
-    email = unique_email()
-    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as http:
-        await register(http, email)
+    email = unique_email().lower()
+    await create_admin(stack, email)
     await phone.keyboard.type(email)
     await phone.keyboard.press("Tab")
     assert await phone.evaluate("document.activeElement.labels[0].textContent") == "Password"
     await phone.keyboard.type(PASSWORD)
     await phone.keyboard.press("Enter")
-    await phone.get_by_role("button", name="Sign out (Ann)").wait_for()
-    for path in (f"/products/{lamp['id']}", "/checkout", "/notifications"):
+    await phone.get_by_role("button", name="Sign out").wait_for()
+    pages = (f"/products/{lamp['id']}", "/checkout", "/notifications", "/orders", "/admin", "/admin/products",
+             f"/admin/products/{lamp['id']}")  # fmt: skip
+    for path in pages:
         await phone.goto(web + path)
         assert await phone.evaluate("document.documentElement.scrollWidth") <= 390, f"{path} scrolls sideways"
         assert await phone.evaluate(UNLABELLED) == [], f"{path} has controls without a label"
