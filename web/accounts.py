@@ -13,15 +13,15 @@ from starlette.responses import Response, StreamingResponse
 
 from web.edge_client import Problem
 from web.pages import redirect, render, status_of, text
-from web.session import CART, api, edge, form_of, safe_next, session_of
+from web.session import CART, api, call, edge, form_of, safe_next, session_of
 
 
 async def sign_in_with(request: Request, email: str, password: str) -> dict[str, Any]:
     """Sign in, handing the guest cart over (the edge merges it into the user's cart)."""
     session = session_of(request)
     headers = {"X-Cart-Token": session.cart} if session.cart else {}
-    reply: dict[str, Any] = await edge(request).call(
-        "POST", "/api/v1/auth/login", json={"email": email, "password": password}, headers=headers
+    reply: dict[str, Any] = await call(
+        request, "POST", "/api/v1/auth/login", json={"email": email, "password": password}, headers=headers
     )
     session.signed_in(reply)
     if session.cart:
@@ -39,7 +39,7 @@ async def signup(request: Request) -> Response:
         password = form.get("password")
         password = password if isinstance(password, str) else ""
         try:
-            await edge(request).call("POST", "/api/v1/auth/register", json={**values, "password": password})
+            await call(request, "POST", "/api/v1/auth/register", json={**values, "password": password})
             # Registering signs in but does not take a guest cart along; signing in does.
             await sign_in_with(request, values["email"], password)
         except Problem as exc:
@@ -73,7 +73,7 @@ async def signout(request: Request) -> Response:
     session = session_of(request)
     if session.refresh:
         with suppress(Problem):
-            await edge(request).call("POST", "/api/v1/auth/logout", json={"refresh_token": session.refresh})
+            await call(request, "POST", "/api/v1/auth/logout", json={"refresh_token": session.refresh})
     session.signed_out()
     return redirect(request, "/")
 
@@ -95,13 +95,16 @@ async def notification_stream(request: Request) -> Response:
         return session_of(request).apply(Response(status_code=401))
     ticket = (await api(request, "POST", "/api/v1/notifications/stream-tickets", json={}))["ticket"]
     client = edge(request).http
-    headers = {}
+    headers = {"X-Forwarded-For": request.client.host} if request.client else {}
     if request.headers.get("last-event-id"):
         headers["Last-Event-ID"] = request.headers["last-event-id"]
-    upstream = await client.send(
-        client.build_request("GET", "/api/v1/notifications/stream", params={"ticket": ticket}, headers=headers),
-        stream=True,
-    )
+    try:
+        upstream = await client.send(
+            client.build_request("GET", "/api/v1/notifications/stream", params={"ticket": ticket}, headers=headers),
+            stream=True,
+        )
+    except httpx.HTTPError:
+        return Response(status_code=502)  # shop.js opens the stream again a little later
     if upstream.status_code != 200:
         await upstream.aclose()
         return Response(status_code=502)

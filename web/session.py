@@ -71,27 +71,33 @@ def session_of(request: Request) -> Session:
     return found
 
 
+async def call(request: Request, method: str, path: str, **kwargs: Any) -> Any:
+    """A call to the edge on behalf of this request's browser, with no credentials
+    but those in ``kwargs``; the edge hears the browser's address, not this process's."""
+    forwarded_for = request.client.host if request.client else ""
+    return await edge(request).call(method, path, forwarded_for=forwarded_for, **kwargs)
+
+
 async def api(request: Request, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> Any:
     """A call to the edge as the signed-in user (or the guest); an expired access
     token is refreshed once with the refresh token."""
     session = session_of(request)
-    client = edge(request)
     if not auth or not session.access:
-        return await client.call(method, path, cart_token="" if session.access else session.cart, **kwargs)
+        return await call(request, method, path, cart_token="" if session.access else session.cart, **kwargs)
     try:
-        return await client.call(method, path, token=session.access, **kwargs)
+        return await call(request, method, path, token=session.access, **kwargs)
     except Problem as problem:
         if problem.status != 401 or not session.refresh:
             raise
     try:
-        tokens = await client.call("POST", "/api/v1/auth/refresh", json={"refresh_token": session.refresh})
+        tokens = await call(request, "POST", "/api/v1/auth/refresh", json={"refresh_token": session.refresh})
     except Problem:
         session.signed_out()
         raise Problem(401, "your session has ended; please sign in again") from None
     session.access, session.refresh = tokens["access_token"], tokens["refresh_token"]
     session.set(ACCESS, session.access)
     session.set(REFRESH, session.refresh)
-    return await client.call(method, path, token=session.access, **kwargs)
+    return await call(request, method, path, token=session.access, **kwargs)
 
 
 async def current_user(request: Request) -> dict[str, Any] | None:
