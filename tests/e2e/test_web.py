@@ -317,13 +317,13 @@ async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser
         await admin.get_by_label("Slug (e.g. tea-cups)").fill(name.lower().replace(" ", "-"))
         await admin.get_by_label("Parent category").select_option(label=parent)
         await admin.get_by_role("button", name="Create category").click()
-        assert f"Category {name} created" in await admin.locator("#flash").inner_text()
+        await expect(admin.locator("#flash")).to_contain_text(f"Category {name} created")
     assert await admin.locator("#cat-parent option", has_text=f"Kettles {word}").inner_text() == f"— Kettles {word}"
     # A slug the catalog refuses: the service's message stands next to the slug.
     await admin.get_by_label("Category name").fill("Bad slug")
     await admin.get_by_label("Slug (e.g. tea-cups)").fill("Not A Slug!")
     await admin.get_by_role("button", name="Create category").click()
-    assert await admin.get_by_label("Slug (e.g. tea-cups)").get_attribute("aria-invalid") == "true"
+    await expect(admin.get_by_label("Slug (e.g. tea-cups)")).to_have_attribute("aria-invalid", "true")
     assert await admin.locator("#e-cat-slug").inner_text()
     slug = admin.get_by_label("Slug (e.g. tea-cups)")
     assert await slug.input_value() == "Not A Slug!", "the form keeps what was typed"
@@ -343,17 +343,18 @@ async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser
     await admin.get_by_label("Product name").fill(f"Copper kettle {word}")
     await admin.get_by_label("Price (e.g. 19.99)").fill("39.90")
     await admin.get_by_role("button", name="Save changes").click()
-    assert f"Copper kettle {word} saved" in await admin.locator("#flash").inner_text()
+    await expect(admin.locator("#flash")).to_contain_text(f"Copper kettle {word} saved")
 
     # Stock: a negative number is refused with the field's message, a whole one is set.
     await admin.get_by_label("Units in stock").fill("-3")
     await admin.get_by_role("button", name="Set stock").click()
-    assert await admin.get_by_label("Units in stock").get_attribute("aria-invalid") == "true"
+    await expect(admin.get_by_label("Units in stock")).to_have_attribute("aria-invalid", "true")
     assert "0" in await admin.locator("#e-f-stock").inner_text()
+    await expect(admin.get_by_label("Units in stock")).to_be_focused()  # the field to fix
     assert "Traceback" not in await admin.content()
     await admin.get_by_label("Units in stock").fill("17")
     await admin.get_by_role("button", name="Set stock").click()
-    assert "Stock set to 17" in await admin.locator("#flash").inner_text()
+    await expect(admin.locator("#flash")).to_contain_text("Stock set to 17")
 
     # Images: a file that is not an image is refused and says why; a PNG is added, then deleted.
     fake = tmp_path / "kettle.png"
@@ -365,11 +366,11 @@ async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser
     fake.write_bytes(png())
     await admin.get_by_label("Add an image (JPEG, PNG or WebP)").set_input_files(str(fake))
     await admin.get_by_role("button", name="Upload image").click()
-    assert "Image added" in await admin.locator("#flash").inner_text()
+    await expect(admin.locator("#flash")).to_contain_text("Image added")
     assert await admin.locator(".thumbs img").evaluate("img => img.complete && img.naturalWidth") == 96
     await admin.get_by_role("button", name="Delete picture 1").click()
-    assert "Image deleted" in await admin.locator("#flash").inner_text()
-    assert await admin.locator(".thumbs img").count() == 0
+    await expect(admin.locator("#flash")).to_contain_text("Image deleted")
+    await expect(admin.locator(".thumbs img")).to_have_count(0)
 
     shopper = await (await browser.new_context()).new_page()
     await sign_up(shopper, web, "Cleo")
@@ -382,7 +383,7 @@ async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser
 
     # Archive: it leaves the catalog; its page says it is no longer sold.
     await admin.get_by_role("button", name="Archive product").click()
-    assert await admin.locator("#product-status").inner_text() == "archived"
+    await expect(admin.locator("#product-status")).to_have_text("archived")
     await shopper.reload()
     assert await shopper.locator("#results .card").count() == 0
     await shopper.goto(f"{web}/products/{product['id']}")
@@ -397,7 +398,7 @@ async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser
     await admin.get_by_label("Title").fill(f"Kettle week {word}")
     await admin.get_by_label("Message").fill("Every kettle ships free this week.")
     await admin.get_by_role("button", name="Publish announcement").click()
-    assert f"Kettle week {word}" in await admin.locator("#flash").inner_text()
+    await expect(admin.locator("#flash")).to_contain_text(f"Kettle week {word}")
     await shopper.wait_for_function(
         f"parseInt(document.getElementById('bell-count').textContent, 10) > {before}", timeout=30_000
     )
@@ -406,7 +407,7 @@ async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser
     assert "Every kettle ships free this week." in await note.inner_text()
     assert await note.get_attribute("class") == "note announcement unread"
     await shopper.get_by_role("button", name="Mark all read").click()
-    assert await shopper.locator("#bell-count").inner_text() == "0"
+    await expect(shopper.locator("#bell-count")).to_have_text("0")
 
 
 async def test_category_tree_likes_and_replies(stack: Cluster, browser: Any) -> None:
@@ -434,11 +435,12 @@ async def test_category_tree_likes_and_replies(stack: Cluster, browser: Any) -> 
     await page.goto(f"{web}/catalog")
     tree = page.get_by_role("navigation", name="Browse")
     await tree.get_by_role("link", name=f"Garden {word}").click()
+    await expect(tree.locator("[aria-current=page]")).to_have_text(f"Garden {word}")
     names = page.locator("#results .card .name")
     assert sorted(await names.all_inner_texts()) == [f"Rake {word}", f"Zinc can {word}"]
     await tree.get_by_role("link", name=f"Watering cans {word}").click()
+    await expect(tree.locator("[aria-current=page]")).to_have_text(f"Watering cans {word}")
     assert await names.all_inner_texts() == [f"Zinc can {word}"]
-    assert await tree.locator("[aria-current=page]").inner_text() == f"Watering cans {word}"
     crumbs = page.get_by_role("navigation", name="Breadcrumb")
     assert await crumbs.get_by_role("link").all_inner_texts() == [
         "All products",
@@ -456,8 +458,8 @@ async def test_category_tree_likes_and_replies(stack: Cluster, browser: Any) -> 
     like = thread.get_by_role("button", name="Like this review")
     assert await like.get_attribute("aria-pressed") == "false"
     await like.click()
+    await expect(like).to_have_attribute("aria-pressed", "true")  # the page after the post
     await page.reload()
-    like = thread.get_by_role("button", name="Like this review")
     assert await like.get_attribute("aria-pressed") == "true"
     assert await like.locator(".likes").inner_text() == "1"
 
@@ -467,10 +469,11 @@ async def test_category_tree_likes_and_replies(stack: Cluster, browser: Any) -> 
     await thread.get_by_label("Your reply").fill("   ")
     await thread.get_by_role("button", name="Post reply").click()
     box = thread.get_by_label("Your reply")
-    assert await box.get_attribute("aria-invalid") == "true"
+    await expect(box).to_have_attribute("aria-invalid", "true")
     assert await page.locator(".review .error").inner_text()
     await box.fill(f"Mine too {word}")
     await thread.get_by_role("button", name="Post reply").click()
+    await expect(page.locator("#flash")).to_have_text("Your reply is posted")
     await page.reload()
     reply = page.locator(".review .reply", has_text=f"Mine too {word}")
     assert "Dana" in await reply.inner_text()

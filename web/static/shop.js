@@ -1,3 +1,10 @@
+// A form shown again with problems: the first field to fix gets the focus.
+(function () {
+  "use strict";
+  var first = document.querySelector('[aria-invalid="true"]');
+  if (first) first.focus();
+})();
+
 // The notification bell: the edge's live stream, relayed same-origin by the web process.
 (function () {
   "use strict";
