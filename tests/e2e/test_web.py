@@ -8,14 +8,16 @@ import struct
 import uuid
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import expect
 
 from devstack.cluster import Cluster
-from tests.e2e.helpers import PASSWORD, create_admin, unique_email
+from tests.e2e.helpers import PASSWORD, admin_session, bearer, create_admin, register, unique_email
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -61,15 +63,21 @@ async def sign_in(page: Any, web: str, email: str) -> None:
     await page.get_by_role("button", name="Sign out").wait_for()
 
 
+async def signed_in_admin(stack: Cluster, browser: Any) -> tuple[Any, str]:
+    """A new admin account, signed in on a page of its own; and its email."""
+    email = unique_email().lower()
+    await create_admin(stack, email)
+    page = await (await browser.new_context()).new_page()
+    await sign_in(page, f"http://{stack.addr('web')}", email)
+    return page, email
+
+
 async def test_guest_buys_and_admin_ships(stack: Cluster, browser: Any, tmp_path: Path) -> None:
     web = f"http://{stack.addr('web')}"
     word = uuid.uuid4().hex[:6]
-    admin_email = unique_email().lower()
-    await create_admin(stack, admin_email)
 
     # The admin makes a category and a product with an image through the admin page.
-    admin = await (await browser.new_context()).new_page()
-    await sign_in(admin, web, admin_email)
+    admin, admin_email = await signed_in_admin(stack, browser)
     await admin.goto(f"{web}/admin")
     await admin.get_by_label("Category name").fill(f"Teaware {word}")
     await admin.get_by_label("Slug (e.g. tea-cups)").fill(f"teaware-{word}")
@@ -94,6 +102,9 @@ async def test_guest_buys_and_admin_ships(stack: Cluster, browser: Any, tmp_path
         token = {"Authorization": f"Bearer {login.json()['tokens']['access_token']}"}
         category = next(c for c in (await http.get("/api/v1/categories?page_size=100")).json()["items"]
                         if c["name"] == f"Teaware {word}")  # fmt: skip
+        for name in (f"Teapots {word}", f"Tea cups {word}"):  # empty subcategories: the tree shows them nested
+            sub = {"name": name, "slug": name.lower().replace(" ", "-"), "parent_id": category["id"]}
+            assert (await http.post("/api/v1/categories", headers=token, json=sub)).status_code == 201
         for name, price in ((f"Tea cup {word}", 990), (f"Saucer {word}", 1200)):
             made = await http.post(
                 "/api/v1/products", headers=token,
@@ -210,6 +221,24 @@ async def test_forms_refuse_a_post_without_the_csrf_token(stack: Cluster) -> Non
         assert "reload the page" in refused.text
 
 
+async def test_admin_pages_refuse_a_customer_and_pages_refuse_framing(stack: Cluster) -> None:
+    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}") as edge:
+        customer = await register(edge)
+    async with httpx.AsyncClient(base_url=f"http://{stack.addr('web')}") as http:
+        page = await http.get("/signin")
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        csrf = http.cookies["shop_csrf"]
+        signed_in = await http.post(
+            "/signin", data={"email": customer["user"]["email"], "password": PASSWORD, "csrf": csrf}
+        )
+        assert signed_in.status_code == 303
+        assert (await http.get("/admin")).status_code == 403
+        refused = await http.post(f"/admin/products/{uuid.uuid4()}/stock", data={"stock": "9", "csrf": csrf})
+        assert refused.status_code == 403
+        assert "administrators" in refused.text
+
+
 async def test_a_declined_card_shows_why_and_the_order_can_be_cancelled(stack: Cluster, browser: Any) -> None:
     web = f"http://{stack.addr('web')}"
     admin_email = unique_email().lower()
@@ -226,12 +255,7 @@ async def test_a_declined_card_shows_why_and_the_order_can_be_cancelled(stack: C
         )  # fmt: skip
         assert product.status_code == 201, product.text
     page = await (await browser.new_context()).new_page()
-    await page.goto(f"{web}/signup")
-    await page.get_by_label("Email").fill(unique_email())
-    await page.get_by_label("Your name").fill("Bo")
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign up").click()
-    await page.get_by_role("button", name="Sign out (Bo)").wait_for()
+    await sign_up(page, web, "Bo")
     await page.goto(f"{web}/products/{product.json()['id']}")
     await page.get_by_label("Rating").select_option("4")
     await page.get_by_label("Your review").fill("Holds a lot of coffee.")
@@ -253,3 +277,254 @@ async def test_a_declined_card_shows_why_and_the_order_can_be_cancelled(stack: C
     assert "declined" in (await page.get_by_role("alert").inner_text()).lower()
     await page.get_by_role("button", name="Cancel order").click()
     assert await page.locator("#order-status").inner_text() == "cancelled"
+
+
+@asynccontextmanager
+async def admin_api(stack: Cluster) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """An HTTP client of the edge with an admin's token (for a test's setup)."""
+    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as http:
+        yield http, bearer(await admin_session(http, stack))
+
+
+async def make_product(http: httpx.AsyncClient, token: dict[str, str], category_id: str, name: str) -> dict[str, Any]:
+    made = await http.post(
+        "/api/v1/products", headers=token,
+        json={"name": name, "category_id": category_id, "stock": 4, "price": {"amount_minor": 1500, "currency": "EUR"}},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    found: dict[str, Any] = made.json()
+    return found
+
+
+async def sign_up(page: Any, web: str, name: str) -> None:
+    await page.goto(f"{web}/signup")
+    await page.get_by_label("Email").fill(unique_email())
+    await page.get_by_label("Your name").fill(name)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign up").click()
+    await page.get_by_role("button", name=f"Sign out ({name})").wait_for()
+
+
+async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser: Any, tmp_path: Path) -> None:
+    web = f"http://{stack.addr('web')}"
+    word = uuid.uuid4().hex[:6]
+    admin, admin_email = await signed_in_admin(stack, browser)
+
+    # A subcategory made on the admin page, under a top-level one.
+    await admin.goto(f"{web}/admin")
+    for name, parent in ((f"Kitchen {word}", "None (top level)"), (f"Kettles {word}", f"Kitchen {word}")):
+        await admin.get_by_label("Category name").fill(name)
+        await admin.get_by_label("Slug (e.g. tea-cups)").fill(name.lower().replace(" ", "-"))
+        await admin.get_by_label("Parent category").select_option(label=parent)
+        await admin.get_by_role("button", name="Create category").click()
+        await expect(admin.locator("#flash")).to_contain_text(f"Category {name} created")
+    assert await admin.locator("#cat-parent option", has_text=f"Kettles {word}").inner_text() == f"— Kettles {word}"
+    # A slug the catalog refuses: the service's message stands next to the slug.
+    await admin.get_by_label("Category name").fill("Bad slug")
+    await admin.get_by_label("Slug (e.g. tea-cups)").fill("Not A Slug!")
+    await admin.get_by_role("button", name="Create category").click()
+    await expect(admin.get_by_label("Slug (e.g. tea-cups)")).to_have_attribute("aria-invalid", "true")
+    assert await admin.locator("#e-cat-slug").inner_text()
+    slug = admin.get_by_label("Slug (e.g. tea-cups)")
+    assert await slug.input_value() == "Not A Slug!", "the form keeps what was typed"
+
+    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as http:
+        categories = (await http.get("/api/v1/categories?page_size=100")).json()["items"]
+        kettles = next(c for c in categories if c["name"] == f"Kettles {word}")
+        login = await http.post("/api/v1/auth/login", json={"email": admin_email, "password": PASSWORD})
+        product = await make_product(http, bearer(login.json()), kettles["id"], f"Kettle {word}")
+
+    # Edit: the admin finds it in the product list and changes its name and price.
+    await admin.goto(f"{web}/admin")
+    await admin.get_by_role("navigation", name="Admin").get_by_role("link", name="Products").click()
+    await admin.get_by_label("Find products").fill(f"kettle {word}")
+    await admin.get_by_role("button", name="Find").click()
+    await admin.locator("#products").get_by_role("link", name=f"Kettle {word}").click()
+    await admin.get_by_label("Product name").fill(f"Copper kettle {word}")
+    await admin.get_by_label("Price (e.g. 19.99)").fill("39.90")
+    await admin.get_by_role("button", name="Save changes").click()
+    await expect(admin.locator("#flash")).to_contain_text(f"Copper kettle {word} saved")
+
+    # Stock: a negative number is refused with the field's message, a whole one is set.
+    await admin.get_by_label("Units in stock").fill("-3")
+    await admin.get_by_role("button", name="Set stock").click()
+    await expect(admin.get_by_label("Units in stock")).to_have_attribute("aria-invalid", "true")
+    assert "0" in await admin.locator("#e-f-stock").inner_text()
+    await expect(admin.get_by_label("Units in stock")).to_be_focused()  # the field to fix
+    assert "Traceback" not in await admin.content()
+    await admin.get_by_label("Units in stock").fill("17")
+    await admin.get_by_role("button", name="Set stock").click()
+    await expect(admin.locator("#flash")).to_contain_text("Stock set to 17")
+
+    # Images: a file that is not an image is refused and says why; a PNG is added, then deleted.
+    fake = tmp_path / "kettle.png"
+    fake.write_text("not a picture")
+    await admin.get_by_label("Add an image (JPEG, PNG or WebP)").set_input_files(str(fake))
+    await admin.get_by_role("button", name="Upload image").click()
+    assert await admin.get_by_role("alert").inner_text()
+    assert "Traceback" not in await admin.content()
+    fake.write_bytes(png())
+    await admin.get_by_label("Add an image (JPEG, PNG or WebP)").set_input_files(str(fake))
+    await admin.get_by_role("button", name="Upload image").click()
+    await expect(admin.locator("#flash")).to_contain_text("Image added")
+    assert await admin.locator(".thumbs img").evaluate("img => img.complete && img.naturalWidth") == 96
+    await admin.get_by_role("button", name="Delete picture 1").click()
+    await expect(admin.locator("#flash")).to_contain_text("Image deleted")
+    await expect(admin.locator(".thumbs img")).to_have_count(0)
+
+    shopper = await (await browser.new_context()).new_page()
+    await sign_up(shopper, web, "Cleo")
+    await shopper.goto(f"{web}/products/{product['id']}")
+    assert await shopper.get_by_role("heading", level=1).inner_text() == f"Copper kettle {word}"
+    assert await shopper.locator("#price").inner_text() == "39.90 EUR"
+    assert await shopper.locator("#stock").inner_text() == "17 in stock"
+    await shopper.goto(f"{web}/catalog?category_id={kettles['id']}")
+    assert await shopper.locator("#results .card .name").all_inner_texts() == [f"Copper kettle {word}"]
+
+    # Archive: it leaves the catalog; its page says it is no longer sold.
+    await admin.get_by_role("button", name="Archive product").click()
+    await expect(admin.locator("#product-status")).to_have_text("archived")
+    await shopper.reload()
+    assert await shopper.locator("#results .card").count() == 0
+    await shopper.goto(f"{web}/products/{product['id']}")
+    assert await shopper.locator("#availability").inner_text() == "No longer sold"
+    assert await shopper.get_by_role("button", name="Add to cart").count() == 0
+    await admin.goto(f"{web}/admin/products?q=kettle+{word}")
+    assert await admin.locator(f"tr[data-product='{product['id']}'] .state").inner_text() == "archived"
+
+    # An announcement reaches the open page of a shopper live, then the notification list.
+    before = int(await shopper.locator("#bell-count").inner_text())
+    await admin.goto(f"{web}/admin")
+    await admin.get_by_label("Title").fill(f"Kettle week {word}")
+    await admin.get_by_label("Message").fill("Every kettle ships free this week.")
+    await admin.get_by_role("button", name="Publish announcement").click()
+    await expect(admin.locator("#flash")).to_contain_text(f"Kettle week {word}")
+    await shopper.wait_for_function(
+        f"parseInt(document.getElementById('bell-count').textContent, 10) > {before}", timeout=30_000
+    )
+    await shopper.get_by_role("link", name="Notifications").click()
+    note = shopper.locator("#notes li", has_text=f"Kettle week {word}")
+    assert "Every kettle ships free this week." in await note.inner_text()
+    assert await note.get_attribute("class") == "note announcement unread"
+    await shopper.get_by_role("button", name="Mark all read").click()
+    await expect(shopper.locator("#bell-count")).to_have_text("0")
+
+
+async def test_category_tree_likes_and_replies(stack: Cluster, browser: Any) -> None:
+    web = f"http://{stack.addr('web')}"
+    word = uuid.uuid4().hex[:6]
+    async with admin_api(stack) as (http, token):
+        root = (await http.post("/api/v1/categories", headers=token,
+                                json={"name": f"Garden {word}", "slug": f"garden-{word}"})).json()  # fmt: skip
+        sub = await http.post(
+            "/api/v1/categories", headers=token,
+            json={"name": f"Watering cans {word}", "slug": f"cans-{word}", "parent_id": root["id"]},
+        )  # fmt: skip
+        assert sub.status_code == 201, sub.text
+        can = await make_product(http, token, sub.json()["id"], f"Zinc can {word}")
+        await make_product(http, token, root["id"], f"Rake {word}")
+        author = await register(http)
+        review = await http.post(
+            f"/api/v1/products/{can['id']}/comments", headers=bearer(author),
+            json={"body": f"Pours evenly {word}", "rating": 5},
+        )  # fmt: skip
+        assert review.status_code == 201, review.text
+
+    # The tree: the top-level category holds both products, its subcategory only its own.
+    page = await (await browser.new_context()).new_page()
+    await page.goto(f"{web}/catalog")
+    tree = page.get_by_role("navigation", name="Browse")
+    await tree.get_by_role("link", name=f"Garden {word}").click()
+    await expect(tree.locator("[aria-current=page]")).to_have_text(f"Garden {word}")
+    names = page.locator("#results .card .name")
+    assert sorted(await names.all_inner_texts()) == [f"Rake {word}", f"Zinc can {word}"]
+    await tree.get_by_role("link", name=f"Watering cans {word}").click()
+    await expect(tree.locator("[aria-current=page]")).to_have_text(f"Watering cans {word}")
+    assert await names.all_inner_texts() == [f"Zinc can {word}"]
+    crumbs = page.get_by_role("navigation", name="Breadcrumb")
+    assert await crumbs.get_by_role("link").all_inner_texts() == [
+        "All products",
+        f"Garden {word}",
+        f"Watering cans {word}",
+    ]
+    await page.locator("#results .card a").first.click()
+    assert f"Garden {word}" in await page.get_by_role("navigation", name="Breadcrumb").inner_text()
+    assert await page.get_by_role("button", name="Like").count() == 0, "a guest is asked to sign in instead"
+
+    # Signed in: like the review, reply to it; both are there after a reload.
+    await sign_up(page, web, "Dana")
+    await page.goto(f"{web}/products/{can['id']}")
+    thread = page.locator(".review", has_text=f"Pours evenly {word}")  # a locator: found again after each reload
+    like = thread.get_by_role("button", name="Like this review")
+    assert await like.get_attribute("aria-pressed") == "false"
+    await like.click()
+    await expect(like).to_have_attribute("aria-pressed", "true")  # the page after the post
+    await page.reload()
+    assert await like.get_attribute("aria-pressed") == "true"
+    assert await like.locator(".likes").inner_text() == "1"
+
+    # A blank reply is refused with the message next to its box, then a real one is posted.
+    await thread.locator("summary").focus()
+    await page.keyboard.press("Enter")  # a reply box opens from the keyboard
+    await thread.get_by_label("Your reply").fill("   ")
+    await thread.get_by_role("button", name="Post reply").click()
+    box = thread.get_by_label("Your reply")
+    await expect(box).to_have_attribute("aria-invalid", "true")
+    assert await page.locator(".review .error").inner_text()
+    await box.fill(f"Mine too {word}")
+    await thread.get_by_role("button", name="Post reply").click()
+    await expect(page.locator("#flash")).to_have_text("Your reply is posted")
+    await page.reload()
+    reply = page.locator(".review .reply", has_text=f"Mine too {word}")
+    assert "Dana" in await reply.inner_text()
+    await reply.get_by_role("button", name="Like this reply").click()
+    await expect(reply.get_by_role("button", name="Like this reply")).to_have_attribute("aria-pressed", "true")
+    # Taking the like back on the review.
+    await like.click()
+    await expect(like).to_have_attribute("aria-pressed", "false")
+    assert await like.locator(".likes").inner_text() == "0"
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
+    .filter(e => e.type !== 'hidden' && e.type !== 'submit')
+    .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+    .map(e => e.name || e.id)"""
+
+
+async def test_phone_width_and_keyboard(stack: Cluster, browser: Any) -> None:
+    web = f"http://{stack.addr('web')}"
+    word = uuid.uuid4().hex[:6]
+    async with admin_api(stack) as (http, token):
+        body = {"name": f"Lamps with a long name {word}", "slug": f"lamps-{word}"}
+        category = (await http.post("/api/v1/categories", headers=token, json=body)).json()
+        lamp = await make_product(http, token, category["id"], f"Desk lamp {word}")
+    phone = await (await browser.new_context(viewport={"width": 390, "height": 800})).new_page()
+    for path in ("/", "/catalog", f"/catalog?category_id={category['id']}", f"/products/{lamp['id']}", "/signin",
+                 "/signup", "/cart"):  # fmt: skip
+        await phone.goto(web + path)
+        assert await phone.evaluate("document.documentElement.scrollWidth") <= 390, f"{path} scrolls sideways"
+        assert await phone.evaluate(UNLABELLED) == [], f"{path} has controls without a label"
+
+    # Keyboard only: tab from the top of the page to the form, type, submit with Enter.
+    await phone.goto(f"{web}/signin")
+    await phone.keyboard.press("Tab")
+    assert await phone.evaluate("document.activeElement.textContent") == "Skip to content"
+    for _ in range(30):
+        if await phone.evaluate("document.activeElement.id") == "f-email":
+            break
+        await phone.keyboard.press("Tab")
+    assert await phone.evaluate("document.activeElement.labels[0].textContent") == "Email"
+    email = unique_email().lower()
+    await create_admin(stack, email)
+    await phone.keyboard.type(email)
+    await phone.keyboard.press("Tab")
+    assert await phone.evaluate("document.activeElement.labels[0].textContent") == "Password"
+    await phone.keyboard.type(PASSWORD)
+    await phone.keyboard.press("Enter")
+    await phone.get_by_role("button", name="Sign out").wait_for()
+    pages = (f"/products/{lamp['id']}", "/checkout", "/notifications", "/orders", "/admin", "/admin/products",
+             f"/admin/products/{lamp['id']}")  # fmt: skip
+    for path in pages:
+        await phone.goto(web + path)
+        assert await phone.evaluate("document.documentElement.scrollWidth") <= 390, f"{path} scrolls sideways"
+        assert await phone.evaluate(UNLABELLED) == [], f"{path} has controls without a label"

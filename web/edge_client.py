@@ -55,8 +55,11 @@ class Edge:
         params: dict[str, Any] | None = None,
         files: dict[str, tuple[str, bytes, str]] | None = None,
         headers: dict[str, str] | None = None,
+        forwarded_for: str = "",
     ) -> httpx.Response:
         sent = dict(headers or {})
+        if forwarded_for:  # the shopper's address, for the edge's per-address limits (when it trusts this process)
+            sent["X-Forwarded-For"] = forwarded_for
         if token:
             sent["Authorization"] = f"Bearer {token}"
         if cart_token:
