@@ -12,6 +12,12 @@ RESOURCE_EXHAUSTED with ``RetryInfo`` (when to try again) and ``QuotaFailure``
 :class:`Leases` caps what a user holds at once (live streams): each holder keeps
 a lease that it renews, so a holder that vanished frees its place when its lease
 runs out.
+
+Both stamp entries with the process's clock (as ``limits`` does), so replicas
+need synchronised clocks (NTP); a skew of a second shifts a window by that much.
+Keys: ``<prefix>:<policy>/<key>/...`` (each process passes its own prefix,
+``shop:user``, ``shop:order``, ``shop:comment``, ``shop:notify``); the library runs
+Lua scripts (EVALSHA), which a Redis ACL user must be allowed.
 """
 
 from __future__ import annotations

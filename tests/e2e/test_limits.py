@@ -15,19 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import httpx
 import psycopg
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devstack.cluster import Cluster
+# The cluster's own readiness check (gRPC health, /healthz), so these processes are
+# checked exactly like the cluster's.
+from devstack.cluster import Cluster, _service_ready as service_ready
 from devstack.paths import REPO
 from devstack.process import Process, free_port
 from devstack.servers import Redis
@@ -67,16 +68,6 @@ def assert_limited(response: httpx.Response, policy: str, quota: int, window: in
 # --- processes of the tests' own -------------------------------------------------------------------
 
 
-def _grpc_ready(port: int) -> bool:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-def _http_ready(port: int) -> bool:
-    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-
-
 @dataclass
 class Own:
     """A user_svc and an edge of the test's own (the edge calls the cluster's other services)."""
@@ -100,7 +91,7 @@ def start_own(cluster: Cluster, label: str, user_env: dict[str, str]) -> Own:
     ).start()
     processes = [user]
     try:
-        user.wait_ready(lambda: _grpc_ready(user_port), 30)
+        user.wait_ready(lambda: service_ready("user_svc", user_port), 30)
         edge = Process(
             f"edge-{label}",
             [sys.executable, "-m", "edge"],
@@ -113,7 +104,7 @@ def start_own(cluster: Cluster, label: str, user_env: dict[str, str]) -> Own:
             cwd=REPO,
         ).start()
         processes.append(edge)
-        edge.wait_ready(lambda: _http_ready(edge_port), 30)
+        edge.wait_ready(lambda: service_ready("edge", edge_port), 30)
     except BaseException:
         Own("", processes).stop()
         raise
@@ -126,8 +117,6 @@ def own_database(cluster: Cluster) -> str:
     with psycopg.connect(cluster.postgres.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = cluster.postgres.url(name)
-    import subprocess
-
     migrated = subprocess.run(
         [sys.executable, "-m", "alembic", "-c", "migrations/user/alembic.ini", "upgrade", "head"],
         env={**cluster.service_env_for("user_svc"), "SHOP_DATABASE_URL": url},

@@ -245,7 +245,8 @@ class LoginRequest(_message.Message):
     email: _builtins.str
     password: _builtins.str
     client_address: _builtins.str
-    """Client IP address as seen by the edge, used for the per-address rate limit.
+    """Client IP address as seen by the edge, used for the per-address rate limit and
+    the per-(account, address) failure budget.
     Set by the edge; when empty, user_svc uses the gRPC peer address.
     """
     def __init__(
