@@ -447,3 +447,16 @@ async def test_openapi_shows_the_limits(http: httpx.AsyncClient) -> None:
         unavailable = document["paths"][path]["post"]["responses"]["503"]
         assert "Retry-After" in unavailable["headers"]
     assert set(document["components"]["headers"]) >= {"Retry-After", "RateLimit-Policy", "RateLimit"}
+
+
+async def test_unpaid_cap_holds_for_orders_placed_at_once(http: httpx.AsyncClient, admin: dict[str, Any]) -> None:
+    """Placements at the same moment are counted under the user's lock: never more than the cap."""
+    product = await new_product(http, admin)
+    buyer = await register(http)
+    order = {"items": [{"product_id": product, "quantity": 1}], "shipping_address": ADDRESS}
+    replies = await asyncio.gather(
+        *(http.post("/api/v1/orders", headers=bearer(buyer), json=order) for _ in range(UNPAID_ORDERS + 4))
+    )
+    statuses = sorted(reply.status_code for reply in replies)
+    assert statuses == [201] * UNPAID_ORDERS + [409] * 4, [reply.text for reply in replies]
+    assert int((await http.get(f"/api/v1/products/{product}")).json()["stock"]) == 100 - UNPAID_ORDERS
