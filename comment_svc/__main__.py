@@ -21,10 +21,11 @@ from comment_svc.settings import CommentSettings
 from comment_svc.store import Store
 from comment_svc.upstreams import Upstreams
 from common import grpc_server
-from common.clients import KafkaProducer, pg_engine
+from common.clients import KafkaProducer, pg_engine, redis_client
 from common.grpc_server import GrpcServer, serve
 from common.migrations import SchemaNotCurrent, check_database
 from common.outbox import OutboxRelay
+from common.ratelimit import Limiter, Window
 
 log = logging.getLogger("shop.comment")
 
@@ -40,6 +41,7 @@ def _fail(message: str) -> int:
 
 async def run(settings: CommentSettings, *, stopping: asyncio.Event | None = None) -> int:
     engine = pg_engine(settings.database_url, pool_size=settings.db_pool_size)
+    redis = redis_client(settings.redis_url)
     try:
         try:
             await check_database(engine, "comment")
@@ -53,7 +55,12 @@ async def run(settings: CommentSettings, *, stopping: asyncio.Event | None = Non
             server = GrpcServer(settings)
             server.add(
                 comment_pb2_grpc.add_CommentServiceServicer_to_server,
-                CommentService(store=Store(engine), upstreams=upstreams),
+                CommentService(
+                    store=Store(engine),
+                    upstreams=upstreams,
+                    limiter=Limiter(redis, prefix="shop:comment"),
+                    create_window=Window("comments", settings.comment_create_limit, settings.comment_create_window),
+                ),
                 comment_pb2.DESCRIPTOR.services_by_name["CommentService"],
             )
             await serve(server, stopping=stop)
@@ -70,6 +77,7 @@ async def run(settings: CommentSettings, *, stopping: asyncio.Event | None = Non
             await upstreams.close()
         return 0
     finally:
+        await redis.aclose()
         await engine.dispose()
 
 

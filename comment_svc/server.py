@@ -22,6 +22,7 @@ from comment_svc.upstreams import Metadata, Upstreams
 from common.auth import Principal, current_principal, require_user
 from common.errors import FieldViolation, NotFound, Unauthenticated
 from common.identity import callers
+from common.ratelimit import Limiter, Window
 from common.validation import invalid, page_size, parse_uuid
 
 log = logging.getLogger("shop.comment")
@@ -119,9 +120,13 @@ async def _false() -> bool:
 
 
 class CommentService(comment_pb2_grpc.CommentServiceServicer):
-    def __init__(self, *, store: Store, upstreams: Upstreams) -> None:
+    def __init__(
+        self, *, store: Store, upstreams: Upstreams, limiter: Limiter | None = None, create_window: Window | None = None
+    ) -> None:
         self.store = store
         self.upstreams = upstreams
+        self.limiter = limiter
+        self.create_window = create_window
 
     # -- writes
     @callers("edge")
@@ -132,6 +137,10 @@ class CommentService(comment_pb2_grpc.CommentServiceServicer):
         new = domain.validate_new_comment(
             request.product_id, _optional(request, "parent_id"), request.body, _optional(request, "rating")
         )
+        if self.limiter is not None and self.create_window is not None:
+            await self.limiter.hit(
+                self.create_window, str(author), "you posted too many comments lately; try again later"
+            )
         forwarded = _forwarded(context)
         # Asked at once: the product (required), whether the author received it
         # (reviews only; best effort) and the author's display name (best effort).

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from common.settings import SERVICE_PORTS, KafkaSettings, PostgresSettings, ServiceSettings
+from common.settings import SERVICE_PORTS, KafkaSettings, PostgresSettings, RedisSettings, ServiceSettings
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/shop_comment"
 
@@ -15,12 +15,17 @@ def _local(name: str) -> str:
     return f"127.0.0.1:{SERVICE_PORTS[name]}"
 
 
-class CommentSettings(ServiceSettings, PostgresSettings, KafkaSettings):
+class CommentSettings(ServiceSettings, PostgresSettings, KafkaSettings, RedisSettings):
     service_name: ClassVar[str] = "comment_svc"
 
     port: int = SERVICE_PORTS["comment_svc"]
     database_url: str = DEFAULT_DATABASE_URL
     db_pool_size: int = Field(default=10, ge=1)
+    # Comments and replies a user may post per window (seconds; a moving window in
+    # Redis, the only thing comment_svc keeps there).  While Redis is down posting
+    # goes on unlimited (logged): the limit guards against floods, not sign-in.
+    comment_create_limit: int = Field(default=20, ge=1)
+    comment_create_window: int = Field(default=3600, ge=1)
 
     # Where the services comment_svc calls listen (host:port); the local
     # cluster sets SHOP_PRODUCT_SVC_ADDR, SHOP_ORDER_SVC_ADDR, SHOP_USER_SVC_ADDR.

@@ -9,6 +9,7 @@ into a gRPC status with ``google.rpc`` details (``BadRequest`` field violations,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,41 @@ class FieldViolation:
     description: str
 
 
+@dataclass(frozen=True)
+class Quota:
+    """A named limit: ``limit`` units per ``window`` seconds (0: a cap on what is
+    held at once, e.g. open streams), and how many are left.  Travels as
+    ``google.rpc.QuotaFailure`` (quota_id, quota_value, the window as the
+    ``window`` dimension); the edge turns it into ``RateLimit-Policy`` / ``RateLimit``."""
+
+    name: str
+    limit: int
+    window: int = 0
+    remaining: int = 0
+
+    def to_proto(self, description: str) -> error_details_pb2.QuotaFailure:
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=self.name, description=description, quota_id=self.name, quota_value=self.limit
+        )
+        if self.window:
+            violation.quota_dimensions["window"] = str(self.window)
+        violation.quota_dimensions["remaining"] = str(self.remaining)
+        return error_details_pb2.QuotaFailure(violations=[violation])
+
+    @classmethod
+    def of_proto(cls, failure: error_details_pb2.QuotaFailure) -> Quota | None:
+        for violation in failure.violations:
+            if violation.quota_id:
+                dimensions = violation.quota_dimensions
+                return cls(
+                    violation.quota_id,
+                    int(violation.quota_value),
+                    int(dimensions.get("window", "0") or 0),
+                    int(dimensions.get("remaining", "0") or 0),
+                )
+        return None
+
+
 @dataclass
 class DomainError(Exception):
     """A failure a caller can act on.  Subclasses fix the gRPC code."""
@@ -34,6 +70,7 @@ class DomainError(Exception):
     reason: str | None = None  # machine-readable, goes into ErrorInfo
     metadata: dict[str, str] = field(default_factory=dict)
     retry_after: float | None = None  # seconds, goes into RetryInfo
+    quota: Quota | None = None  # the limit that refused the call, goes into QuotaFailure
 
     code = grpc.StatusCode.UNKNOWN
 
@@ -57,6 +94,8 @@ class DomainError(Exception):
             delay = duration_pb2.Duration()
             delay.FromNanoseconds(int(self.retry_after * 1e9))
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        if self.quota is not None:
+            details.append(_pack(self.quota.to_proto(self.message)))
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
 
 
@@ -176,6 +215,7 @@ class Problem:
     reason: str | None = None
     retry_after: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    quota: Quota | None = None
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -194,7 +234,21 @@ class Problem:
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
             return {}
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
+        seconds = max(1, math.ceil(self.retry_after))
+        headers = {"Retry-After": str(seconds)}
+        if self.quota is not None:
+            headers.update(ratelimit_headers(self.quota, seconds))
+        return headers
+
+
+def ratelimit_headers(quota: Quota, reset: int) -> dict[str, str]:
+    """The ``RateLimit-Policy`` and ``RateLimit`` fields of the IETF httpapi draft
+    draft-ietf-httpapi-ratelimit-headers-10 (structured fields, RFC 9651): the policy
+    as ``"name";q=<quota>;w=<window seconds>``, its state as ``"name";r=<remaining>;t=<seconds
+    until quota is available again>``."""
+    name = '"' + quota.name.replace("\\", "").replace('"', "") + '"'
+    policy = f"{name};q={quota.limit}" + (f";w={quota.window}" if quota.window else "")
+    return {"RateLimit-Policy": policy, "RateLimit": f"{name};r={quota.remaining};t={reset}"}
 
 
 def rpc_status_from_metadata(metadata: Any) -> status_pb2.Status | None:
@@ -233,6 +287,13 @@ def problem_from_rpc_error(error: grpc.aio.AioRpcError) -> Problem:
             retry = error_details_pb2.RetryInfo()
             any_detail.Unpack(retry)
             problem.retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+        elif any_detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            failure = error_details_pb2.QuotaFailure()
+            any_detail.Unpack(failure)
+            problem.quota = Quota.of_proto(failure)
+    if code is grpc.StatusCode.UNAVAILABLE and problem.retry_after is not None and error.details():
+        # A deliberate refusal with a retry delay (busy, a limiter's store down) says what it is.
+        problem.detail = error.details() or problem.detail
     return problem
 
 

@@ -71,7 +71,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("product_svc", ("mongo", "s3")),
     # stripe-mock: where SHOP_PAYMENT_PROCESSOR=stripe sends its Stripe API calls.
     ServiceSpec("order_svc", ("postgres", "kafka", "redis", "stripe_mock"), "shop_order"),
-    ServiceSpec("comment_svc", ("postgres", "kafka"), "shop_comment"),
+    ServiceSpec("comment_svc", ("postgres", "kafka", "redis"), "shop_comment"),
     ServiceSpec("notify_svc", ("redis", "kafka")),
     ServiceSpec("edge", ()),
     # The storefront (web/): a browser client of the edge's REST API only.

@@ -74,6 +74,8 @@ class Operation:
     headers: Sequence[str] = ()
     # Calls a service behind the edge (so it answers 503/504 when that one is down or slow).
     upstream: bool = True
+    # The rate-limit policies (RateLimit-Policy names) that may refuse it with 429.
+    limits: Sequence[str] = ()
 
     @property
     def operation_id(self) -> str:
@@ -107,6 +109,7 @@ class Api:
         security: list[dict[str, list[str]]] | None = None,
         headers: Sequence[str] = (),
         upstream: bool = True,
+        limits: Sequence[str] = (),
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.operations.append(
@@ -129,6 +132,7 @@ class Api:
                     security=security,
                     headers=headers,
                     upstream=upstream and bool(self.upstreams),
+                    limits=limits,
                 )
             )
             return handler
@@ -299,10 +303,33 @@ _ERROR_TEXT = {
     413: "Body too large",
     415: "Unsupported content type",
     422: "Idempotency key reused with a different body",
-    429: "Too many attempts (see Retry-After)",
-    503: "A service behind the edge is unavailable",
+    429: "Too many requests: a rate limit or a cap was reached (see Retry-After, RateLimit-Policy, RateLimit)",
+    503: "A service behind the edge is unavailable or busy (see Retry-After when given)",
     504: "A service behind the edge did not answer in time",
 }
+
+
+# Response headers of refusals (RateLimit fields: draft-ietf-httpapi-ratelimit-headers-10).
+RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
+    "Retry-After": {
+        "description": "Seconds until the request may succeed",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "RateLimit-Policy": {
+        "description": 'The policy that refused the request, e.g. `"login-address";q=30;w=60` '
+        "(quota q per window w seconds; no w: a cap on what is held at once)",
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": 'That policy\'s state, e.g. `"login-address";r=0;t=42` (r left, t seconds until it resets)',
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _refusal_headers(code: int) -> dict[str, Any]:
+    names = {429: ("Retry-After", "RateLimit-Policy", "RateLimit"), 503: ("Retry-After",)}.get(code, ())
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
 
 
 def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
@@ -372,11 +399,18 @@ def openapi_document(operations: Sequence[Operation], *, title: str, version: st
             codes |= {413, 415}  # read_json / read_form refuse a body too large or of another type
         if op.upstream:
             codes |= {503, 504}  # the service behind is unavailable, or did not answer in time
+        if op.limits:
+            codes |= {429, 503}  # limited; 503 while the limiter's store is down (sign-in: fail closed) or busy
         for code in sorted(codes):
+            described = _ERROR_TEXT.get(code, "Error")
+            if code == 429 and op.limits:
+                described += "; policies: " + ", ".join(f"`{name}`" for name in op.limits)
             responses[str(code)] = {
-                "description": _ERROR_TEXT.get(code, "Error"),
+                "description": described,
                 "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
             }
+            if headers := _refusal_headers(code):
+                responses[str(code)]["headers"] = headers
         entry["responses"] = responses
         if op.security is not None:
             entry["security"] = op.security
@@ -391,6 +425,7 @@ def openapi_document(operations: Sequence[Operation], *, title: str, version: st
         "paths": paths,
         "components": {
             "schemas": components,
+            "headers": RESPONSE_HEADERS,
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "streamTicket": {

@@ -22,6 +22,7 @@ from common import grpc_server
 from common.clients import KafkaProducer, redis_client
 from common.consumer import EventConsumer
 from common.grpc_server import GrpcServer, serve
+from common.ratelimit import Leases, Limiter, Window
 from notify_svc.events import TOPICS, AnnouncementPublisher, NotificationHandler
 from notify_svc.server import NotificationService, StreamPolicy
 from notify_svc.settings import NotifySettings
@@ -95,6 +96,11 @@ async def run(settings: NotifySettings, *, stopping: asyncio.Event | None = None
         development=settings.development,
         policy=StreamPolicy(heartbeat=settings.heartbeat_interval, ticket_seconds=settings.stream_ticket_seconds),
         stopping=stop,
+        limiter=Limiter(store.redis, prefix="shop:notify"),
+        webhook_window=Window("webhooks", settings.webhook_register_limit, settings.webhook_register_window),
+        streams=Leases(
+            store.redis, "streams", settings.stream_limit, settings.stream_lease_seconds, prefix="shop:notify"
+        ),
     )
     server = GrpcServer(settings)
     server.add(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import secrets
 import time
@@ -19,6 +20,7 @@ from shop.notify.v1 import notify_pb2, notify_pb2_grpc
 from common.auth import require_admin, require_user
 from common.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unauthenticated, Unavailable
 from common.identity import callers
+from common.ratelimit import Leases, Limiter, Window
 from notify_svc import convert, domain
 from notify_svc.events import AnnouncementPublisher
 from notify_svc.store import UNAVAILABLE_ERRORS, Store, Webhook, now_us
@@ -84,8 +86,15 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         development: bool,
         policy: StreamPolicy | None = None,
         stopping: asyncio.Event | None = None,
+        limiter: Limiter | None = None,
+        webhook_window: Window | None = None,
+        streams: Leases | None = None,
     ) -> None:
         self.store = store
+        # Webhook registrations per user (a window) and live streams held at once (leases).
+        self.limiter = limiter
+        self.webhook_window = webhook_window
+        self.streams = streams
         self.publisher = publisher
         self.development = development
         self.policy = policy or StreamPolicy()
@@ -149,7 +158,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         after = domain.stream_position(request.last_event_id)
         user = await self._redeem(request.stream_ticket) if request.stream_ticket else require_user().user_id
         try:
-            async with self.store.live(user) as live:
+            async with self._stream_lease(user) as renew, self.store.live(user) as live:
                 # The subscription is in place: tell the client at once (the
                 # edge answers its HTTP headers on this first message).
                 yield _heartbeat()
@@ -163,6 +172,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
                         yield self._message(item.position, item.notification, item.read)
                         position, last_sent = item.position, time.monotonic()
                 while not self.stopping.is_set():
+                    await renew()
                     wait = min(1.0, max(0.0, last_sent + self.policy.heartbeat - time.monotonic()))
                     live_item = await live.next(wait)
                     if live_item is not None:
@@ -176,6 +186,34 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         except UNAVAILABLE_ERRORS as exc:
             # The client resumes with its last event_id: nothing is lost.
             raise _redis_unavailable() from exc
+
+    @contextlib.asynccontextmanager
+    async def _stream_lease(self, user: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+        """A place among the user's live streams (refused past ``stream_limit``), and
+        a function that renews it when a third of its lease has passed."""
+        streams = self.streams
+        if streams is None:
+
+            async def nothing() -> None:
+                return None
+
+            yield nothing
+            return
+        lease = await streams.take(
+            user, f"you have {streams.limit} live streams open already; close one before opening another"
+        )
+        renewed = time.monotonic()
+
+        async def renew() -> None:
+            nonlocal renewed
+            if time.monotonic() - renewed >= streams.ttl / 3:
+                await streams.renew(lease)
+                renewed = time.monotonic()
+
+        try:
+            yield renew
+        finally:
+            await streams.release(lease)
 
     async def _redeem(self, ticket: str) -> str:
         user = None
@@ -241,6 +279,10 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
             violations.append(FieldViolation("description", f"at most {domain.MAX_DESCRIPTION} characters"))
         if violations:
             raise InvalidArgument("the webhook has invalid fields", violations, reason=domain.VALIDATION_FAILED)
+        if self.limiter is not None and self.webhook_window is not None:
+            await self.limiter.hit(
+                self.webhook_window, user, "you registered too many webhooks lately; try again later"
+            )
         target = await check_target(request.url, development=self.development)
         secret = "whsec_" + secrets.token_urlsafe(32)
         hook = Webhook(

@@ -40,8 +40,17 @@ class NotifySettings(ServiceSettings, RedisSettings, KafkaSettings):
     # A stream ticket (a browser's way into Subscribe) is single-use and expires after this.
     stream_ticket_seconds: int = Field(default=60, gt=0, le=600)
 
-    # Webhooks per user.
+    # Live streams (Subscribe) a user may hold open at once; each holds a lease in
+    # Redis renewed while it runs, so a stream whose process died frees its place
+    # after stream_lease_seconds.
+    stream_limit: int = Field(default=3, ge=1)
+    stream_lease_seconds: float = Field(default=30.0, ge=2)
+
+    # Webhooks per user, and webhook registrations per user per window (seconds;
+    # a moving window in Redis).
     webhook_limit: int = Field(default=10, ge=1)
+    webhook_register_limit: int = Field(default=10, ge=1)
+    webhook_register_window: int = Field(default=3600, ge=1)
     # Attempts per delivery (the first included); retry n waits base * 2^(n-1) s, at most max.
     webhook_max_attempts: int = Field(default=6, ge=1, le=30)
     webhook_retry_base: float = Field(default=5.0, gt=0)

@@ -22,6 +22,7 @@ from common.grpc_client import channel
 from common.grpc_server import GrpcServer, serve
 from common.migrations import SchemaNotCurrent, check_database
 from common.outbox import OutboxRelay
+from common.ratelimit import Limiter
 from common.tls import TlsFiles
 from order_svc.cart_server import CartService
 from order_svc.cart_store import CartStore
@@ -72,7 +73,8 @@ async def run(settings: OrderSettings) -> int:
         products = ProductClient(products_channel, settings.product_timeout)
         secret = settings.stripe_webhook_secret
         stripe_events = StripeEvents(secret.get_secret_value()) if secret is not None else None
-        orders = Orders(store, products, payment_processors, settings, stripe_events)
+        limiter = Limiter(redis, prefix="shop:order")
+        orders = Orders(store, products, payment_processors, settings, stripe_events, limiter=limiter)
         carts = Carts(CartStore(redis), products, orders, settings)
         if settings.relay_enabled:
             producer = KafkaProducer(settings, **{"message.timeout.ms": 10_000})

@@ -59,6 +59,7 @@ from common.errors import (
 )
 from common.events import ORDERS_TOPIC
 from common.outbox import add_event
+from common.ratelimit import Limiter, Window
 from common.validation import Address, invalid
 from order_svc import domain, events
 from order_svc.domain import CancelReason, Item, ShippingMethod, Status
@@ -135,8 +136,13 @@ class Orders:
         processors: Processors,
         settings: OrderSettings,
         stripe_events: StripeEvents | None = None,
+        *,
+        limiter: Limiter | None = None,
     ) -> None:
         self.store = store
+        # Order placements per user (None: no rate limit); unpaid orders held are capped in any case.
+        self.limiter = limiter
+        self.create_window = Window("orders", settings.order_create_limit, settings.order_create_window)
         self.products = products
         self.processors = processors
         self.stripe_events = stripe_events
@@ -223,6 +229,7 @@ class Orders:
     ) -> OrderRecord:
         order_id = claim.resource_id
         try:
+            await self._within_limits(caller)
             catalog = await self.products.catalog([item.product_id for item in items])
             priced = domain.price(items, catalog, method, self.rule)
         except BaseException:
@@ -243,6 +250,8 @@ class Orders:
         try:
             created_at = now()
             async with self.store.engine.begin() as conn:
+                # Counted again under the user's lock: placements at the same moment stay under the cap.
+                self._check_unpaid(await self.store.unpaid_orders(conn, caller.user_id, lock=True))
                 order = await self.store.insert_order(
                     conn, order_id=order_id, user_id=caller.user_id, priced=priced, method=method,
                     address=address, created_at=created_at,
@@ -274,6 +283,25 @@ class Orders:
             await self._compensate(order_id)
             raise
         return order
+
+    async def _within_limits(self, caller: Caller) -> None:
+        """Refuse before any stock is reserved: too many placements lately (429), or
+        too many unpaid orders held (409: paying or cancelling one helps, waiting
+        helps only when an order expires)."""
+        self._check_unpaid(await self.store.unpaid_count(caller.user_id))
+        if self.limiter is not None:
+            await self.limiter.hit(
+                self.create_window, str(caller.user_id), "you placed too many orders lately; try again later"
+            )
+
+    def _check_unpaid(self, held: int) -> None:
+        limit = self.settings.unpaid_orders_limit
+        if held >= limit:
+            raise FailedPrecondition(
+                f"you have {held} unpaid orders (at most {limit}); pay or cancel one before placing another",
+                reason="UNPAID_ORDERS_LIMIT",
+                metadata={"limit": str(limit)},
+            )
 
     async def _compensate(self, order_id: uuid.UUID) -> None:
         """Give back the reservation of an order that was not written.  Taking its

@@ -30,6 +30,11 @@ class OrderSettings(ServiceSettings, PostgresSettings, KafkaSettings, RedisSetti
 
     # An unpaid order is cancelled (EXPIRED) and its stock released after this.
     payment_window_seconds: int = Field(30 * 60, ge=1)
+    # Orders a user may place per window (seconds; a moving window in Redis), and
+    # unpaid orders a user may hold at once (each holds stock until paid or expired).
+    order_create_limit: int = Field(30, ge=1)
+    order_create_window: int = Field(3600, ge=1)
+    unpaid_orders_limit: int = Field(5, ge=1)
     # How often expired orders and pending stock releases are looked for.
     sweep_interval: float = Field(5.0, gt=0)
     # A reservation whose order was never written is released after this.

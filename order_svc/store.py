@@ -580,6 +580,23 @@ class Store:
     # --- orders ---------------------------------------------------------------------------
 
     @staticmethod
+    async def unpaid_orders(conn: AsyncConnection, user_id: uuid.UUID, *, lock: bool = False) -> int:
+        """How many orders of the user await payment; ``lock`` serialises this user's
+        order placements until the transaction ends (so a cap on the count holds)."""
+        if lock:
+            await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(str(user_id), 0))))
+        count = await conn.scalar(
+            select(func.count())
+            .select_from(orders)
+            .where(orders.c.user_id == user_id, orders.c.status == Status.PENDING_PAYMENT.value)
+        )
+        return int(count or 0)
+
+    async def unpaid_count(self, user_id: uuid.UUID) -> int:
+        async with self.engine.connect() as conn:
+            return await self.unpaid_orders(conn, user_id)
+
+    @staticmethod
     async def insert_order(
         conn: AsyncConnection,
         *,

@@ -38,17 +38,24 @@ SERVER_FIXTURES = {
 _CLUSTER: list[Cluster] = []
 
 # Test settings of the shop processes: cheap password hashing, short rate-limit
-# windows (so "limited, then recovered" takes seconds), a per-address limit the
-# whole suite (all from 127.0.0.1) stays under, CORS on for one origin.
+# windows (so "limited, then recovered" takes seconds), per-address limits the
+# whole suite (all from 127.0.0.1) stays under, per-user limits small enough for
+# tests/e2e/test_limits.py to reach, CORS on for one origin.
 TEST_OVERRIDES = {
     "user_svc": {
         "SHOP_ARGON2_TIME_COST": "1",
         "SHOP_ARGON2_MEMORY_KIB": "8192",
         "SHOP_ARGON2_PARALLELISM": "1",
-        "SHOP_LOGIN_ACCOUNT_LIMIT": "5",
+        "SHOP_LOGIN_PAIR_LIMIT": "5",
+        "SHOP_LOGIN_PAIR_WINDOW": "3",
+        "SHOP_LOGIN_ACCOUNT_LIMIT": "20",
         "SHOP_LOGIN_ACCOUNT_WINDOW": "3",
         "SHOP_LOGIN_ADDRESS_LIMIT": "1000",
         "SHOP_LOGIN_ADDRESS_WINDOW": "60",
+        # The whole suite registers from 127.0.0.1 (tests/e2e/test_limits.py runs a
+        # user_svc of its own with a small budget).
+        "SHOP_REGISTER_ADDRESS_LIMIT": "100000",
+        "SHOP_REGISTER_ADDRESS_WINDOW": "60",
     },
     # A reservation abandoned midway is rolled back after 3 s, swept every second.
     "product_svc": {
@@ -59,6 +66,14 @@ TEST_OVERRIDES = {
         "SHOP_SWEEP_INTERVAL": "0.5",
         "SHOP_ORPHAN_RESERVATION_AFTER": "2",
         "SHOP_PRODUCT_TIMEOUT": "2",
+        # Per user; each test's users are its own (tests/e2e/test_limits.py goes past them).
+        "SHOP_ORDER_CREATE_LIMIT": "15",
+        "SHOP_ORDER_CREATE_WINDOW": "60",
+        "SHOP_UNPAID_ORDERS_LIMIT": "6",
+    },
+    "comment_svc": {
+        "SHOP_COMMENT_CREATE_LIMIT": "10",
+        "SHOP_COMMENT_CREATE_WINDOW": "60",
     },
     # Webhook retries after 0.2 s and 0.4 s, 3 attempts in all; heartbeats every
     # second; a killed consumer's partitions move after 6 s; a short feed cap.
@@ -69,6 +84,10 @@ TEST_OVERRIDES = {
         "SHOP_HEARTBEAT_INTERVAL": "1",
         "SHOP_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "SHOP_FEED_CAP": "40",
+        "SHOP_STREAM_LIMIT": "2",
+        "SHOP_STREAM_LEASE_SECONDS": "6",
+        "SHOP_WEBHOOK_REGISTER_LIMIT": "5",
+        "SHOP_WEBHOOK_REGISTER_WINDOW": "60",
     },
     "edge": {
         "SHOP_CORS_ORIGINS": '["http://shop.test"]',

@@ -28,10 +28,11 @@ from common.clients import pg_engine, redis_client
 from common.errors import DomainError
 from common.grpc_server import GrpcServer, serve
 from common.migrations import SchemaNotCurrent
+from common.ratelimit import Limiter, Window
 from user_svc import domain
 from user_svc.keys import KeyFileError, TokenKeys, load_private_key, load_public_key, public_pem, token_keys
 from user_svc.passwords import Passwords
-from user_svc.ratelimit import Limits, LoginLimiter
+from user_svc.ratelimit import SignInLimiter, SignInLimits
 from user_svc.server import TokenPolicy, UserService
 from user_svc.settings import UserSettings
 from user_svc.store import Store
@@ -88,6 +89,17 @@ def make_passwords(settings: UserSettings) -> Passwords:
         memory_kib=settings.argon2_memory_kib,
         parallelism=settings.argon2_parallelism,
         concurrency=settings.hash_concurrency,
+        queue=settings.hash_queue,
+        queue_wait=settings.hash_queue_wait,
+    )
+
+
+def sign_in_limits(settings: UserSettings) -> SignInLimits:
+    return SignInLimits(
+        register_address=Window("register", settings.register_address_limit, settings.register_address_window),
+        login_address=Window("login-address", settings.login_address_limit, settings.login_address_window),
+        login_pair=Window("login-account-address", settings.login_pair_limit, settings.login_pair_window),
+        login_account=Window("login-account", settings.login_account_limit, settings.login_account_window),
     )
 
 
@@ -143,18 +155,10 @@ async def run(settings: UserSettings, *, stopping: asyncio.Event | None = None) 
             return _fail(str(exc))
         try:
             await redis.ping()
-        except Exception as exc:  # sign-in answers UNAVAILABLE until Redis is back
-            log.warning("Redis is not reachable at start; sign-in is unavailable until it is", exc_info=exc)
+        except Exception as exc:  # sign-in and sign-up answer UNAVAILABLE until Redis is back
+            log.warning("Redis is not reachable at start; sign-in and sign-up wait for it", exc_info=exc)
 
-        limiter = LoginLimiter(
-            redis,
-            Limits(
-                account_limit=settings.login_account_limit,
-                account_window=settings.login_account_window,
-                address_limit=settings.login_address_limit,
-                address_window=settings.login_address_window,
-            ),
-        )
+        limiter = SignInLimiter(Limiter(redis, prefix="shop:user"), sign_in_limits(settings))
         servicer = UserService(
             store=store,
             passwords=passwords,

@@ -20,7 +20,7 @@ from common.identity import ANY, callers, current_caller
 from user_svc import domain
 from user_svc.keys import TokenKeys
 from user_svc.passwords import Passwords
-from user_svc.ratelimit import LoginLimiter
+from user_svc.ratelimit import SignInLimiter
 from user_svc.store import INVALID_REFRESH, NewRefreshToken, Store, UserRecord
 
 log = logging.getLogger("shop.user")
@@ -80,7 +80,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         *,
         store: Store,
         passwords: Passwords,
-        limiter: LoginLimiter,
+        limiter: SignInLimiter,
         keys: TokenKeys,
         policy: TokenPolicy,
     ) -> None:
@@ -130,6 +130,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
     @callers("edge")
     async def Register(self, request: user_pb2.RegisterRequest, context: Context) -> user_pb2.RegisterResponse:
         registration = domain.validate_registration(request.email, request.password, request.display_name)
+        await self.limiter.register(self._client_address(request.client_address, context))
         password_hash = await self.passwords.hash(request.password)
         token, refresh = self._new_refresh()
         user = await self.store.create_user(
@@ -156,12 +157,14 @@ class UserService(user_pb2_grpc.UserServiceServicer):
             violations.add("password", f"must be at most {PASSWORD_INPUT_MAX} characters")
         violations.check()
 
-        attempt = await self.limiter.begin(email, self._client_address(request.client_address, context))
+        address = self._client_address(request.client_address, context)
+        await self.limiter.begin_login(email, address)
         user = await self.store.user_by_email(email) if domain.email_problem(email) is None else None
         # An unknown email costs a verification too: same time, same answer.
         if not await self.passwords.verify(user.password_hash if user else None, request.password) or user is None:
+            # Only a wrong password counts as a failure (not a store or hashing failure: those raised above).
+            await self.limiter.wrong_password(email, address)
             raise Unauthenticated(WRONG_CREDENTIALS, reason="INVALID_CREDENTIALS")
-        await self.limiter.succeeded(attempt)
 
         if self.passwords.needs_rehash(user.password_hash):
             await self.store.replace_password_hash(
@@ -246,10 +249,10 @@ class UserService(user_pb2_grpc.UserServiceServicer):
 
         # Per account only: ChangePassword does not carry the client's address,
         # and behind the edge the gRPC peer is the edge itself.
-        attempt = await self.limiter.begin(user.email, None)
+        await self.limiter.begin_login(user.email, None)
         if not await self.passwords.verify(user.password_hash, request.current_password):
+            await self.limiter.wrong_password(user.email, None)
             raise Unauthenticated("the current password is wrong", reason="INVALID_CREDENTIALS")
-        await self.limiter.succeeded(attempt)
 
         new_hash = await self.passwords.hash(request.new_password)
         token, refresh = self._new_refresh()

@@ -31,12 +31,21 @@ class UserSettings(ServiceSettings, PostgresSettings, RedisSettings):
     refresh_token_ttl: int = Field(default=30 * DAY, ge=60)
     jwks_max_age: int = Field(default=300, ge=0)
 
-    # Login rate limits (sliding windows, in seconds): failed attempts per
-    # account, and attempts of any outcome per client address.
-    login_account_limit: int = Field(default=5, ge=1)
-    login_account_window: float = Field(default=300.0, gt=0)
+    # Sign-up and sign-in limits (moving windows in Redis; window lengths in
+    # seconds; user_svc/ratelimit.py).  Registrations per client address:
+    register_address_limit: int = Field(default=10, ge=1)
+    register_address_window: int = Field(default=3600, ge=1)
+    # Login attempts of any outcome per client address:
     login_address_limit: int = Field(default=30, ge=1)
-    login_address_window: float = Field(default=60.0, gt=0)
+    login_address_window: int = Field(default=60, ge=1)
+    # Wrong passwords per (account, client address) pair: what an attacker at one
+    # address can spend; the owner elsewhere keeps signing in.
+    login_pair_limit: int = Field(default=5, ge=1)
+    login_pair_window: int = Field(default=300, ge=1)
+    # Wrong passwords per account from all addresses together, a slower budget:
+    # one address alone (5 per 300 s = 60 an hour) spends at most 60 % of it.
+    login_account_limit: int = Field(default=100, ge=1)
+    login_account_window: int = Field(default=3600, ge=1)
 
     # argon2id cost (RFC 9106's second recommended option: t=3, 64 MiB, p=4).
     argon2_time_cost: int = Field(default=3, ge=1)
@@ -44,6 +53,11 @@ class UserSettings(ServiceSettings, PostgresSettings, RedisSettings):
     argon2_parallelism: int = Field(default=4, ge=1)
     # Password hashes computed at once (each holds argon2_memory_kib); 0 = CPU count.
     hash_concurrency: int = Field(default=0, ge=0)
+    # Callers that may wait for a hashing slot, and for how long (seconds); past
+    # either the call answers UNAVAILABLE "busy" with a retry delay (the edge: 503
+    # with Retry-After), well within the edge's upstream deadline.
+    hash_queue: int = Field(default=16, ge=0)
+    hash_queue_wait: float = Field(default=2.0, gt=0)
 
     # An admin created at start when missing (both or neither).  An existing
     # account with that email is never promoted by this: use `create-admin`.

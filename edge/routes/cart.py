@@ -208,7 +208,7 @@ async def shipping_options(request: Request) -> ShippingOptions:
 @api.operation(
     "POST", "/api/v1/cart/checkout", summary="Order the cart (send an Idempotency-Key)", tag="cart",
     body=CheckoutIn, response=Order, status=201, auth=True, errors=(404, 409, 422, 503),
-    headers=("Idempotency-Key",),
+    headers=("Idempotency-Key",), limits=("orders",),
 )  # fmt: skip
 async def checkout(request: Request, body: CheckoutIn) -> Order:
     """The same saga as ``POST /api/v1/orders``. The cart is emptied only when the

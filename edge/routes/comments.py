@@ -242,12 +242,14 @@ async def list_comments(request: Request, query: CommentsQuery) -> CommentPage:
 
 @api.operation(
     "POST", "/api/v1/products/{product_id}/comments", summary="Post a review or a reply", tag="comments",
-    body=CommentBody, response=Comment, status=201, auth=True, errors=(404, 409, 503),
+    body=CommentBody, response=Comment, status=201, auth=True, errors=(404, 409, 503), limits=("comments",),
 )  # fmt: skip
 async def create_comment(request: Request, body: CommentBody) -> Comment:
     """A review (top level) may carry a ``rating``; a reply (``parent_id``) may
     not. The product must exist (404). A review is marked ``verified_purchase``
-    when its author has received the product. Replying to a removed comment is 409."""
+    when its author has received the product. Replying to a removed comment is 409.
+    Too many comments by one user lately get 429 (policy `comments`) with
+    `Retry-After`, `RateLimit-Policy` and `RateLimit`."""
     message = comment_pb2.CreateCommentRequest(
         product_id=request.path_params["product_id"], body=body.body, rating=body.rating, parent_id=body.parent_id
     )

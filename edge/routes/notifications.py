@@ -289,7 +289,7 @@ async def create_stream_ticket(request: Request) -> StreamTicket:
     "GET", "/api/v1/notifications/stream", summary="Live notifications as server-sent events", tag="notifications",
     query=StreamQuery, response=Notification, response_type="text/event-stream", errors=(401,),
     security=[{"bearerAuth": []}, {"streamTicket": []}],
-    headers=("Last-Event-ID",),
+    headers=("Last-Event-ID",), limits=("streams",),
 )  # fmt: skip
 async def stream_notifications(request: Request, query: StreamQuery) -> Response:
     """A `text/event-stream`: each notification is an event `notification` with
@@ -298,7 +298,9 @@ async def stream_notifications(request: Request, query: StreamQuery) -> Response
     `Last-Event-ID` header (browsers' EventSource does it by itself) first replays
     what arrived since that event, then continues live: nothing lost, nothing twice.
     Signed in by `Authorization: Bearer`, or by `?ticket=` (single-use, from
-    `POST /api/v1/notifications/stream-tickets`) from a browser's EventSource."""
+    `POST /api/v1/notifications/stream-tickets`) from a browser's EventSource.
+    A user holds a few streams open at once (policy `streams`): one more gets 429
+    with `Retry-After`, `RateLimit-Policy` and `RateLimit`."""
     if not query.ticket and "authorization" not in request.headers:
         raise HttpProblem(
             401,
@@ -365,14 +367,16 @@ async def list_webhooks(request: Request) -> WebhookList:
 
 @api.operation(
     "POST", "/api/v1/webhooks", summary="Register a URL that receives the caller's notifications", tag="webhooks",
-    body=WebhookBody, response=RegisteredWebhook, status=201, auth=True, errors=(429,),
+    body=WebhookBody, response=RegisteredWebhook, status=201, auth=True, errors=(429,), limits=("webhooks",),
 )  # fmt: skip
 async def register_webhook(request: Request, body: WebhookBody) -> RegisteredWebhook:
     """Each notification is POSTed as JSON with `X-Shop-Timestamp` and
     `X-Shop-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`,
     retried with exponential backoff, and recorded as failed after the last
     attempt. Outside development, addresses that are private, loopback or
-    link-local are refused (400, `webhook_address_forbidden`)."""
+    link-local are refused (400, `webhook_address_forbidden`). A user has at most a
+    number of webhooks (429 `limit_reached`) and registers at most so many per window
+    (429 `rate_limited`, policy `webhooks`, with `RateLimit-Policy` and `RateLimit`)."""
     reply = await upstreams(request).notify.RegisterWebhook(
         notify_pb2.RegisterWebhookRequest(
             url=body.url, description=body.description, kinds=[kind_to_proto(kind) for kind in body.kinds]

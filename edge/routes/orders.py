@@ -216,11 +216,14 @@ def _stamp(moment: datetime | None) -> Timestamp | None:
 @api.operation(
     "POST", "/api/v1/orders", summary="Place an order (send an Idempotency-Key)", tag="orders",
     body=NewOrder, response=Order, status=201, auth=True, errors=(404, 409, 422, 503),
-    headers=("Idempotency-Key",),
+    headers=("Idempotency-Key",), limits=("orders",),
 )  # fmt: skip
 async def create_order(request: Request, body: NewOrder) -> Order:
     """Prices come from the catalog at this moment, never from the client. 409
-    names the product that is out of stock, archived, or priced in another currency."""
+    names the product that is out of stock, archived, or priced in another currency,
+    or says that the caller holds as many unpaid orders as allowed
+    (`unpaid_orders_limit`: pay or cancel one first). Too many orders placed lately
+    get 429 with `Retry-After`, `RateLimit-Policy` and `RateLimit`."""
     reply = await upstreams(request).order.CreateOrder(
         order_pb2.CreateOrderRequest(
             items=[order_pb2.OrderItem(product_id=i.product_id, quantity=i.quantity) for i in body.items],

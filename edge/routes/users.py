@@ -144,11 +144,19 @@ class UserPage(BaseModel):
 
 @api.operation(
     "POST", "/api/v1/auth/register", summary="Create an account and sign in", tag="auth",
-    body=RegisterBody, response=Session, status=201, errors=(409,),
+    body=RegisterBody, response=Session, status=201, errors=(409, 429), limits=("register",),
 )  # fmt: skip
 async def register(request: Request, body: RegisterBody) -> Session:
+    """Registrations per client address are limited (429 with `Retry-After`,
+    `RateLimit-Policy` and `RateLimit`). While the limiter's store is down, or the
+    service is busy hashing passwords, the answer is 503 with `Retry-After`."""
     reply = await upstreams(request).user.Register(
-        user_pb2.RegisterRequest(email=body.email, password=body.password, display_name=body.display_name),
+        user_pb2.RegisterRequest(
+            email=body.email,
+            password=body.password,
+            display_name=body.display_name,
+            client_address=client_address(request),
+        ),
         **call_options(request),
     )
     return Session(user=User.of(reply.user), tokens=Tokens.of(reply.tokens))
@@ -157,11 +165,15 @@ async def register(request: Request, body: RegisterBody) -> Session:
 @api.operation(
     "POST", "/api/v1/auth/login", summary="Exchange email and password for tokens", tag="auth",
     body=LoginBody, response=Session, errors=(401, 429),
-    headers=("X-Cart-Token",),
+    headers=("X-Cart-Token",), limits=("login-address", "login-account-address", "login-account"),
 )  # fmt: skip
 async def login(request: Request, body: LoginBody) -> Session:
     """A wrong password and an unknown email get the same 401. Too many attempts
-    per account or per client address get 429 with ``Retry-After``."""
+    from a client address, too many wrong passwords for an account from one address,
+    or (a slower budget) for an account from anywhere get 429 with `Retry-After`,
+    `RateLimit-Policy` and `RateLimit`. Only a wrong password counts as a failure.
+    While the limiter's store is down, or the service is busy, the answer is 503
+    with `Retry-After`: never tokens without a limit."""
     reply = await upstreams(request).user.Login(
         user_pb2.LoginRequest(email=body.email, password=body.password, client_address=client_address(request)),
         **call_options(request),

@@ -185,6 +185,8 @@ async def private(stack: Cluster) -> AsyncIterator[Private]:
         SHOP_PORT=str(port),
         SHOP_BOOTSTRAP_ADMIN_EMAIL=admin_email.upper(),
         SHOP_BOOTSTRAP_ADMIN_PASSWORD=admin_password,
+        SHOP_LOGIN_PAIR_LIMIT="3",
+        SHOP_LOGIN_PAIR_WINDOW="2",
         SHOP_LOGIN_ACCOUNT_LIMIT="3",
         SHOP_LOGIN_ACCOUNT_WINDOW="2",
         SHOP_LOGIN_ADDRESS_LIMIT="5",
@@ -622,7 +624,7 @@ async def test_login_limit_per_account_before_the_password_check(private: Privat
     stub = private.stub
     email = new_email("limited")
     await register(stub, email)
-    for _ in range(3):  # SHOP_LOGIN_ACCOUNT_LIMIT=3 failures per 2 s
+    for _ in range(3):  # SHOP_LOGIN_ACCOUNT_LIMIT=3 failures per 2 s (each from another address)
         error, _ = await fails(login(stub, email, "wrong password 1"))
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     # Limited before the password is looked at: the right one is refused too.

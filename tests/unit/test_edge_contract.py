@@ -39,8 +39,8 @@ def test_described_bodies_and_errors_resolve() -> None:
                     assert ref in schemas, f"{method} {path}: {ref} is not in components"
     register = document["paths"]["/api/v1/auth/register"]["post"]
     # 413 and 415: every JSON body is refused when too large or not JSON (edge/api.py read_json);
-    # 503 and 504: user_svc is down or too slow
-    assert set(register["responses"]) == {"201", "400", "409", "413", "415", "503", "504"}
+    # 429: the per-address registration limit; 503 and 504: user_svc is down, busy or too slow
+    assert set(register["responses"]) == {"201", "400", "409", "413", "415", "429", "503", "504"}
     assert set(document["paths"]["/healthz"]["get"]["responses"]) == {"200"}
     assert document["paths"]["/api/v1/users/me"]["get"]["security"] == [{"bearerAuth": []}]
 

@@ -29,8 +29,11 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.port == 8080
     assert settings.database_url == "postgresql+psycopg://postgres@127.0.0.1:5432/shop_user"
     assert (settings.access_token_ttl, settings.refresh_token_ttl) == (900, 30 * 24 * 3600)
-    assert (settings.login_account_limit, settings.login_account_window) == (5, 300)
+    assert (settings.login_pair_limit, settings.login_pair_window) == (5, 300)
+    assert (settings.login_account_limit, settings.login_account_window) == (100, 3600)
     assert (settings.login_address_limit, settings.login_address_window) == (30, 60)
+    assert (settings.register_address_limit, settings.register_address_window) == (10, 3600)
+    assert (settings.hash_queue, settings.hash_queue_wait) == (16, 2.0)
 
 
 def test_production_needs_the_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,7 +34,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     token family has been revoked.
     """
     ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 5
-    """RESOURCE_EXHAUSTED: too many attempts (login rate limit); RetryInfo attached."""
+    """RESOURCE_EXHAUSTED: a rate limit or a cap on what is held at once (sign-up, sign-in,
+    orders, comments, webhooks, live streams); RetryInfo and QuotaFailure (the policy:
+    quota_id, quota_value, dimensions window and remaining) attached.
+    """
     ERROR_REASON_ADMIN_REQUIRED: _ErrorReason.ValueType  # 6
     """PERMISSION_DENIED: the caller's role does not allow this call."""
     ERROR_REASON_NOT_OWNER: _ErrorReason.ValueType  # 7
@@ -103,6 +106,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INVALID_ARGUMENT: a payment processor's webhook whose signature does not
     verify (tampered, stale, unsigned), or that is not an event.
     """
+    ERROR_REASON_SERVICE_BUSY: _ErrorReason.ValueType  # 64
+    """UNAVAILABLE: the service is busy with CPU-bound work (password hashing) and its
+    queue is full; RetryInfo says when to try again. Nothing was changed.
+    """
+    ERROR_REASON_UNPAID_ORDERS_LIMIT: _ErrorReason.ValueType  # 65
+    """FAILED_PRECONDITION: the caller holds as many unpaid orders as allowed; pay or
+    cancel one first. Metadata: limit.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable reasons for failed calls.
@@ -135,7 +146,10 @@ ERROR_REASON_REFRESH_TOKEN_REUSED: ErrorReason.ValueType  # 4
 token family has been revoked.
 """
 ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 5
-"""RESOURCE_EXHAUSTED: too many attempts (login rate limit); RetryInfo attached."""
+"""RESOURCE_EXHAUSTED: a rate limit or a cap on what is held at once (sign-up, sign-in,
+orders, comments, webhooks, live streams); RetryInfo and QuotaFailure (the policy:
+quota_id, quota_value, dimensions window and remaining) attached.
+"""
 ERROR_REASON_ADMIN_REQUIRED: ErrorReason.ValueType  # 6
 """PERMISSION_DENIED: the caller's role does not allow this call."""
 ERROR_REASON_NOT_OWNER: ErrorReason.ValueType  # 7
@@ -203,5 +217,13 @@ ERROR_REASON_LIMIT_REACHED: ErrorReason.ValueType  # 62
 ERROR_REASON_WEBHOOK_SIGNATURE_INVALID: ErrorReason.ValueType  # 63
 """INVALID_ARGUMENT: a payment processor's webhook whose signature does not
 verify (tampered, stale, unsigned), or that is not an event.
+"""
+ERROR_REASON_SERVICE_BUSY: ErrorReason.ValueType  # 64
+"""UNAVAILABLE: the service is busy with CPU-bound work (password hashing) and its
+queue is full; RetryInfo says when to try again. Nothing was changed.
+"""
+ERROR_REASON_UNPAID_ORDERS_LIMIT: ErrorReason.ValueType  # 65
+"""FAILED_PRECONDITION: the caller holds as many unpaid orders as allowed; pay or
+cancel one first. Metadata: limit.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -28,15 +28,15 @@ from shop.common.v1 import address_pb2 as shop_dot_common_dot_v1_dot_address__pb
 from shop.common.v1 import paging_pb2 as shop_dot_common_dot_v1_dot_paging__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17shop/user/v1/user.proto\x12\x0cshop.user.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cshop/common/v1/address.proto\x1a\x1bshop/common/v1/paging.proto\"\x80\x02\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\r\n\x05phone\x18\x04 \x01(\t\x12 \n\x04role\x18\x05 \x01(\x0e\x32\x12.shop.user.v1.Role\x12\x36\n\x12shipping_addresses\x18\x06 \x03(\x0b\x32\x1a.shop.user.v1.SavedAddress\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\x0cSavedAddress\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nis_default\x18\x03 \x01(\x08\x12(\n\x07\x61\x64\x64ress\x18\x04 \x01(\x0b\x32\x17.shop.common.v1.Address\"\xdc\x01\n\nAuthTokens\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\x12;\n\x17\x61\x63\x63\x65ss_token_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x05 \x01(\t\x12<\n\x18refresh_token_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\"^\n\x10RegisterResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.shop.user.v1.User\x12(\n\x06tokens\x18\x02 \x01(\x0b\x32\x18.shop.user.v1.AuthTokens\"G\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\"[\n\rLoginResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.shop.user.v1.User\x12(\n\x06tokens\x18\x02 \x01(\x0b\x32\x18.shop.user.v1.AuthTokens\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\";\n\x0fRefreshResponse\x12(\n\x06tokens\x18\x01 \x01(\x0b\x32\x18.shop.user.v1.AuthTokens\"<\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\x12\x14\n\x0c\x61ll_sessions\x18\x02 \x01(\x08\"\x10\n\x0eLogoutResponse\"\x0e\n\x0cGetMeRequest\"1\n\rGetMeResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.shop.user.v1.User\"o\n\x14UpdateProfileRequest\x12&\n\x07profile\x18\x01 \x01(\x0b\x32\x15.shop.user.v1.Profile\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"f\n\x07Profile\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\x36\n\x12shipping_addresses\x18\x03 \x03(\x0b\x32\x1a.shop.user.v1.SavedAddress\"9\n\x15UpdateProfileResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.shop.user.v1.User\"G\n\x15\x43hangePasswordRequest\x12\x18\n\x10\x63urrent_password\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"B\n\x16\x43hangePasswordResponse\x12(\n\x06tokens\x18\x01 \x01(\x0b\x32\x18.shop.user.v1.AuthTokens\"n\n\x10ListUsersRequest\x12)\n\x04page\x18\x01 \x01(\x0b\x32\x1b.shop.common.v1.PageRequest\x12\r\n\x05query\x18\x02 \x01(\t\x12 \n\x04role\x18\x03 \x01(\x0e\x32\x12.shop.user.v1.Role\"b\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.shop.user.v1.User\x12*\n\x04page\x18\x02 \x01(\x0b\x32\x1c.shop.common.v1.PageResponse\"G\n\x12SetUserRoleRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.shop.user.v1.Role\"7\n\x13SetUserRoleResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.shop.user.v1.User\"!\n\x0eGetUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"3\n\x0fGetUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.shop.user.v1.User\"(\n\x14\x42\x61tchGetUsersRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"O\n\x15\x42\x61tchGetUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.shop.user.v1.User\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\t\"\x10\n\x0eGetJwksRequest\"=\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\x12\x17\n\x0fmax_age_seconds\x18\x02 \x01(\x05*?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_CUSTOMER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x32\xac\x07\n\x0bUserService\x12I\n\x08Register\x12\x1d.shop.user.v1.RegisterRequest\x1a\x1e.shop.user.v1.RegisterResponse\x12@\n\x05Login\x12\x1a.shop.user.v1.LoginRequest\x1a\x1b.shop.user.v1.LoginResponse\x12\x46\n\x07Refresh\x12\x1c.shop.user.v1.RefreshRequest\x1a\x1d.shop.user.v1.RefreshResponse\x12\x43\n\x06Logout\x12\x1b.shop.user.v1.LogoutRequest\x1a\x1c.shop.user.v1.LogoutResponse\x12@\n\x05GetMe\x12\x1a.shop.user.v1.GetMeRequest\x1a\x1b.shop.user.v1.GetMeResponse\x12X\n\rUpdateProfile\x12\".shop.user.v1.UpdateProfileRequest\x1a#.shop.user.v1.UpdateProfileResponse\x12[\n\x0e\x43hangePassword\x12#.shop.user.v1.ChangePasswordRequest\x1a$.shop.user.v1.ChangePasswordResponse\x12L\n\tListUsers\x12\x1e.shop.user.v1.ListUsersRequest\x1a\x1f.shop.user.v1.ListUsersResponse\x12R\n\x0bSetUserRole\x12 .shop.user.v1.SetUserRoleRequest\x1a!.shop.user.v1.SetUserRoleResponse\x12\x46\n\x07GetUser\x12\x1c.shop.user.v1.GetUserRequest\x1a\x1d.shop.user.v1.GetUserResponse\x12X\n\rBatchGetUsers\x12\".shop.user.v1.BatchGetUsersRequest\x1a#.shop.user.v1.BatchGetUsersResponse\x12\x46\n\x07GetJwks\x12\x1c.shop.user.v1.GetJwksRequest\x1a\x1d.shop.user.v1.GetJwksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17shop/user/v1/user.proto\x12\x0cshop.user.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cshop/common/v1/address.proto\x1a\x1bshop/common/v1/paging.proto\"\x80\x02\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\r\n\x05phone\x18\x04 \x01(\t\x12 \n\x04role\x18\x05 \x01(\x0e\x32\x12.shop.user.v1.Role\x12\x36\n\x12shipping_addresses\x18\x06 \x03(\x0b\x32\x1a.shop.user.v1.SavedAddress\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\x0cSavedAddress\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nis_default\x18\x03 \x01(\x08\x12(\n\x07\x61\x64\x64ress\x18\x04 \x01(\x0b\x32\x17.shop.common.v1.Address\"\xdc\x01\n\nAuthTokens\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\x12;\n\x17\x61\x63\x63\x65ss_token_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x05 \x01(\t\x12<\n\x18refresh_token_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x04 \x01(\t\"^\n\x10RegisterResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.shop.user.v1.User\x12(\n\x06tokens\x18\x02 \x01(\x0b\x32\x18.shop.user.v1.AuthTokens\"G\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\"[\n\rLoginResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.shop.user.v1.User\x12(\n\x06tokens\x18\x02 \x01(\x0b\x32\x18.shop.user.v1.AuthTokens\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\";\n\x0fRefreshResponse\x12(\n\x06tokens\x18\x01 \x01(\x0b\x32\x18.shop.user.v1.AuthTokens\"<\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\x12\x14\n\x0c\x61ll_sessions\x18\x02 \x01(\x08\"\x10\n\x0eLogoutResponse\"\x0e\n\x0cGetMeRequest\"1\n\rGetMeResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.shop.user.v1.User\"o\n\x14UpdateProfileRequest\x12&\n\x07profile\x18\x01 \x01(\x0b\x32\x15.shop.user.v1.Profile\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"f\n\x07Profile\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\x36\n\x12shipping_addresses\x18\x03 \x03(\x0b\x32\x1a.shop.user.v1.SavedAddress\"9\n\x15UpdateProfileResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.shop.user.v1.User\"G\n\x15\x43hangePasswordRequest\x12\x18\n\x10\x63urrent_password\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"B\n\x16\x43hangePasswordResponse\x12(\n\x06tokens\x18\x01 \x01(\x0b\x32\x18.shop.user.v1.AuthTokens\"n\n\x10ListUsersRequest\x12)\n\x04page\x18\x01 \x01(\x0b\x32\x1b.shop.common.v1.PageRequest\x12\r\n\x05query\x18\x02 \x01(\t\x12 \n\x04role\x18\x03 \x01(\x0e\x32\x12.shop.user.v1.Role\"b\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.shop.user.v1.User\x12*\n\x04page\x18\x02 \x01(\x0b\x32\x1c.shop.common.v1.PageResponse\"G\n\x12SetUserRoleRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.shop.user.v1.Role\"7\n\x13SetUserRoleResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.shop.user.v1.User\"!\n\x0eGetUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"3\n\x0fGetUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.shop.user.v1.User\"(\n\x14\x42\x61tchGetUsersRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"O\n\x15\x42\x61tchGetUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.shop.user.v1.User\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\t\"\x10\n\x0eGetJwksRequest\"=\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\x12\x17\n\x0fmax_age_seconds\x18\x02 \x01(\x05*?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_CUSTOMER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x32\xac\x07\n\x0bUserService\x12I\n\x08Register\x12\x1d.shop.user.v1.RegisterRequest\x1a\x1e.shop.user.v1.RegisterResponse\x12@\n\x05Login\x12\x1a.shop.user.v1.LoginRequest\x1a\x1b.shop.user.v1.LoginResponse\x12\x46\n\x07Refresh\x12\x1c.shop.user.v1.RefreshRequest\x1a\x1d.shop.user.v1.RefreshResponse\x12\x43\n\x06Logout\x12\x1b.shop.user.v1.LogoutRequest\x1a\x1c.shop.user.v1.LogoutResponse\x12@\n\x05GetMe\x12\x1a.shop.user.v1.GetMeRequest\x1a\x1b.shop.user.v1.GetMeResponse\x12X\n\rUpdateProfile\x12\".shop.user.v1.UpdateProfileRequest\x1a#.shop.user.v1.UpdateProfileResponse\x12[\n\x0e\x43hangePassword\x12#.shop.user.v1.ChangePasswordRequest\x1a$.shop.user.v1.ChangePasswordResponse\x12L\n\tListUsers\x12\x1e.shop.user.v1.ListUsersRequest\x1a\x1f.shop.user.v1.ListUsersResponse\x12R\n\x0bSetUserRole\x12 .shop.user.v1.SetUserRoleRequest\x1a!.shop.user.v1.SetUserRoleResponse\x12\x46\n\x07GetUser\x12\x1c.shop.user.v1.GetUserRequest\x1a\x1d.shop.user.v1.GetUserResponse\x12X\n\rBatchGetUsers\x12\".shop.user.v1.BatchGetUsersRequest\x1a#.shop.user.v1.BatchGetUsersResponse\x12\x46\n\x07GetJwks\x12\x1c.shop.user.v1.GetJwksRequest\x1a\x1d.shop.user.v1.GetJwksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.user.v1.user_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=2390
-  _globals['_ROLE']._serialized_end=2453
+  _globals['_ROLE']._serialized_start=2414
+  _globals['_ROLE']._serialized_end=2477
   _globals['_USER']._serialized_start=168
   _globals['_USER']._serialized_end=424
   _globals['_SAVEDADDRESS']._serialized_start=426
@@ -44,55 +44,55 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHTOKENS']._serialized_start=532
   _globals['_AUTHTOKENS']._serialized_end=752
   _globals['_REGISTERREQUEST']._serialized_start=754
-  _globals['_REGISTERREQUEST']._serialized_end=826
-  _globals['_REGISTERRESPONSE']._serialized_start=828
-  _globals['_REGISTERRESPONSE']._serialized_end=922
-  _globals['_LOGINREQUEST']._serialized_start=924
-  _globals['_LOGINREQUEST']._serialized_end=995
-  _globals['_LOGINRESPONSE']._serialized_start=997
-  _globals['_LOGINRESPONSE']._serialized_end=1088
-  _globals['_REFRESHREQUEST']._serialized_start=1090
-  _globals['_REFRESHREQUEST']._serialized_end=1129
-  _globals['_REFRESHRESPONSE']._serialized_start=1131
-  _globals['_REFRESHRESPONSE']._serialized_end=1190
-  _globals['_LOGOUTREQUEST']._serialized_start=1192
-  _globals['_LOGOUTREQUEST']._serialized_end=1252
-  _globals['_LOGOUTRESPONSE']._serialized_start=1254
-  _globals['_LOGOUTRESPONSE']._serialized_end=1270
-  _globals['_GETMEREQUEST']._serialized_start=1272
-  _globals['_GETMEREQUEST']._serialized_end=1286
-  _globals['_GETMERESPONSE']._serialized_start=1288
-  _globals['_GETMERESPONSE']._serialized_end=1337
-  _globals['_UPDATEPROFILEREQUEST']._serialized_start=1339
-  _globals['_UPDATEPROFILEREQUEST']._serialized_end=1450
-  _globals['_PROFILE']._serialized_start=1452
-  _globals['_PROFILE']._serialized_end=1554
-  _globals['_UPDATEPROFILERESPONSE']._serialized_start=1556
-  _globals['_UPDATEPROFILERESPONSE']._serialized_end=1613
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1615
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1686
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1688
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1754
-  _globals['_LISTUSERSREQUEST']._serialized_start=1756
-  _globals['_LISTUSERSREQUEST']._serialized_end=1866
-  _globals['_LISTUSERSRESPONSE']._serialized_start=1868
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1966
-  _globals['_SETUSERROLEREQUEST']._serialized_start=1968
-  _globals['_SETUSERROLEREQUEST']._serialized_end=2039
-  _globals['_SETUSERROLERESPONSE']._serialized_start=2041
-  _globals['_SETUSERROLERESPONSE']._serialized_end=2096
-  _globals['_GETUSERREQUEST']._serialized_start=2098
-  _globals['_GETUSERREQUEST']._serialized_end=2131
-  _globals['_GETUSERRESPONSE']._serialized_start=2133
-  _globals['_GETUSERRESPONSE']._serialized_end=2184
-  _globals['_BATCHGETUSERSREQUEST']._serialized_start=2186
-  _globals['_BATCHGETUSERSREQUEST']._serialized_end=2226
-  _globals['_BATCHGETUSERSRESPONSE']._serialized_start=2228
-  _globals['_BATCHGETUSERSRESPONSE']._serialized_end=2307
-  _globals['_GETJWKSREQUEST']._serialized_start=2309
-  _globals['_GETJWKSREQUEST']._serialized_end=2325
-  _globals['_GETJWKSRESPONSE']._serialized_start=2327
-  _globals['_GETJWKSRESPONSE']._serialized_end=2388
-  _globals['_USERSERVICE']._serialized_start=2456
-  _globals['_USERSERVICE']._serialized_end=3396
+  _globals['_REGISTERREQUEST']._serialized_end=850
+  _globals['_REGISTERRESPONSE']._serialized_start=852
+  _globals['_REGISTERRESPONSE']._serialized_end=946
+  _globals['_LOGINREQUEST']._serialized_start=948
+  _globals['_LOGINREQUEST']._serialized_end=1019
+  _globals['_LOGINRESPONSE']._serialized_start=1021
+  _globals['_LOGINRESPONSE']._serialized_end=1112
+  _globals['_REFRESHREQUEST']._serialized_start=1114
+  _globals['_REFRESHREQUEST']._serialized_end=1153
+  _globals['_REFRESHRESPONSE']._serialized_start=1155
+  _globals['_REFRESHRESPONSE']._serialized_end=1214
+  _globals['_LOGOUTREQUEST']._serialized_start=1216
+  _globals['_LOGOUTREQUEST']._serialized_end=1276
+  _globals['_LOGOUTRESPONSE']._serialized_start=1278
+  _globals['_LOGOUTRESPONSE']._serialized_end=1294
+  _globals['_GETMEREQUEST']._serialized_start=1296
+  _globals['_GETMEREQUEST']._serialized_end=1310
+  _globals['_GETMERESPONSE']._serialized_start=1312
+  _globals['_GETMERESPONSE']._serialized_end=1361
+  _globals['_UPDATEPROFILEREQUEST']._serialized_start=1363
+  _globals['_UPDATEPROFILEREQUEST']._serialized_end=1474
+  _globals['_PROFILE']._serialized_start=1476
+  _globals['_PROFILE']._serialized_end=1578
+  _globals['_UPDATEPROFILERESPONSE']._serialized_start=1580
+  _globals['_UPDATEPROFILERESPONSE']._serialized_end=1637
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1639
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1710
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1712
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1778
+  _globals['_LISTUSERSREQUEST']._serialized_start=1780
+  _globals['_LISTUSERSREQUEST']._serialized_end=1890
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1892
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1990
+  _globals['_SETUSERROLEREQUEST']._serialized_start=1992
+  _globals['_SETUSERROLEREQUEST']._serialized_end=2063
+  _globals['_SETUSERROLERESPONSE']._serialized_start=2065
+  _globals['_SETUSERROLERESPONSE']._serialized_end=2120
+  _globals['_GETUSERREQUEST']._serialized_start=2122
+  _globals['_GETUSERREQUEST']._serialized_end=2155
+  _globals['_GETUSERRESPONSE']._serialized_start=2157
+  _globals['_GETUSERRESPONSE']._serialized_end=2208
+  _globals['_BATCHGETUSERSREQUEST']._serialized_start=2210
+  _globals['_BATCHGETUSERSREQUEST']._serialized_end=2250
+  _globals['_BATCHGETUSERSRESPONSE']._serialized_start=2252
+  _globals['_BATCHGETUSERSRESPONSE']._serialized_end=2331
+  _globals['_GETJWKSREQUEST']._serialized_start=2333
+  _globals['_GETJWKSREQUEST']._serialized_end=2349
+  _globals['_GETJWKSRESPONSE']._serialized_start=2351
+  _globals['_GETJWKSRESPONSE']._serialized_end=2412
+  _globals['_USERSERVICE']._serialized_start=2480
+  _globals['_USERSERVICE']._serialized_end=3420
 # @@protoc_insertion_point(module_scope)

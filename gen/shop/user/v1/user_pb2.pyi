@@ -182,6 +182,7 @@ class RegisterRequest(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    CLIENT_ADDRESS_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     """Must be a syntactically valid address; normalized before the uniqueness check."""
     password: _builtins.str
@@ -190,16 +191,21 @@ class RegisterRequest(_message.Message):
     """
     display_name: _builtins.str
     """1 to 100 characters after trimming."""
+    client_address: _builtins.str
+    """Client IP address as seen by the edge, used for the per-address registration
+    limit; believed like LoginRequest.client_address (empty: the gRPC peer address).
+    """
     def __init__(
         self,
         *,
         email: _builtins.str = ...,
         password: _builtins.str = ...,
         display_name: _builtins.str = ...,
+        client_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "email", b"email", "password", b"password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_address", b"client_address", "display_name", b"display_name", "email", b"email", "password", b"password"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -239,7 +245,8 @@ class LoginRequest(_message.Message):
     email: _builtins.str
     password: _builtins.str
     client_address: _builtins.str
-    """Client IP address as seen by the edge, used for the per-address rate limit.
+    """Client IP address as seen by the edge, used for the per-address rate limit and
+    the per-(account, address) failure budget.
     Set by the edge; when empty, user_svc uses the gRPC peer address.
     """
     def __init__(
