@@ -239,7 +239,7 @@ class Cluster:
         ).start()
         self.services[name] = process
         self.write_state()
-        process.wait_ready(lambda: self._service_ready(name, port), 30)
+        process.wait_ready(lambda: self.service_ready(name, port), 30)
         if self.on_ready:
             self.on_ready(name, time.monotonic() - t0)
         return process
@@ -285,7 +285,7 @@ class Cluster:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
-    def _service_ready(self, name: str, port: int) -> bool:
+    def service_ready(self, name: str, port: int) -> bool:
         if name in ("edge", "web"):  # HTTP processes: /healthz
             import urllib.request
 

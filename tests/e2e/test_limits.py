@@ -26,9 +26,7 @@ import httpx
 import psycopg
 import pytest
 
-# The cluster's own readiness check (gRPC health, /healthz), so these processes are
-# checked exactly like the cluster's.
-from devstack.cluster import Cluster, _service_ready as service_ready
+from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port
 from devstack.servers import Redis
@@ -91,7 +89,7 @@ def start_own(cluster: Cluster, label: str, user_env: dict[str, str]) -> Own:
     ).start()
     processes = [user]
     try:
-        user.wait_ready(lambda: service_ready("user_svc", user_port), 30)
+        user.wait_ready(lambda: cluster.service_ready("user_svc", user_port), 30)
         edge = Process(
             f"edge-{label}",
             [sys.executable, "-m", "edge"],
@@ -104,7 +102,7 @@ def start_own(cluster: Cluster, label: str, user_env: dict[str, str]) -> Own:
             cwd=REPO,
         ).start()
         processes.append(edge)
-        edge.wait_ready(lambda: service_ready("edge", edge_port), 30)
+        edge.wait_ready(lambda: cluster.service_ready("edge", edge_port), 30)
     except BaseException:
         Own("", processes).stop()
         raise
