@@ -41,8 +41,14 @@ class Violations:
             raise invalid(*self.items)
 
 
+NAMED_FIELDS = 3  # fields the message names; the violations list them all (within the status budget)
+
+
 def invalid(*violations: FieldViolation) -> InvalidArgument:
-    fields = ", ".join(dict.fromkeys(v.field for v in violations))
+    names = list(dict.fromkeys(v.field for v in violations))
+    fields = ", ".join(names[:NAMED_FIELDS])
+    if len(names) > NAMED_FIELDS:
+        fields += f" and {len(names) - NAMED_FIELDS} more"
     return InvalidArgument(f"invalid {fields}", violations=list(violations), reason=VALIDATION_FAILED)
 
 
