@@ -25,6 +25,7 @@ from shop.events.v1 import comment_events_pb2, order_events_pb2, platform_events
 
 from common.errors import FieldViolation, InvalidArgument
 from common.money import Money, MoneyError
+from common.validation import control_problem
 
 VALIDATION_FAILED = "VALIDATION_FAILED"
 
@@ -356,16 +357,27 @@ def validate_announcement(title: str, body: str, data: Mapping[str, str]) -> tup
     title, body = title.strip(), body.strip()
     if not 1 <= len(title) <= MAX_TITLE:
         violations.append(FieldViolation("title", f"must be 1 to {MAX_TITLE} characters"))
+    elif control := control_problem(title):
+        violations.append(FieldViolation("title", control))
     if not 1 <= len(body) <= MAX_BODY:
         violations.append(FieldViolation("body", f"must be 1 to {MAX_BODY} characters"))
+    elif control := control_problem(body, multiline=True):
+        violations.append(FieldViolation("body", control))
     if len(data) > MAX_DATA_ENTRIES:
         violations.append(FieldViolation("data", f"at most {MAX_DATA_ENTRIES} entries"))
     for key, value in data.items():
         if not 1 <= len(key) <= 64 or len(value) > 2000:
             violations.append(FieldViolation(f"data[{key[:64]}]", "keys are 1 to 64 characters, values at most 2000"))
+        elif control := control_problem(key) or control_problem(value, multiline=True):
+            violations.append(FieldViolation(f"data[{control_free(key)}]", control))
     if violations:
         raise InvalidArgument("the announcement has invalid fields", violations, reason=VALIDATION_FAILED)
     return title, body, dict(data)
+
+
+def control_free(text: str) -> str:
+    """``text`` as a field path may name it: its control characters dropped."""
+    return "".join(ch for ch in text if not control_problem(ch))
 
 
 # --- webhooks -------------------------------------------------------------------------------
@@ -375,6 +387,12 @@ MAX_URL = 2048
 MAX_DESCRIPTION = 500
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def description_problem(description: str) -> str | None:
+    if len(description) > MAX_DESCRIPTION:
+        return f"at most {MAX_DESCRIPTION} characters"
+    return control_problem(description)
 
 
 @dataclass(frozen=True)

@@ -228,8 +228,8 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
             elif kind not in kinds:
                 kinds.append(kind)
         description = request.description.strip()
-        if len(description) > domain.MAX_DESCRIPTION:
-            violations.append(FieldViolation("description", f"at most {domain.MAX_DESCRIPTION} characters"))
+        if problem := domain.description_problem(description):
+            violations.append(FieldViolation("description", problem))
         if violations:
             raise InvalidArgument("the webhook has invalid fields", violations, reason=domain.VALIDATION_FAILED)
         target = await check_target(request.url, development=self.development)

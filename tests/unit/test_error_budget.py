@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from common.errors import MAX_MESSAGE_CHARS, MAX_STATUS_BYTES, OMITTED_VIOLATIONS, FieldViolation, InvalidArgument
 
 
-def _unpack(status):  # type: ignore[no-untyped-def]
+def _unpack(status: status_pb2.Status) -> tuple[error_details_pb2.BadRequest, error_details_pb2.ErrorInfo]:
     bad, info = error_details_pb2.BadRequest(), error_details_pb2.ErrorInfo()
     for detail in status.details:
         if detail.Is(bad.DESCRIPTOR):
