@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import ValidationError
 
-from common.auth import generate_key_pair
-from user_svc.keys import KeyFileError, jwks_json, key_id, load_private_key, token_keys
+from common.auth import generate_key_pair, key_id
+from user_svc.keys import KeyFileError, jwks_json, load_private_key, token_keys
 from user_svc.passwords import Passwords
 from user_svc.settings import UserSettings
 
