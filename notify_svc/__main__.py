@@ -82,7 +82,7 @@ async def run(settings: NotifySettings, *, stopping: asyncio.Event | None = None
     deliverer = Deliverer(
         store,
         wake=wake,
-        development=settings.development,
+        policy=settings.webhook_policy(),
         max_attempts=settings.webhook_max_attempts,
         retry_base=settings.webhook_retry_base,
         retry_max=settings.webhook_retry_max,
@@ -92,7 +92,7 @@ async def run(settings: NotifySettings, *, stopping: asyncio.Event | None = None
     servicer = NotificationService(
         store,
         AnnouncementPublisher(producer, timeout=12.0),
-        development=settings.development,
+        webhooks=settings.webhook_policy(),
         policy=StreamPolicy(heartbeat=settings.heartbeat_interval, ticket_seconds=settings.stream_ticket_seconds),
         stopping=stop,
     )

@@ -80,13 +80,13 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         store: Store,
         publisher: AnnouncementPublisher,
         *,
-        development: bool,
+        webhooks: domain.WebhookPolicy,
         policy: StreamPolicy | None = None,
         stopping: asyncio.Event | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
-        self.development = development
+        self.webhooks = webhooks
         self.policy = policy or StreamPolicy()
         self.stopping = stopping or asyncio.Event()
 
@@ -232,7 +232,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
             violations.append(FieldViolation("description", problem))
         if violations:
             raise InvalidArgument("the webhook has invalid fields", violations, reason=domain.VALIDATION_FAILED)
-        target = await check_target(request.url, development=self.development)
+        target = (await check_target(request.url, self.webhooks)).target
         secret = "whsec_" + secrets.token_urlsafe(32)
         hook = Webhook(
             id=str(uuid.uuid4()),

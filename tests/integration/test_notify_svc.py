@@ -36,6 +36,9 @@ from common.settings import KafkaSettings
 from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port
+from notify_svc.domain import WebhookPolicy, parse_ports
+from notify_svc.store import Delivery, Store, Webhook, now_us
+from notify_svc.webhooks import Deliverer
 from tests import tokens
 from tests.kafka_helpers import consume
 from tests.waiting import Receiver, eventually
@@ -581,6 +584,11 @@ async def test_subscribers_get_announcements(stub: Stub, signer: TokenSigner) ->
 # --- webhooks -----------------------------------------------------------------------------------
 
 
+# A URL the tests' allowance takes (loopback, a port past 1024: tests/conftest.py) and nobody answers;
+# the tests have no DNS, so no public name would resolve.
+NOBODY = "http://127.0.0.1:65000"
+
+
 async def register(stub: Stub, user: User, url: str, *kinds: N.NotificationKind.ValueType) -> N.RegisterWebhookResponse:
     return await stub.RegisterWebhook(
         N.RegisterWebhookRequest(url=url, description="test", kinds=kinds), metadata=user.md
@@ -697,12 +705,12 @@ async def test_webhook_kinds_registration_rules_and_deletion(stub: Stub, shop: S
         refused = await fails(register(stub, user, url))
         assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT, url
         assert problem_from_rpc_error(refused).errors[0].field == "url"
-    bad_kind = await fails(register(stub, user, "https://example.com/h", N.NotificationKind.ValueType(99)))
+    bad_kind = await fails(register(stub, user, f"{NOBODY}/h", N.NotificationKind.ValueType(99)))
     assert problem_from_rpc_error(bad_kind).errors[0].field == "kinds[0]"
 
     for n in range(8):  # two registered above; the limit is 10
-        await register(stub, user, f"https://example.com/hook/{n}")
-    full = await fails(register(stub, user, "https://example.com/one-too-many"))
+        await register(stub, user, f"{NOBODY}/hook/{n}")
+    full = await fails(register(stub, user, f"{NOBODY}/one-too-many"))
     assert full.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert problem_from_rpc_error(full).reason == "LIMIT_REACHED"
 
@@ -719,4 +727,56 @@ async def test_webhook_kinds_registration_rules_and_deletion(stub: Stub, shop: S
     assert gone.code() == grpc.StatusCode.NOT_FOUND
     left = (await stub.ListWebhooks(N.ListWebhooksRequest(), metadata=user.md)).webhooks
     assert hooks[0].id not in {hook.id for hook in left} and len(left) == 9
-    await register(stub, user, "https://example.com/room-again")
+    await register(stub, user, f"{NOBODY}/room-again")
+
+
+async def test_private_addresses_and_other_ports_are_refused_at_registration(stub: Stub, signer: TokenSigner) -> None:
+    user = User(signer)
+    for url, wanted in (
+        ("http://10.0.0.7:8080/hook", "10.0.0.7 resolves to an address that is not public"),
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254 resolves to an address that is not public"),
+        ("http://[::1]:8080/hook", "::1 resolves to an address that is not public"),  # only 127.0.0.0/8 is allowed
+        ("http://127.0.0.1:22/hook", "port 22 is not allowed for webhooks (allowed: 80, 443, 1024-65535)"),
+    ):
+        refused = await fails(register(stub, user, url))
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT, url
+        problem = problem_from_rpc_error(refused)
+        assert [(v.field, v.description) for v in problem.errors] == [("url", wanted)], url
+    assert (await stub.ListWebhooks(N.ListWebhooksRequest(), metadata=user.md)).webhooks == []
+
+
+async def test_a_name_resolving_to_a_blocked_address_is_refused_at_delivery(notify: Cluster) -> None:
+    """A webhook stored while its name pointed elsewhere: a notify_svc deliverer
+    without the tests' loopback allowance (the default policy, on a Redis
+    database of its own) resolves the name again before the POST, finds a
+    loopback address, and records the refusal; the receiver there gets nothing."""
+    redis_url = notify.servers["redis"].env()["SHOP_REDIS_URL"].rsplit("/", 1)[0] + "/7"
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    store = Store(client)
+    policy = WebhookPolicy(https_only=False, ports=parse_ports("80,443,1024-65535"))
+    stop, wake = asyncio.Event(), asyncio.Event()
+    deliverer = Deliverer(store, wake=wake, policy=policy, max_attempts=1, retry_base=0.1, retry_max=0.1,
+                          timeout=2, concurrency=2)  # fmt: skip
+    try:
+        async with Receiver(204) as receiver:
+            port = receiver.url.split(":")[2].split("/")[0]
+            hook = Webhook(id=str(uuid.uuid4()), user_id=str(uuid.uuid4()), url=f"http://localhost:{port}/hooks/shop",
+                           description="", kinds=[], secret="whsec_x", created_at_us=now_us())  # fmt: skip
+            assert await store.add_webhook(hook)
+            delivery_id = str(uuid.uuid4())
+            assert await store.create_delivery(delivery_id, hook.id, str(uuid.uuid4()), b"{}")
+            running = asyncio.create_task(deliverer.run(stop))
+
+            async def failed() -> Delivery | None:
+                found = await store.delivery(delivery_id)
+                return found if found is not None and found.status == "FAILED" else None
+
+            delivery = await eventually(failed, what="the delivery recorded as failed")
+            stop.set()
+            await running
+            assert delivery.error == "localhost resolves to an address that is not public"
+            assert receiver.requests == []
+    finally:
+        await client.flushdb()
+        await client.aclose()
