@@ -12,6 +12,7 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import ipaddress
 import json
 import signal
 import sys
@@ -745,38 +746,73 @@ async def test_private_addresses_and_other_ports_are_refused_at_registration(stu
     assert (await stub.ListWebhooks(N.ListWebhooksRequest(), metadata=user.md)).webhooks == []
 
 
-async def test_a_name_resolving_to_a_blocked_address_is_refused_at_delivery(notify: Cluster) -> None:
-    """A webhook stored while its name pointed elsewhere: a notify_svc deliverer
-    without the tests' loopback allowance (the default policy, on a Redis
-    database of its own) resolves the name again before the POST, finds a
-    loopback address, and records the refusal; the receiver there gets nothing."""
+TEST_PORTS = parse_ports("80,443,1024-65535")
+
+
+@pytest.fixture
+async def own_store(notify: Cluster) -> AsyncIterator[Store]:
+    """A notify_svc store on a Redis database of its own: the cluster's notify_svc never sees its deliveries."""
     redis_url = notify.servers["redis"].env()["SHOP_REDIS_URL"].rsplit("/", 1)[0] + "/7"
     client = aioredis.Redis.from_url(redis_url)
     await client.flushdb()
-    store = Store(client)
-    policy = WebhookPolicy(https_only=False, ports=parse_ports("80,443,1024-65535"))
-    stop, wake = asyncio.Event(), asyncio.Event()
-    deliverer = Deliverer(store, wake=wake, policy=policy, max_attempts=1, retry_base=0.1, retry_max=0.1,
+    yield Store(client)
+    await client.flushdb()
+    await client.aclose()
+
+
+async def deliver_once(store: Store, policy: WebhookPolicy, url: str) -> Delivery:
+    """One delivery to ``url`` by a deliverer of this process with ``policy``; its finished record."""
+    hook = Webhook(id=str(uuid.uuid4()), user_id=str(uuid.uuid4()), url=url, description="", kinds=[],
+                   secret="whsec_x", created_at_us=now_us())  # fmt: skip
+    assert await store.add_webhook(hook)
+    delivery_id = str(uuid.uuid4())
+    assert await store.create_delivery(delivery_id, hook.id, str(uuid.uuid4()), b"{}")
+    stop = asyncio.Event()
+    deliverer = Deliverer(store, wake=asyncio.Event(), policy=policy, max_attempts=1, retry_base=0.1, retry_max=0.1,
                           timeout=2, concurrency=2)  # fmt: skip
+    running = asyncio.create_task(deliverer.run(stop))
+
+    async def finished() -> Delivery | None:
+        found = await store.delivery(delivery_id)
+        return found if found is not None and found.status in ("FAILED", "SUCCEEDED") else None
+
     try:
-        async with Receiver(204) as receiver:
-            port = receiver.url.split(":")[2].split("/")[0]
-            hook = Webhook(id=str(uuid.uuid4()), user_id=str(uuid.uuid4()), url=f"http://localhost:{port}/hooks/shop",
-                           description="", kinds=[], secret="whsec_x", created_at_us=now_us())  # fmt: skip
-            assert await store.add_webhook(hook)
-            delivery_id = str(uuid.uuid4())
-            assert await store.create_delivery(delivery_id, hook.id, str(uuid.uuid4()), b"{}")
-            running = asyncio.create_task(deliverer.run(stop))
-
-            async def failed() -> Delivery | None:
-                found = await store.delivery(delivery_id)
-                return found if found is not None and found.status == "FAILED" else None
-
-            delivery = await eventually(failed, what="the delivery recorded as failed")
-            stop.set()
-            await running
-            assert delivery.error == "localhost resolves to an address that is not public"
-            assert receiver.requests == []
+        delivery: Delivery = await eventually(finished, what="the delivery's outcome")
     finally:
-        await client.flushdb()
-        await client.aclose()
+        stop.set()
+        await running
+    return delivery
+
+
+async def test_a_name_resolving_to_a_blocked_address_is_refused_at_delivery(own_store: Store) -> None:
+    """A webhook stored while its name pointed elsewhere: a deliverer without the
+    tests' loopback allowance (the default policy) resolves the name again before
+    the POST, finds a loopback address, and records the refusal; the receiver
+    there gets nothing."""
+    async with Receiver(204) as receiver:
+        port = receiver.url.split(":")[2].split("/")[0]
+        delivery = await deliver_once(own_store, WebhookPolicy(https_only=False, ports=TEST_PORTS),
+                                      f"http://localhost:{port}/hooks/shop")  # fmt: skip
+        assert delivery.status == "FAILED"
+        assert delivery.error == "localhost resolves to an address that is not public"
+        assert receiver.requests == []
+
+
+async def test_deliveries_ignore_proxy_variables_and_keep_the_name_as_host(
+    own_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every proxy variable pointing at a listening proxy, the POST still goes
+    straight to the checked address, with the URL's own name in Host."""
+    allowed = WebhookPolicy(https_only=False, ports=TEST_PORTS, allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+    async with Receiver(204) as receiver, Receiver(200) as proxy:
+        proxy_url = proxy.url.rsplit("/hooks/shop", 1)[0]
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.setenv(name, proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        port = receiver.url.split(":")[2].split("/")[0]
+        delivery = await deliver_once(own_store, allowed, f"http://localhost:{port}/hooks/shop")
+        assert (delivery.status, delivery.http_status) == ("SUCCEEDED", 204)
+        assert proxy.requests == []
+        [(headers, _)] = receiver.requests
+        assert headers["host"] == f"localhost:{port}"
