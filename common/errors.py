@@ -311,8 +311,8 @@ def from_upstream(error: grpc.aio.AioRpcError, dependency: str) -> DomainError:
     an unreachable or failing dependency becomes UNAVAILABLE naming it."""
     code = error.code()
     cls = _BY_CODE.get(code)
-    # Without a shop status, the failure is the transport's (e.g. trailers over its limit): the dependency's.
-    foreign = rpc_status_from_metadata(error.trailing_metadata()) is None
+    # RESOURCE_EXHAUSTED without a shop status is the transport's (e.g. trailers over its limit): the dependency's.
+    foreign = code in _TRANSPORT_CODES and rpc_status_from_metadata(error.trailing_metadata()) is None
     if cls is None or foreign or cls in (Unavailable, Unauthenticated, PermissionDenied):
         return Unavailable(
             f"{dependency} is unavailable; nothing was changed, try again shortly",

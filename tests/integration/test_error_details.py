@@ -10,7 +10,14 @@ import grpc
 import pytest
 from shop.user.v1 import user_pb2, user_pb2_grpc
 
-from common.errors import DETAILS_KEY, MAX_STATUS_BYTES, OMITTED_VIOLATIONS, problem_from_rpc_error
+from common.errors import (
+    DETAILS_KEY,
+    MAX_STATUS_BYTES,
+    OMITTED_VIOLATIONS,
+    Unavailable,
+    from_upstream,
+    problem_from_rpc_error,
+)
 from common.grpc_server import GrpcServer
 from common.settings import ServiceSettings
 from common.validation import Violations
@@ -71,3 +78,6 @@ async def test_the_transports_own_failure_is_not_echoed(stub) -> None:
     assert problem.status == 502  # not a 429: no limit of the caller's was reached
     assert "metadata" not in problem.detail
     assert problem.detail == "a service this request needs failed to answer; try again shortly"
+    # A service calling another passes it on as its dependency's failure, not as its own caller's limit.
+    passed_on = from_upstream(error, "user_svc")
+    assert isinstance(passed_on, Unavailable) and passed_on.metadata == {"dependency": "user_svc"}
