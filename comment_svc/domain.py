@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from common.errors import FailedPrecondition, FieldViolation, NotFound, PermissionDenied
-from common.validation import Violations, invalid, parse_uuid
+from common.validation import Violations, control_problem, invalid, parse_uuid
 
 BODY_MAX = 5000  # characters, after trimming
 RATING_MIN, RATING_MAX = 1, 5
@@ -58,8 +57,6 @@ def require_uuid(value: str, path: str, what: str) -> uuid.UUID:
 
 # --- body and rating ------------------------------------------------------------------------
 
-_ALLOWED_CONTROLS = frozenset("\n\t")
-
 
 def normalize_body(raw: str) -> str:
     """Line breaks as ``\\n`` (browsers send ``\\r\\n`` from text areas), trimmed."""
@@ -72,10 +69,7 @@ def body_problem(body: str) -> str | None:
         return "is required: write 1 to 5000 characters"
     if len(body) > BODY_MAX:
         return f"must be at most {BODY_MAX} characters (it has {len(body)})"
-    for ch in body:
-        if ch not in _ALLOWED_CONTROLS and unicodedata.category(ch) in ("Cc", "Cs"):
-            return f"must not contain control characters (found U+{ord(ch):04X}); line breaks and tabs are fine"
-    return None
+    return control_problem(body, multiline=True)
 
 
 def rating_problem(rating: int | None, *, reply: bool) -> str | None:

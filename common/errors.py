@@ -19,6 +19,16 @@ from google.rpc import error_details_pb2, status_pb2
 
 DETAILS_KEY = "grpc-status-details-bin"
 
+# The status travels in trailing metadata (``grpc-message`` and the details,
+# base64-encoded), whose default soft limit is 8 KiB: past it the *caller's*
+# transport fails the call with its own RESOURCE_EXHAUSTED.  So the serialized
+# status keeps to this budget (4 KiB once base64-encoded), the message
+# to a few hundred characters, and field violations that do not fit are left
+# out and counted (ErrorInfo metadata ``omitted_violations``).
+MAX_STATUS_BYTES = 3072
+MAX_MESSAGE_CHARS = 400
+OMITTED_VIOLATIONS = "omitted_violations"
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -78,25 +88,48 @@ class DomainError(Exception):
         super().__init__(self.message)
 
     def to_status(self) -> status_pb2.Status:
-        details: list[any_pb2.Any] = []
-        if self.violations:
-            bad = error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                    for v in self.violations
-                ]
+        """The status with its ``google.rpc`` details, within :data:`MAX_STATUS_BYTES`."""
+        message = clip(self.message, MAX_MESSAGE_CHARS)
+        violations = [
+            error_details_pb2.BadRequest.FieldViolation(
+                field=clip(v.field, MAX_MESSAGE_CHARS), description=clip(v.description, MAX_MESSAGE_CHARS)
             )
-            details.append(_pack(bad))
-        if self.reason:
-            info = error_details_pb2.ErrorInfo(reason=self.reason, domain="shop", metadata=self.metadata)
+            for v in self.violations
+        ]
+        kept = len(violations)
+        while True:
+            status = self._status(message, violations[:kept], omitted=len(violations) - kept)
+            if status.ByteSize() <= MAX_STATUS_BYTES or kept == 0:
+                return status
+            # Drop about as many violations as the excess takes (at least one), then measure again.
+            excess = status.ByteSize() - MAX_STATUS_BYTES
+            average = max(1, sum(v.ByteSize() + 3 for v in violations[:kept]) // kept)
+            kept = max(0, kept - max(1, -(-excess // average)))
+
+    def _status(
+        self, message: str, violations: list[error_details_pb2.BadRequest.FieldViolation], *, omitted: int
+    ) -> status_pb2.Status:
+        details: list[any_pb2.Any] = []
+        if violations:
+            details.append(_pack(error_details_pb2.BadRequest(field_violations=violations)))
+        metadata = dict(self.metadata)
+        if omitted:
+            metadata[OMITTED_VIOLATIONS] = str(omitted)
+        if self.reason or omitted:
+            info = error_details_pb2.ErrorInfo(reason=self.reason or "", domain="shop", metadata=metadata)
             details.append(_pack(info))
         if self.retry_after is not None:
             delay = duration_pb2.Duration()
             delay.FromNanoseconds(int(self.retry_after * 1e9))
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         if self.quota is not None:
-            details.append(_pack(self.quota.to_proto(self.message)))
-        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+            details.append(_pack(self.quota.to_proto(message)))
+        return status_pb2.Status(code=self.code.value[0], message=message, details=details)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class InvalidArgument(DomainError):
@@ -271,7 +304,7 @@ def problem_from_rpc_error(error: grpc.aio.AioRpcError) -> Problem:
     if http == 500:
         problem.detail = "internal error"
     if status is None:
-        return problem
+        return _transport_problem(problem, code)
     for any_detail in status.details:
         if any_detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
@@ -283,6 +316,8 @@ def problem_from_rpc_error(error: grpc.aio.AioRpcError) -> Problem:
             problem.reason = info.reason
             problem.status = REASON_HTTP_STATUS.get(info.reason, problem.status)
             problem.extra.update(dict(info.metadata))
+            if info.metadata.get(OMITTED_VIOLATIONS, "").isdigit():
+                problem.extra[OMITTED_VIOLATIONS] = int(info.metadata[OMITTED_VIOLATIONS])
         elif any_detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             retry = error_details_pb2.RetryInfo()
             any_detail.Unpack(retry)
@@ -295,6 +330,22 @@ def problem_from_rpc_error(error: grpc.aio.AioRpcError) -> Problem:
         # A deliberate refusal with a retry delay (busy, a limiter's store down) says what it is.
         problem.detail = error.details() or problem.detail
     return problem
+
+
+def _transport_problem(problem: Problem, code: grpc.StatusCode) -> Problem:
+    """A failure without the status details every shop service writes.  With
+    one of the codes the transport or the gRPC library produce on their own
+    (e.g. RESOURCE_EXHAUSTED "received metadata size exceeds soft limit", a
+    message too large), its text is an internal matter and its code says
+    nothing about the request (it is no rate limit): a generic 502."""
+    if code in _TRANSPORT_CODES:
+        return Problem(status=502, detail="a service this request needs failed to answer; try again shortly")
+    return problem
+
+
+# INTERNAL and UNKNOWN already answer a plain 500 "internal error"; UNAVAILABLE and
+# DEADLINE_EXCEEDED a plain "unavailable".
+_TRANSPORT_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DATA_LOSS})
 
 
 # --- a service calling another ----------------------------------------------------
@@ -321,7 +372,9 @@ def from_upstream(error: grpc.aio.AioRpcError, dependency: str) -> DomainError:
     an unreachable or failing dependency becomes UNAVAILABLE naming it."""
     code = error.code()
     cls = _BY_CODE.get(code)
-    if cls is None or cls in (Unavailable, Unauthenticated, PermissionDenied):
+    # RESOURCE_EXHAUSTED without a shop status is the transport's (e.g. trailers over its limit): the dependency's.
+    foreign = code in _TRANSPORT_CODES and rpc_status_from_metadata(error.trailing_metadata()) is None
+    if cls is None or foreign or cls in (Unavailable, Unauthenticated, PermissionDenied):
         return Unavailable(
             f"{dependency} is unavailable; nothing was changed, try again shortly",
             reason="DEPENDENCY_UNAVAILABLE",

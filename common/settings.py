@@ -99,9 +99,12 @@ class CommonSettings(_Settings):
     # refused, then seconds in-flight calls get to finish.
     shutdown_drain: float = 1.0
     shutdown_grace: float = 5.0
-    # PEM file with the public key that verifies access tokens.  Every service
-    # reads it; only user_svc holds the private key.  Unset: no token is
-    # accepted and every authenticated call answers UNAUTHENTICATED.
+    # The token key set: a PEM file with one or more Ed25519 public keys (the
+    # current signing key's and retired ones whose tokens have not expired), each
+    # named by its RFC 7638 thumbprint, the ``kid`` a token's header carries.
+    # Every service reads it, and reads it again when it changes (no restart);
+    # only user_svc holds a private key.  Unset: no token is accepted and every
+    # authenticated call answers UNAUTHENTICATED.
     jwt_public_key_file: str | None = None
     jwt_issuer: str = "shop"
     jwt_audience: str = "shop"

@@ -41,13 +41,36 @@ class Violations:
             raise invalid(*self.items)
 
 
+NAMED_FIELDS = 3  # fields the message names; the violations list them all (within the status budget)
+
+
 def invalid(*violations: FieldViolation) -> InvalidArgument:
-    fields = ", ".join(dict.fromkeys(v.field for v in violations))
+    names = list(dict.fromkeys(v.field for v in violations))
+    fields = ", ".join(names[:NAMED_FIELDS])
+    if len(names) > NAMED_FIELDS:
+        fields += f" and {len(names) - NAMED_FIELDS} more"
     return InvalidArgument(f"invalid {fields}", violations=list(violations), reason=VALIDATION_FAILED)
 
 
-def has_control(value: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value)
+# --- free text ----------------------------------------------------------------------
+
+# Control characters (C0, DEL, C1), unpaired surrogates, and the line and paragraph separators.
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_MULTILINE_ALLOWED = frozenset("\n\r\t")
+
+
+def control_problem(value: str, *, multiline: bool = False) -> str | None:
+    """Why free text holds characters it may not, or None: the one rule of every
+    service's free-text field (names, titles, descriptions, addresses, comments,
+    announcements, ...).  No control character at all on one line; multi-line
+    text (descriptions, bodies) keeps line breaks and tabs."""
+    for ch in value:
+        if unicodedata.category(ch) in _CONTROL_CATEGORIES and not (multiline and ch in _MULTILINE_ALLOWED):
+            found = f"U+{ord(ch):04X}"
+            if multiline:
+                return f"must not contain control characters (found {found}); line breaks and tabs are fine"
+            return f"must not contain control characters or line breaks (found {found})"
+    return None
 
 
 # --- phone numbers and addresses ------------------------------------------------
@@ -131,8 +154,9 @@ def validate_address(address: Address, path: str, violations: Violations) -> Add
             if required:
                 violations.add(where, "is required")
             continue
-        if has_control(value):
-            violations.add(where, "must not contain control characters or line breaks")
+        control = control_problem(value)
+        if control:
+            violations.add(where, control)
         elif name == "country_code":
             if value not in COUNTRY_CODES:
                 violations.add(where, "must be an ISO 3166-1 alpha-2 country code such as DE or US")

@@ -272,6 +272,11 @@ PROBLEM_SCHEMA = {
                 "required": ["field", "message"],
             },
         },
+        "omitted_violations": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Field violations left out of errors (the list is cut to what a service's status carries)",
+        },
     },
     "required": ["type", "title", "status", "detail"],
 }

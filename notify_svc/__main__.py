@@ -83,7 +83,7 @@ async def run(settings: NotifySettings, *, stopping: asyncio.Event | None = None
     deliverer = Deliverer(
         store,
         wake=wake,
-        development=settings.development,
+        policy=settings.webhook_policy(),
         max_attempts=settings.webhook_max_attempts,
         retry_base=settings.webhook_retry_base,
         retry_max=settings.webhook_retry_max,
@@ -93,7 +93,7 @@ async def run(settings: NotifySettings, *, stopping: asyncio.Event | None = None
     servicer = NotificationService(
         store,
         AnnouncementPublisher(producer, timeout=12.0),
-        development=settings.development,
+        webhooks=settings.webhook_policy(),
         policy=StreamPolicy(heartbeat=settings.heartbeat_interval, ticket_seconds=settings.stream_ticket_seconds),
         stopping=stop,
         limiter=Limiter(store.redis, prefix="shop:notify"),

@@ -25,6 +25,7 @@ from shop.events.v1 import comment_events_pb2, order_events_pb2, platform_events
 
 from common.errors import FieldViolation, InvalidArgument
 from common.money import Money, MoneyError
+from common.validation import control_problem
 
 VALIDATION_FAILED = "VALIDATION_FAILED"
 
@@ -356,16 +357,27 @@ def validate_announcement(title: str, body: str, data: Mapping[str, str]) -> tup
     title, body = title.strip(), body.strip()
     if not 1 <= len(title) <= MAX_TITLE:
         violations.append(FieldViolation("title", f"must be 1 to {MAX_TITLE} characters"))
+    elif control := control_problem(title):
+        violations.append(FieldViolation("title", control))
     if not 1 <= len(body) <= MAX_BODY:
         violations.append(FieldViolation("body", f"must be 1 to {MAX_BODY} characters"))
+    elif control := control_problem(body, multiline=True):
+        violations.append(FieldViolation("body", control))
     if len(data) > MAX_DATA_ENTRIES:
         violations.append(FieldViolation("data", f"at most {MAX_DATA_ENTRIES} entries"))
     for key, value in data.items():
         if not 1 <= len(key) <= 64 or len(value) > 2000:
             violations.append(FieldViolation(f"data[{key[:64]}]", "keys are 1 to 64 characters, values at most 2000"))
+        elif control := control_problem(key) or control_problem(value, multiline=True):
+            violations.append(FieldViolation(f"data[{control_free(key)}]", control))
     if violations:
         raise InvalidArgument("the announcement has invalid fields", violations, reason=VALIDATION_FAILED)
     return title, body, dict(data)
+
+
+def control_free(text: str) -> str:
+    """``text`` as a field path may name it: its control characters dropped."""
+    return "".join(ch for ch in text if not control_problem(ch))
 
 
 # --- webhooks -------------------------------------------------------------------------------
@@ -375,6 +387,13 @@ MAX_URL = 2048
 MAX_DESCRIPTION = 500
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def description_problem(description: str) -> str | None:
+    if len(description) > MAX_DESCRIPTION:
+        return f"at most {MAX_DESCRIPTION} characters"
+    return control_problem(description)
 
 
 @dataclass(frozen=True)
@@ -382,6 +401,44 @@ class WebhookTarget:
     url: str
     host: str
     port: int
+
+
+def parse_ports(text: str) -> tuple[tuple[int, int], ...]:
+    """``"80,443,8000-8999"`` as inclusive ranges; ValueError when malformed."""
+    ranges = []
+    for part in text.replace(" ", "").split(","):
+        low, _, high = part.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise ValueError(f"{part!r} is not a port or a range of ports (like 443 or 8000-8999)")
+        first, last = int(low), int(high or low)
+        if not 1 <= first <= last <= 65535:
+            raise ValueError(f"{part!r} is not within 1-65535")
+        ranges.append((first, last))
+    return tuple(ranges)
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    """Where webhooks may go: https only outside development, to these ports, and
+    to public addresses only, plus the networks allowed explicitly (the tests'
+    receivers on loopback).  The same checks in every mode."""
+
+    https_only: bool = True
+    ports: tuple[tuple[int, int], ...] = ((80, 80), (443, 443))
+    allowed_networks: tuple[IPNetwork, ...] = ()
+
+    def port_allowed(self, port: int) -> bool:
+        return any(first <= port <= last for first, last in self.ports)
+
+    def address_allowed(self, address: IPAddress) -> bool:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in network for network in self.allowed_networks):
+            return True
+        return not forbidden_address(address)
+
+    def describe_ports(self) -> str:
+        return ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in self.ports)
 
 
 def forbidden_address(address: IPAddress) -> bool:
@@ -409,9 +466,10 @@ def forbidden_host(host: str) -> InvalidArgument:
     )
 
 
-def validate_webhook_url(url: str, *, development: bool) -> WebhookTarget:
-    """Check a webhook URL's shape; outside development also an IP-literal host.
-    (Names are resolved and checked by the caller: that is I/O.)"""
+def validate_webhook_url(url: str, policy: WebhookPolicy) -> WebhookTarget:
+    """Check a webhook URL's shape, scheme and port, and an IP-literal host's
+    address.  (A name is resolved and its addresses checked by the caller: that
+    is I/O; the name itself decides nothing.)"""
 
     def bad(description: str) -> InvalidArgument:
         return InvalidArgument(
@@ -426,9 +484,9 @@ def validate_webhook_url(url: str, *, development: bool) -> WebhookTarget:
         port = parts.port
     except ValueError as exc:
         raise bad(f"not a valid URL: {exc}") from exc
-    schemes = ("https", "http") if development else ("https",)
+    schemes = ("https",) if policy.https_only else ("https", "http")
     if parts.scheme not in schemes:
-        raise bad("must be an https URL" if not development else "must be an http or https URL")
+        raise bad("must be an https URL" if policy.https_only else "must be an http or https URL")
     if not parts.hostname:
         raise bad("must name a host")
     if parts.username or parts.password:
@@ -437,17 +495,17 @@ def validate_webhook_url(url: str, *, development: bool) -> WebhookTarget:
         raise bad("must not have a fragment")
     if any(ch.isspace() or ord(ch) < 0x21 for ch in url):
         raise bad("must not contain spaces or control characters")
+    port = port or (443 if parts.scheme == "https" else 80)
+    if not policy.port_allowed(port):
+        raise bad(f"port {port} is not allowed for webhooks (allowed: {policy.describe_ports()})")
     host = parts.hostname
-    if not development:
-        try:
-            literal: IPAddress | None = ipaddress.ip_address(host)
-        except ValueError:
-            literal = None
-        if literal is not None and forbidden_address(literal):
-            raise forbidden_host(host)
-        if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-            raise forbidden_host(host)
-    return WebhookTarget(url=url, host=host, port=port or (443 if parts.scheme == "https" else 80))
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None and not policy.address_allowed(literal):
+        raise forbidden_host(host)
+    return WebhookTarget(url=url, host=host, port=port)
 
 
 def wants(kinds: Sequence[str], kind: str) -> bool:

@@ -83,7 +83,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         store: Store,
         publisher: AnnouncementPublisher,
         *,
-        development: bool,
+        webhooks: domain.WebhookPolicy,
         policy: StreamPolicy | None = None,
         stopping: asyncio.Event | None = None,
         limiter: Limiter | None = None,
@@ -96,7 +96,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         self.webhook_window = webhook_window
         self.streams = streams
         self.publisher = publisher
-        self.development = development
+        self.webhooks = webhooks
         self.policy = policy or StreamPolicy()
         self.stopping = stopping or asyncio.Event()
 
@@ -275,15 +275,15 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
             elif kind not in kinds:
                 kinds.append(kind)
         description = request.description.strip()
-        if len(description) > domain.MAX_DESCRIPTION:
-            violations.append(FieldViolation("description", f"at most {domain.MAX_DESCRIPTION} characters"))
+        if problem := domain.description_problem(description):
+            violations.append(FieldViolation("description", problem))
         if violations:
             raise InvalidArgument("the webhook has invalid fields", violations, reason=domain.VALIDATION_FAILED)
         if self.limiter is not None and self.webhook_window is not None:
             await self.limiter.hit(
                 self.webhook_window, user, "you registered too many webhooks lately; try again later"
             )
-        target = await check_target(request.url, development=self.development)
+        target = (await check_target(request.url, self.webhooks)).target
         secret = "whsec_" + secrets.token_urlsafe(32)
         hook = Webhook(
             id=str(uuid.uuid4()),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import json
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from common.settings import SERVICE_PORTS, KafkaSettings, RedisSettings, ServiceSettings
+from notify_svc.domain import IPNetwork, WebhookPolicy, parse_ports
 
 DAY = 24 * 3600
 
@@ -51,6 +54,12 @@ class NotifySettings(ServiceSettings, RedisSettings, KafkaSettings):
     webhook_limit: int = Field(default=10, ge=1)
     webhook_register_limit: int = Field(default=10, ge=1)
     webhook_register_window: int = Field(default=3600, ge=1)
+    # Where webhooks may go, checked at registration and before every POST, in
+    # every mode: these ports ("80,443", ranges as "8000-8999"), public
+    # addresses only, plus these networks (comma-separated or a JSON list, e.g.
+    # "127.0.0.0/8" for receivers on this machine; empty by default).
+    webhook_ports: str = "80,443"
+    webhook_allowed_networks: Annotated[list[IPNetwork], NoDecode] = Field(default_factory=list)
     # Attempts per delivery (the first included); retry n waits base * 2^(n-1) s, at most max.
     webhook_max_attempts: int = Field(default=6, ge=1, le=30)
     webhook_retry_base: float = Field(default=5.0, gt=0)
@@ -62,3 +71,26 @@ class NotifySettings(ServiceSettings, RedisSettings, KafkaSettings):
     # finished delivery's record is kept, seconds.
     webhook_history: int = Field(default=200, ge=1)
     webhook_delivery_retention: float = Field(default=7 * DAY, gt=0)
+
+    @field_validator("webhook_ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        parse_ports(value)
+        return value
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.replace(" ", "").split(",") if part]
+        return value
+
+    def webhook_policy(self) -> WebhookPolicy:
+        return WebhookPolicy(
+            https_only=not self.development,
+            ports=parse_ports(self.webhook_ports),
+            allowed_networks=tuple(self.webhook_allowed_networks),
+        )

@@ -23,6 +23,8 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from opentelemetry import trace
@@ -50,25 +52,42 @@ async def resolve(host: str, port: int) -> list[domain.IPAddress]:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         return []
-    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos))
 
 
-async def check_target(url: str, *, development: bool) -> domain.WebhookTarget:
-    """A webhook URL that may be registered: well-formed and, outside
-    development, resolving only to public addresses."""
-    target = domain.validate_webhook_url(url, development=development)
-    if development:
-        return target
-    addresses = await resolve(target.host, target.port)
+@dataclass(frozen=True)
+class CheckedTarget:
+    """A webhook URL and the one address it was checked at: the POST goes there."""
+
+    target: domain.WebhookTarget
+    address: domain.IPAddress
+
+    def request(self) -> tuple[httpx.URL, str, dict[str, Any]]:
+        """The URL to connect to (the address in place of the name), the Host
+        header, and the TLS server name (SNI, and the name the certificate is
+        checked against): the original name, so no second lookup happens."""
+        original = httpx.URL(self.target.url)
+        pinned = original.copy_with(host=str(self.address))
+        return pinned, original.netloc.decode("ascii"), {"sni_hostname": original.host}
+
+
+async def check_target(url: str, policy: domain.WebhookPolicy) -> CheckedTarget:
+    """A webhook URL that may be used now: well-formed, on an allowed port, and
+    resolving (once) only to allowed addresses; the address to connect to."""
+    target = domain.validate_webhook_url(url, policy)
+    try:
+        addresses: list[domain.IPAddress] = [ipaddress.ip_address(target.host)]
+    except ValueError:
+        addresses = await resolve(target.host, target.port)
     if not addresses:
         raise InvalidArgument(
             "the webhook URL's host does not resolve",
             [FieldViolation("url", f"{target.host} has no address")],
             reason=domain.VALIDATION_FAILED,
         )
-    if any(domain.forbidden_address(address) for address in addresses):
+    if not all(policy.address_allowed(address) for address in addresses):
         raise domain.forbidden_host(target.host)
-    return target
+    return CheckedTarget(target, addresses[0])
 
 
 def worker_name() -> str:
@@ -129,7 +148,7 @@ class Deliverer:
         store: Store,
         *,
         wake: asyncio.Event,
-        development: bool,
+        policy: domain.WebhookPolicy,
         max_attempts: int,
         retry_base: float,
         retry_max: float,
@@ -138,7 +157,7 @@ class Deliverer:
     ) -> None:
         self.store = store
         self.wake = wake
-        self.development = development
+        self.policy = policy
         self.max_attempts = max_attempts
         self.retry_base = retry_base
         self.retry_max = retry_max
@@ -147,8 +166,13 @@ class Deliverer:
         self._running: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=self.concurrency)
-        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, limits=limits) as client:
+        # No connection is kept: each POST goes to the address just checked for its
+        # name (a kept one would carry another name's requests to it).  No redirect
+        # is followed, and no proxy from the environment is used (trust_env=False).
+        limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=0)
+        async with httpx.AsyncClient(
+            timeout=self.timeout, follow_redirects=False, limits=limits, trust_env=False
+        ) as client:
             backoff = 0.2
             try:
                 while not stop.is_set():
@@ -225,11 +249,11 @@ class Deliverer:
         self, client: httpx.AsyncClient, url: str, webhook_id: str, secret: str, delivery_id: str, body: bytes,
         attempt: int,
     ) -> tuple[int | None, str | None]:  # fmt: skip
-        if not self.development:  # the name may resolve elsewhere now than at registration
-            try:
-                await check_target(url, development=False)
-            except InvalidArgument as exc:
-                return None, exc.violations[0].description if exc.violations else exc.message
+        try:  # again: the name may resolve elsewhere now than at registration
+            checked = await check_target(url, self.policy)
+        except InvalidArgument as exc:
+            return None, exc.violations[0].description if exc.violations else exc.message
+        pinned, host, extensions = checked.request()
         stamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
@@ -239,13 +263,16 @@ class Deliverer:
             "X-Shop-Delivery": delivery_id,
             "X-Shop-Webhook": webhook_id,
             "X-Shop-Attempt": str(attempt),
+            "Host": host,
         }
         with tracer.start_as_current_span("webhook POST", kind=trace.SpanKind.CLIENT) as span:
             span.set_attribute("http.request.method", "POST")
             span.set_attribute("shop.webhook.id", webhook_id)
             span.set_attribute("shop.webhook.attempt", attempt)
             try:
-                async with client.stream("POST", url, content=body, headers=headers) as response:
+                async with client.stream(
+                    "POST", pinned, content=body, headers=headers, extensions=extensions
+                ) as response:
                     span.set_attribute("http.response.status_code", response.status_code)
                     return response.status_code, None  # the body is not read: only the status counts
             except httpx.TimeoutException:

@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from common.money import Money, MoneyError
-from common.validation import Address, Violations, invalid, parse_uuid, validate_address
+from common.validation import Address, Violations, control_problem, invalid, parse_uuid, validate_address
 
 
 class Status(StrEnum):
@@ -219,6 +219,8 @@ def validate_note(note: str, path: str = "note") -> str:
     note = note.strip()
     if len(note) > 500:
         raise invalid(FieldViolation(path, "must be at most 500 characters"))
+    if control := control_problem(note, multiline=True):
+        raise invalid(FieldViolation(path, control))
     return note
 
 

@@ -29,6 +29,7 @@ from common.errors import (
     NotFound,
 )
 from common.money import CURRENCY_EXPONENTS, MAX_AMOUNT_MINOR, Money, MoneyError
+from common.validation import control_problem
 
 # --- limits -------------------------------------------------------------------------------------
 
@@ -107,19 +108,12 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def _has_control(value: str, *, allow_newlines: bool) -> bool:
-    allowed = "\n\t\r" if allow_newlines else ""
-    return any(unicodedata.category(ch) in ("Cc", "Cs") and ch not in allowed for ch in value)
-
-
 def text_problem(value: str, *, max_len: int, required: bool, allow_newlines: bool = False) -> str | None:
     if required and not value:
         return "is required"
     if len(value) > max_len:
         return f"must be at most {max_len} characters"
-    if _has_control(value, allow_newlines=allow_newlines):
-        return "must not contain control characters"
-    return None
+    return control_problem(value, multiline=allow_newlines)
 
 
 def normalize(value: str) -> str:
@@ -575,8 +569,8 @@ def search_terms(query: str) -> tuple[str, ...]:
     """Words of a search query, normalized and de-duplicated (every one must match)."""
     if len(query) > QUERY_MAX:
         raise invalid("query", f"must be at most {QUERY_MAX} characters")
-    if _has_control(query, allow_newlines=False):
-        raise invalid("query", "must not contain control characters")
+    if control := control_problem(query):
+        raise invalid("query", control)
     terms = tuple(dict.fromkeys(normalize(query).split()))
     if len(terms) > QUERY_TERMS_MAX:
         raise invalid("query", f"at most {QUERY_TERMS_MAX} words")

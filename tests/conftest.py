@@ -75,7 +75,7 @@ TEST_OVERRIDES = {
         "SHOP_COMMENT_CREATE_LIMIT": "10",
         "SHOP_COMMENT_CREATE_WINDOW": "60",
     },
-    # Webhook retries after 0.2 s and 0.4 s, 3 attempts in all; heartbeats every
+    # Webhook retries after 0.2 s and 0.4 s, 3 attempts in all, receivers on loopback; heartbeats every
     # second; a killed consumer's partitions move after 6 s; a short feed cap.
     "notify_svc": {
         "SHOP_WEBHOOK_RETRY_BASE": "0.2",
@@ -88,6 +88,10 @@ TEST_OVERRIDES = {
         "SHOP_STREAM_LEASE_SECONDS": "6",
         "SHOP_WEBHOOK_REGISTER_LIMIT": "5",
         "SHOP_WEBHOOK_REGISTER_WINDOW": "60",
+        # The webhook receivers listen on loopback, on ports the system picks: allowed
+        # explicitly (the address and port checks stay on; a private address is still refused).
+        "SHOP_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "SHOP_WEBHOOK_PORTS": "80,443,1024-65535",
     },
     "edge": {
         "SHOP_CORS_ORIGINS": '["http://shop.test"]',

@@ -30,7 +30,7 @@ from common.grpc_server import GrpcServer, serve
 from common.migrations import SchemaNotCurrent
 from common.ratelimit import Limiter, Window
 from user_svc import domain
-from user_svc.keys import KeyFileError, TokenKeys, load_private_key, load_public_key, public_pem, token_keys
+from user_svc.keys import KeyFileError, TokenKeys, load_private_key, token_keys
 from user_svc.passwords import Passwords
 from user_svc.ratelimit import SignInLimiter, SignInLimits
 from user_svc.server import TokenPolicy, UserService
@@ -66,20 +66,12 @@ def load_keys(settings: UserSettings) -> TokenKeys:
     else:
         private = ed25519.Ed25519PrivateKey.generate()
         log.warning("SHOP_JWT_PRIVATE_KEY_FILE is not set: signing with a throwaway key that no other service knows")
-    if settings.jwt_public_key_file:
-        configured = load_public_key(settings.jwt_public_key_file)
-        if public_pem(configured) != public_pem(private.public_key()):
-            raise KeyFileError(
-                "SHOP_JWT_PUBLIC_KEY_FILE is not the public key of SHOP_JWT_PRIVATE_KEY_FILE: "
-                "every other service would reject the tokens signed here"
-            )
-    previous = [load_public_key(settings.jwt_previous_public_key_file)] if settings.jwt_previous_public_key_file else []
     return token_keys(
         private,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         ttl=settings.access_token_ttl,
-        previous=previous,
+        key_set_file=settings.jwt_public_key_file,
     )
 
 

@@ -31,10 +31,10 @@ from common.validation import (
     Address as Address,
     Cursor as Cursor,
     Violations as Violations,
+    control_problem as control_problem,
     decode_page_token as decode_page_token,
     encode_page_token as encode_page_token,
     filters_key as filters_key,
-    has_control as has_control,
     invalid as invalid,
     normalize_phone as normalize_phone,
     page_size as page_size,
@@ -129,9 +129,7 @@ def display_name_problem(value: str) -> str | None:
         return "is required"
     if len(value) > DISPLAY_NAME_MAX:
         return f"must be at most {DISPLAY_NAME_MAX} characters"
-    if has_control(value):
-        return "must not contain control characters or line breaks"
-    return None
+    return control_problem(value)
 
 
 @dataclass(frozen=True)
@@ -215,8 +213,8 @@ def validate_saved_addresses(
         label = item.label.strip()
         if len(label) > LABEL_MAX:
             violations.add(f"{where}.label", f"must be at most {LABEL_MAX} characters")
-        elif has_control(label):
-            violations.add(f"{where}.label", "must not contain control characters or line breaks")
+        elif control := control_problem(label):
+            violations.add(f"{where}.label", control)
         address = validate_address(item.address, f"{where}.address", violations)
         result.append(SavedAddress(id=item_id or make_id(), label=label, is_default=item.is_default, address=address))
     violations.check()
@@ -342,8 +340,8 @@ def list_query(raw: str, path: str = "query") -> str:
     query = raw.strip().lower()
     if len(query) > QUERY_MAX:
         raise invalid(FieldViolation(path, f"must be at most {QUERY_MAX} characters"))
-    if has_control(query):
-        raise invalid(FieldViolation(path, "must not contain control characters"))
+    if control := control_problem(query):
+        raise invalid(FieldViolation(path, control))
     return query
 
 

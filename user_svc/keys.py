@@ -1,9 +1,8 @@
-"""The token signing key: loading it, its key id, and the public JWKS document."""
+"""The token signing key: loading it, the key set it belongs to, and the public
+JWKS document (the key set, current key first)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from jwt.algorithms import OKPAlgorithm
 
-from common.auth import ALGORITHM, TokenSigner, TokenVerifier
+from common.auth import ALGORITHM, TokenSigner, TokenVerifier, key_id
 
 
 class KeyFileError(Exception):
@@ -30,16 +29,6 @@ def load_private_key(path: str) -> ed25519.Ed25519PrivateKey:
     return key
 
 
-def load_public_key(path: str) -> ed25519.Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
-        raise KeyFileError(f"cannot read the public key {path}: {exc}") from exc
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise KeyFileError(f"{path} is not an Ed25519 public key")
-    return key
-
-
 def public_pem(key: ed25519.Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -48,15 +37,6 @@ def public_jwk(key: ed25519.Ed25519PublicKey) -> dict[str, Any]:
     jwk = OKPAlgorithm.to_jwk(key, as_dict=True)
     assert isinstance(jwk, dict)
     return dict(jwk)
-
-
-def key_id(key: ed25519.Ed25519PublicKey) -> str:
-    """RFC 7638 JWK thumbprint (SHA-256, base64url): stable for a key, and
-    computable by anyone holding the public key."""
-    jwk = public_jwk(key)
-    canonical = json.dumps({"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]}, separators=(",", ":"))
-    digest = hashlib.sha256(canonical.encode()).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def jwks_json(keys: list[ed25519.Ed25519PublicKey]) -> str:
@@ -71,9 +51,15 @@ def jwks_json(keys: list[ed25519.Ed25519PublicKey]) -> str:
 @dataclass(frozen=True)
 class TokenKeys:
     signer: TokenSigner
-    verifier: TokenVerifier
-    jwks_json: str
+    verifier: TokenVerifier  # the key set: the current key and the retired ones still trusted
     kid: str
+
+    @property
+    def jwks_json(self) -> str:
+        """The key set as a JWKS, the current key first."""
+        keys = self.verifier.key_set()
+        current = keys.pop(self.kid, None)
+        return jwks_json([*([current] if current else []), *keys.values()])
 
 
 def token_keys(
@@ -82,13 +68,29 @@ def token_keys(
     issuer: str,
     audience: str,
     ttl: int,
+    key_set_file: str | None = None,
     previous: list[ed25519.Ed25519PublicKey] | None = None,
 ) -> TokenKeys:
+    """The signer of the current key and the verifier of the key set: the file
+    ``key_set_file`` (which must hold the current key: every service verifies
+    with it), or else the current key and ``previous``."""
     public = private_key.public_key()
     kid = key_id(public)
+    if key_set_file:
+        try:
+            verifier = TokenVerifier.from_file(key_set_file, issuer=issuer, audience=audience)
+        except (OSError, ValueError) as exc:
+            raise KeyFileError(f"cannot read the token key set {key_set_file}: {exc}") from exc
+        if kid not in verifier.key_set():
+            raise KeyFileError(
+                f"the public key of the signing key (kid {kid}) is not in the key set {key_set_file}: every other "
+                "service would reject the tokens signed here; add it to the set (and let it reach every service) first"
+            )
+    else:
+        pems = b"".join(public_pem(key) for key in [public, *(previous or [])])
+        verifier = TokenVerifier(pems, issuer=issuer, audience=audience)
     return TokenKeys(
         signer=TokenSigner(private_key, issuer=issuer, audience=audience, ttl=ttl, kid=kid),
-        verifier=TokenVerifier(public_pem(public), issuer=issuer, audience=audience),
-        jwks_json=jwks_json([public, *(previous or [])]),
+        verifier=verifier,
         kid=kid,
     )

@@ -24,9 +24,10 @@ class UserSettings(ServiceSettings, PostgresSettings, RedisSettings):
     # in production; in development a missing file means a throwaway key (other
     # services then cannot verify the tokens, so the local cluster sets it).
     jwt_private_key_file: str | None = None
-    # Public key of the key that signed tokens before the last rotation; served
-    # in the JWKS next to the current one until its tokens have expired.
-    jwt_previous_public_key_file: str | None = None
+    # The key set every service verifies with is SHOP_JWT_PUBLIC_KEY_FILE (common
+    # settings); it must hold this key's public key.  Its other keys (retired ones
+    # whose tokens have not expired yet) are served in the JWKS after the current
+    # one.  Rotation: README, "Rotating the token signing key".
     access_token_ttl: int = Field(default=900, ge=10, le=DAY)
     refresh_token_ttl: int = Field(default=30 * DAY, ge=60)
     jwks_max_age: int = Field(default=300, ge=0)

@@ -229,6 +229,18 @@ async def test_webhooks_through_the_edge(http: httpx.AsyncClient, admin: dict[st
     assert (await http.get("/api/v1/webhooks", headers=bearer(user))).json()["items"] == []
 
 
+async def test_webhooks_to_private_addresses_or_other_ports_are_refused_at_the_edge(http: httpx.AsyncClient) -> None:
+    user = await register(http)
+    for url, wanted in (
+        ("http://192.168.1.20:8080/hook", "192.168.1.20 resolves to an address that is not public"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 resolves to an address that is not public"),
+        ("http://127.0.0.1:25/hook", "port 25 is not allowed for webhooks (allowed: 80, 443, 1024-65535)"),
+    ):
+        refused = await http.post("/api/v1/webhooks", headers=bearer(user), json={"url": url})
+        assert assert_problem(refused, 400)["errors"] == [{"field": "url", "message": wanted}], url
+    assert (await http.get("/api/v1/webhooks", headers=bearer(user))).json()["items"] == []
+
+
 # --- an order's events reach its buyer ----------------------------------------------------------------
 
 

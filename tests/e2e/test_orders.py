@@ -157,3 +157,24 @@ async def test_product_service_down_gives_503_and_leaks_nothing(
     mine = (await http.get("/api/v1/orders", headers=bearer(buyer))).json()
     assert mine["items"] == []
     assert (await place(http, buyer, product, 2)).status_code == 201
+
+
+async def test_an_order_with_100_invalid_lines_answers_400_with_the_violations_truncated_and_counted(
+    http: httpx.AsyncClient,
+) -> None:
+    """100 lines over order_svc's quantity cap: 100 field violations, more than
+    fit in gRPC's trailing metadata; they arrive truncated and counted, never as
+    a 429 with the transport's own message."""
+    buyer = await register(http)
+    lines = [{"product_id": str(uuid.uuid4()), "quantity": 500} for _ in range(100)]
+    response = await http.post(
+        "/api/v1/orders", headers=bearer(buyer), json={"items": lines, "shipping_address": ADDRESS}
+    )
+    problem = assert_problem(response, 400)
+    errors = problem["errors"]
+    assert 0 < len(errors) < 100
+    assert errors[0] == {"field": "items[0].quantity", "message": "must be between 1 and 100"}
+    assert [e["field"] for e in errors] == [f"items[{n}].quantity" for n in range(len(errors))]
+    assert problem["omitted_violations"] == 100 - len(errors)
+    assert problem["detail"] == "invalid items[0].quantity, items[1].quantity, items[2].quantity and 97 more"
+    assert "metadata" not in response.text

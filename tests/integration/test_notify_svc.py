@@ -12,6 +12,7 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import ipaddress
 import json
 import signal
 import sys
@@ -35,6 +36,9 @@ from common.errors import problem_from_rpc_error
 from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port
+from notify_svc.domain import WebhookPolicy, parse_ports
+from notify_svc.store import Delivery, Store, Webhook, now_us
+from notify_svc.webhooks import Deliverer
 from tests import tokens
 from tests.kafka_helpers import consume, kafka_settings
 from tests.waiting import Receiver, eventually
@@ -579,6 +583,11 @@ async def test_subscribers_get_announcements(stub: Stub, signer: TokenSigner) ->
 # --- webhooks -----------------------------------------------------------------------------------
 
 
+# A URL the tests' allowance takes (loopback, a port past 1024: tests/conftest.py) and nobody answers;
+# the tests have no DNS, so no public name would resolve.
+NOBODY = "http://127.0.0.1:65000"
+
+
 async def register(stub: Stub, user: User, url: str, *kinds: N.NotificationKind.ValueType) -> N.RegisterWebhookResponse:
     return await stub.RegisterWebhook(
         N.RegisterWebhookRequest(url=url, description="test", kinds=kinds), metadata=user.md
@@ -695,12 +704,12 @@ async def test_webhook_kinds_registration_rules_and_deletion(stub: Stub, shop: S
         refused = await fails(register(stub, user, url))
         assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT, url
         assert problem_from_rpc_error(refused).errors[0].field == "url"
-    bad_kind = await fails(register(stub, user, "https://example.com/h", N.NotificationKind.ValueType(99)))
+    bad_kind = await fails(register(stub, user, f"{NOBODY}/h", N.NotificationKind.ValueType(99)))
     assert problem_from_rpc_error(bad_kind).errors[0].field == "kinds[0]"
 
     for n in range(8):  # two registered above; the limit is 10
-        await register(stub, user, f"https://example.com/hook/{n}")
-    full = await fails(register(stub, user, "https://example.com/one-too-many"))
+        await register(stub, user, f"{NOBODY}/hook/{n}")
+    full = await fails(register(stub, user, f"{NOBODY}/one-too-many"))
     assert full.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert problem_from_rpc_error(full).reason == "LIMIT_REACHED"
 
@@ -717,4 +726,91 @@ async def test_webhook_kinds_registration_rules_and_deletion(stub: Stub, shop: S
     assert gone.code() == grpc.StatusCode.NOT_FOUND
     left = (await stub.ListWebhooks(N.ListWebhooksRequest(), metadata=user.md)).webhooks
     assert hooks[0].id not in {hook.id for hook in left} and len(left) == 9
-    await register(stub, user, "https://example.com/room-again")
+    await register(stub, user, f"{NOBODY}/room-again")
+
+
+async def test_private_addresses_and_other_ports_are_refused_at_registration(stub: Stub, signer: TokenSigner) -> None:
+    user = User(signer)
+    for url, wanted in (
+        ("http://10.0.0.7:8080/hook", "10.0.0.7 resolves to an address that is not public"),
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254 resolves to an address that is not public"),
+        ("http://[::1]:8080/hook", "::1 resolves to an address that is not public"),  # only 127.0.0.0/8 is allowed
+        ("http://127.0.0.1:22/hook", "port 22 is not allowed for webhooks (allowed: 80, 443, 1024-65535)"),
+    ):
+        refused = await fails(register(stub, user, url))
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT, url
+        problem = problem_from_rpc_error(refused)
+        assert [(v.field, v.description) for v in problem.errors] == [("url", wanted)], url
+    assert (await stub.ListWebhooks(N.ListWebhooksRequest(), metadata=user.md)).webhooks == []
+
+
+TEST_PORTS = parse_ports("80,443,1024-65535")
+
+
+@pytest.fixture
+async def own_store(notify: Cluster) -> AsyncIterator[Store]:
+    """A notify_svc store on a Redis database of its own: the cluster's notify_svc never sees its deliveries."""
+    redis_url = notify.servers["redis"].env()["SHOP_REDIS_URL"].rsplit("/", 1)[0] + "/7"
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    yield Store(client)
+    await client.flushdb()
+    await client.aclose()
+
+
+async def deliver_once(store: Store, policy: WebhookPolicy, url: str) -> Delivery:
+    """One delivery to ``url`` by a deliverer of this process with ``policy``; its finished record."""
+    hook = Webhook(id=str(uuid.uuid4()), user_id=str(uuid.uuid4()), url=url, description="", kinds=[],
+                   secret="whsec_x", created_at_us=now_us())  # fmt: skip
+    assert await store.add_webhook(hook)
+    delivery_id = str(uuid.uuid4())
+    assert await store.create_delivery(delivery_id, hook.id, str(uuid.uuid4()), b"{}")
+    stop = asyncio.Event()
+    deliverer = Deliverer(store, wake=asyncio.Event(), policy=policy, max_attempts=1, retry_base=0.1, retry_max=0.1,
+                          timeout=2, concurrency=2)  # fmt: skip
+    running = asyncio.create_task(deliverer.run(stop))
+
+    async def finished() -> Delivery | None:
+        found = await store.delivery(delivery_id)
+        return found if found is not None and found.status in ("FAILED", "SUCCEEDED") else None
+
+    try:
+        delivery: Delivery = await eventually(finished, what="the delivery's outcome")
+    finally:
+        stop.set()
+        await running
+    return delivery
+
+
+async def test_a_name_resolving_to_a_blocked_address_is_refused_at_delivery(own_store: Store) -> None:
+    """A webhook stored while its name pointed elsewhere: a deliverer without the
+    tests' loopback allowance (the default policy) resolves the name again before
+    the POST, finds a loopback address, and records the refusal; the receiver
+    there gets nothing."""
+    async with Receiver(204) as receiver:
+        port = receiver.url.split(":")[2].split("/")[0]
+        delivery = await deliver_once(own_store, WebhookPolicy(https_only=False, ports=TEST_PORTS),
+                                      f"http://localhost:{port}/hooks/shop")  # fmt: skip
+        assert delivery.status == "FAILED"
+        assert delivery.error == "localhost resolves to an address that is not public"
+        assert receiver.requests == []
+
+
+async def test_deliveries_ignore_proxy_variables_and_keep_the_name_as_host(
+    own_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every proxy variable pointing at a listening proxy, the POST still goes
+    straight to the checked address, with the URL's own name in Host."""
+    allowed = WebhookPolicy(https_only=False, ports=TEST_PORTS, allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+    async with Receiver(204) as receiver, Receiver(200) as proxy:
+        proxy_url = proxy.url.rsplit("/hooks/shop", 1)[0]
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.setenv(name, proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        port = receiver.url.split(":")[2].split("/")[0]
+        delivery = await deliver_once(own_store, allowed, f"http://localhost:{port}/hooks/shop")
+        assert (delivery.status, delivery.http_status) == ("SUCCEEDED", 204)
+        assert proxy.requests == []
+        [(headers, _)] = receiver.requests
+        assert headers["host"] == f"localhost:{port}"

@@ -53,3 +53,55 @@ def test_bearer_metadata() -> None:
     assert verifier.principal_from_metadata([("x-request-id", "r")]) is None
     with pytest.raises(Unauthenticated, match="Bearer"):
         verifier.principal_from_metadata([("authorization", f"Basic {token}")])
+
+
+def test_the_key_is_chosen_by_kid_from_the_key_set_and_the_set_follows_its_file(tmp_path) -> None:
+    old_signer, old_verifier = _pair()
+    new_signer, new_verifier = _pair()
+    old_pem = old_verifier.key_set()[old_signer.kid].public_bytes(*_PUBLIC)
+    new_pem = new_verifier.key_set()[new_signer.kid].public_bytes(*_PUBLIC)
+    key_set = tmp_path / "jwt_public.pem"
+    key_set.write_bytes(old_pem)
+    verifier = TokenVerifier.from_file(str(key_set), issuer="shop", audience="shop")
+    old_token, _ = old_signer.sign("user-1", "customer")
+    new_token, _ = new_signer.sign("user-2", "customer")
+    assert jwt.get_unverified_header(new_token)["kid"] == new_signer.kid != old_signer.kid
+    assert verifier.verify(old_token).user_id == "user-1"
+    with pytest.raises(Unauthenticated, match=f"does not know \\(kid {new_signer.kid}\\)"):
+        verifier.verify(new_token)
+
+    _replace(key_set, old_pem + new_pem)  # the new key joins the set: both verify, no new verifier
+    assert verifier.verify(old_token).user_id == "user-1"
+    assert verifier.verify(new_token).user_id == "user-2"
+    assert list(verifier.key_set()) == [old_signer.kid, new_signer.kid]
+
+    _replace(key_set, new_pem)  # the old key retired
+    assert verifier.verify(new_token).user_id == "user-2"
+    with pytest.raises(Unauthenticated, match="a key this service does not know") as retired:
+        verifier.verify(old_token)
+    assert retired.value.reason == "INVALID_TOKEN"
+
+    _replace(key_set, b"not a key")  # a broken file keeps the keys the verifier had
+    assert verifier.verify(new_token).user_id == "user-2"
+
+
+def test_a_token_without_a_kid_or_with_a_strange_one_is_refused() -> None:
+    signer, verifier = _pair()
+    claims = {"sub": "user-1", "role": "customer", "iss": "shop", "aud": "shop", "iat": int(time.time()),
+              "exp": int(time.time()) + 60}  # fmt: skip
+    bare = jwt.encode(claims, signer._key, algorithm="EdDSA")
+    with pytest.raises(Unauthenticated, match="names no signing key"):
+        verifier.verify(bare)
+    odd = jwt.encode(claims, signer._key, algorithm="EdDSA", headers={"kid": "<script>\n"})
+    with pytest.raises(Unauthenticated, match=r"\(kid \?\)"):
+        verifier.verify(odd)
+
+
+_PUBLIC = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _replace(path, content: bytes) -> None:  # type: ignore[no-untyped-def]
+    """Write a file the way an operator's tool or a Kubernetes volume does: a new file renamed into place."""
+    staged = path.with_suffix(".new")
+    staged.write_bytes(content)
+    staged.replace(path)

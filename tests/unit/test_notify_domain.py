@@ -195,26 +195,54 @@ def test_announcement_validation() -> None:
 # --- webhooks ---------------------------------------------------------------------------------------
 
 
-def test_webhook_urls_in_development_may_be_local_http() -> None:
-    target = domain.validate_webhook_url("http://127.0.0.1:9000/hook", development=True)
-    assert (target.host, target.port) == ("127.0.0.1", 9000)
-    assert domain.validate_webhook_url("https://hooks.example.com/x", development=True).port == 443
+DEVELOPMENT = domain.WebhookPolicy(https_only=False)
+PRODUCTION = domain.WebhookPolicy()
+LOOPBACK = domain.WebhookPolicy(
+    https_only=False, ports=domain.parse_ports("80,443,1024-65535"),
+    allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+)  # fmt: skip
+
+
+def test_webhook_urls_in_development_may_be_http_but_the_address_and_port_checks_stay() -> None:
+    assert domain.validate_webhook_url("http://hooks.example.com/x", DEVELOPMENT).port == 80
+    assert domain.validate_webhook_url("https://hooks.example.com/x", DEVELOPMENT).port == 443
     for bad in ("ftp://example.com/", "example.com/hook", "https://", "https://u:p@example.com/",
                 "https://example.com/#frag", "https://exa mple.com/", "https://example.com:99999/"):  # fmt: skip
         with pytest.raises(InvalidArgument) as raised:
-            domain.validate_webhook_url(bad, development=True)
+            domain.validate_webhook_url(bad, DEVELOPMENT)
         assert raised.value.violations[0].field == "url", bad
+    with pytest.raises(InvalidArgument) as local:
+        domain.validate_webhook_url("http://127.0.0.1:9000/hook", DEVELOPMENT)
+    assert local.value.violations[0].description == "port 9000 is not allowed for webhooks (allowed: 80, 443)"
+    with pytest.raises(InvalidArgument) as local:
+        domain.validate_webhook_url("http://127.0.0.1/hook", DEVELOPMENT)
+    assert local.value.reason == domain.WEBHOOK_ADDRESS_FORBIDDEN
+
+
+def test_an_explicit_allowance_lets_loopback_through_and_nothing_else() -> None:
+    target = domain.validate_webhook_url("http://127.0.0.1:9000/hook", LOOPBACK)
+    assert (target.host, target.port) == ("127.0.0.1", 9000)
+    for host in ("10.1.2.3", "169.254.169.254", "[::1]", "192.168.0.10"):
+        with pytest.raises(InvalidArgument) as raised:
+            domain.validate_webhook_url(f"http://{host}:9000/hook", LOOPBACK)
+        assert raised.value.reason == domain.WEBHOOK_ADDRESS_FORBIDDEN, host
+    with pytest.raises(InvalidArgument, match="webhook URL is invalid"):
+        domain.validate_webhook_url("http://127.0.0.1:22/hook", LOOPBACK)
+    assert domain.parse_ports("80, 443,8000-8999") == ((80, 80), (443, 443), (8000, 8999))
+    for bad in ("", "http", "0", "443-80", "70000"):
+        with pytest.raises(ValueError):
+            domain.parse_ports(bad)
 
 
 def test_webhook_urls_outside_development_must_be_public_https() -> None:
-    assert domain.validate_webhook_url("https://93.184.215.14/hook", development=False).host == "93.184.215.14"
+    assert domain.validate_webhook_url("https://93.184.215.14/hook", PRODUCTION).host == "93.184.215.14"
     with pytest.raises(InvalidArgument) as raised:
-        domain.validate_webhook_url("http://hooks.example.com/", development=False)
+        domain.validate_webhook_url("http://hooks.example.com/", PRODUCTION)
     assert raised.value.reason == domain.VALIDATION_FAILED
     for host in ("127.0.0.1", "10.1.2.3", "192.168.0.10", "172.16.5.4", "169.254.169.254", "[::1]", "[fe80::1]",
-                 "[fd00::1]", "[::ffff:127.0.0.1]", "0.0.0.0", "localhost", "LOCALHOST", "db.internal"):  # fmt: skip
+                 "[fd00::1]", "[::ffff:127.0.0.1]", "0.0.0.0"):  # fmt: skip
         with pytest.raises(InvalidArgument) as raised:
-            domain.validate_webhook_url(f"https://{host}/hook", development=False)
+            domain.validate_webhook_url(f"https://{host}/hook", PRODUCTION)
         assert raised.value.reason == domain.WEBHOOK_ADDRESS_FORBIDDEN, host
 
 
@@ -226,15 +254,21 @@ def test_which_addresses_are_forbidden() -> None:
     assert not any(domain.forbidden_address(ipaddress.ip_address(a)) for a in public)
 
 
-async def test_names_resolving_to_local_addresses_are_refused_outside_development() -> None:
+async def test_names_resolving_to_local_addresses_are_refused_in_every_mode() -> None:
     # Resolved by the system resolver (no network needed): the address, not the spelling, counts.
-    for url in ("https://127.1/hook", "https://2130706433/hook", "https://0x7f000001/hook"):
-        with pytest.raises(InvalidArgument) as raised:
-            await check_target(url, development=False)
-        assert raised.value.reason == domain.WEBHOOK_ADDRESS_FORBIDDEN, url
-    assert (await check_target("http://127.1/hook", development=True)).host == "127.1"
-    with pytest.raises(InvalidArgument, match="does not resolve"):
-        await check_target("https://no-such-host.invalid/hook", development=False)
+    for policy in (PRODUCTION, DEVELOPMENT):
+        for url in ("https://127.1/hook", "https://2130706433/hook", "https://0x7f000001/hook",
+                    "https://localhost/hook", "https://LOCALHOST/hook"):  # fmt: skip
+            with pytest.raises(InvalidArgument) as raised:
+                await check_target(url, policy)
+            assert raised.value.reason == domain.WEBHOOK_ADDRESS_FORBIDDEN, url
+        with pytest.raises(InvalidArgument, match="does not resolve"):
+            await check_target("https://no-such-host.invalid/hook", policy)
+    checked = await check_target("http://localhost:9000/hook", LOOPBACK)
+    assert str(checked.address) == "127.0.0.1"
+    pinned, host, extensions = checked.request()  # the checked address, the original name
+    assert str(pinned) == "http://127.0.0.1:9000/hook"
+    assert (host, extensions) == ("localhost:9000", {"sni_hostname": "localhost"})
 
 
 def test_signatures_are_hmac_sha256_over_timestamp_and_body() -> None:

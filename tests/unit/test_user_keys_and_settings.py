@@ -8,11 +8,12 @@ import os
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import ValidationError
 
-from common.auth import generate_key_pair
-from user_svc.keys import KeyFileError, jwks_json, key_id, load_private_key, token_keys
+from common.auth import generate_key_pair, key_id
+from user_svc.keys import KeyFileError, jwks_json, load_private_key, token_keys
 from user_svc.passwords import Passwords
 from user_svc.settings import UserSettings
 
@@ -100,3 +101,23 @@ async def test_passwords_are_argon2id_and_unknown_accounts_never_match() -> None
     assert not passwords.needs_rehash(stored)
     stronger = Passwords(time_cost=2, memory_kib=8192, parallelism=1)
     assert stronger.needs_rehash(stored)
+
+
+def test_the_signing_key_must_be_in_the_key_set_which_the_jwks_serves_current_first(tmp_path) -> None:
+    private_pem, _ = generate_key_pair()
+    (tmp_path / "jwt.pem").write_bytes(private_pem)
+    private = load_private_key(str(tmp_path / "jwt.pem"))
+    _, retired_pem = generate_key_pair()
+    key_set = tmp_path / "jwt_public.pem"
+    key_set.write_bytes(retired_pem)
+    with pytest.raises(KeyFileError, match="is not in the key set"):
+        token_keys(private, issuer="shop", audience="shop", ttl=60, key_set_file=str(key_set))
+    current_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    key_set.write_bytes(retired_pem + current_pem)  # retired first in the file
+    keys = token_keys(private, issuer="shop", audience="shop", ttl=60, key_set_file=str(key_set))
+    kids = [entry["kid"] for entry in json.loads(keys.jwks_json)["keys"]]
+    assert kids[0] == keys.kid and len(kids) == 2
+    with pytest.raises(KeyFileError, match="cannot read the token key set"):
+        token_keys(private, issuer="shop", audience="shop", ttl=60, key_set_file=str(tmp_path / "missing.pem"))
