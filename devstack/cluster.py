@@ -166,8 +166,12 @@ class Cluster:
         env["SHOP_PORT"] = str(self.service_ports[spec.name])
         if spec.name != "edge":  # the edge serves /metrics on its own port
             env["SHOP_METRICS_PORT"] = str(self.metrics_ports[spec.name])
+        # Each store as the service's own user: its PostgreSQL role, Redis user, keys.
+        for server in spec.servers:
+            if server in self.servers:
+                env.update(self.servers[server].service_env(spec.name))
         if spec.database:
-            env["SHOP_DATABASE_URL"] = self.postgres.url(spec.database)
+            env["SHOP_DATABASE_URL"] = self.postgres.service_url(spec.database)
         env.update(self.overrides.get(spec.name, {}))
         return env
 
