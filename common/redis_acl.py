@@ -1,6 +1,7 @@
 """The Redis ACL of the shop: one user per service that keeps data in Redis, each allowed the
 key patterns (``~``) and pub/sub channels (``&``) of its own key layout and no admin or
-dangerous command (CONFIG, FLUSHALL, KEYS, DEBUG, ...); the ``default`` user is off.
+dangerous command (CONFIG, FLUSHALL, KEYS, DEBUG, ...); the ``default`` user is off (no one
+signs in as it).
 
 devstack writes it for the local cluster (devstack/servers.py ``Redis``), the compose stack's
 ``redis_users`` job for its Redis; a managed Redis gets the same rules (README "Data stores
@@ -24,7 +25,11 @@ REDIS_COMMANDS = "+@all -@admin -@dangerous"
 
 def acl_lines(passwords: dict[str, str], *, admins: tuple[str, ...] = ()) -> list[str]:
     """ACL file lines for the services in ``passwords`` (and full access for ``admins``)."""
-    lines = ["user default off resetkeys resetchannels -@all"]
+    # The default user is off: no client can sign in as it (unauthenticated clients are refused
+    # every command).  Its permissions stay whole because Redis 7.0 replays the append-only file
+    # as the default user and checks a transaction's (a script's) commands again at its EXEC:
+    # restricted, a restart would drop every MULTI/EXEC it finds there.
+    lines = ["user default off resetpass ~* &* +@all"]
     for name, secret in passwords.items():
         rules = "~* &* +@all" if name in admins else f"{REDIS_ACCESS[name]} {REDIS_COMMANDS}"
         lines.append(f"user {name} on >{secret} resetkeys resetchannels {rules}")
