@@ -215,19 +215,25 @@ class Cluster:
         t0 = time.monotonic()
         if port_open(port):
             raise RuntimeError(f"{name}: port {port} already in use; is another cluster running?")
-        process = Process(
-            name,
-            [sys.executable, "-m", name],
-            self.root / "logs" / f"{name}.log",
-            env=self.service_env(spec),
-            cwd=REPO,
-        ).start()
+        env = self.service_env(spec)
+        self.write_service_env(name, env)
+        process = Process(name, [sys.executable, "-m", name], self.root / "logs" / f"{name}.log", env=env, cwd=REPO)
+        process.start()
         self.services[name] = process
         self.write_state()
         process.wait_ready(lambda: _service_ready(name, port), 30)
         if self.on_ready:
             self.on_ready(name, time.monotonic() - t0)
         return process
+
+    def write_service_env(self, name: str, env: dict[str, str]) -> None:
+        """The service's environment (its store passwords inside: owner-only), for
+        ``python -m devstack run NAME ...`` to run the service's commands with."""
+        path = self.root / "env" / f"{name}.json"
+        path.parent.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(env, out, indent=2)
 
     def addr(self, name: str) -> str:
         """Where a started service listens (host:port)."""
