@@ -92,6 +92,18 @@ def test_migrations_ran_as_the_services_role(stack: Cluster, postgres: Postgres)
         assert owner == database_owner == (database,)
 
 
+def test_a_cluster_older_than_the_roles_hands_its_tables_to_them(postgres: Postgres) -> None:
+    """Tables a superuser made (migrations before the service roles) become the role's at start."""
+    table = f"legacy_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres.dsn("shop_comment"), autocommit=True) as conn:
+        conn.execute(f"create table {table} (id serial primary key)")
+    postgres.after_ready()  # what every start runs
+    with psycopg.connect(postgres.dsn("shop_comment"), autocommit=True) as conn:
+        owner = conn.execute("select tableowner from pg_tables where tablename = %s", (table,)).fetchone()
+        conn.execute(f"drop table {table}")
+    assert owner == ("shop_comment",)
+
+
 def test_a_services_role_cannot_connect_to_another_services_database(stack: Cluster, postgres: Postgres) -> None:
     order = make_url(stack.service_env_for("order_svc")["SHOP_DATABASE_URL"])
     with psycopg.connect(tcp_dsn(postgres, "shop_order", order.password, "shop_order")) as conn:
