@@ -8,7 +8,7 @@ from pydantic import Field
 
 from common.settings import SERVICE_PORTS, KafkaSettings, PostgresSettings, RedisSettings, ServiceSettings
 
-DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/shop_comment"
+DEFAULT_DATABASE_URL = "postgresql+psycopg://shop_comment@127.0.0.1:5432/shop_comment"
 
 
 def _local(name: str) -> str:

@@ -146,11 +146,15 @@ class ServiceSettings(CommonSettings, TlsSettings):
 
 
 class PostgresSettings(_Settings):
-    # SQLAlchemy URL; each service overrides the default with its own database.
-    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    # SQLAlchemy URL; each service overrides the default with its own database and the login
+    # role that owns it (never a superuser).  Its password is in the URL: the local cluster
+    # makes one per role and hands each service its URL (devstack/servers.py Postgres).
+    database_url: str = "postgresql+psycopg://127.0.0.1:5432/postgres"
 
 
 class RedisSettings(_Settings):
+    # redis://<user>:<password>@host:port/db: each service signs in as its own ACL user,
+    # allowed its own key prefixes only (devstack/servers.py REDIS_ACCESS).
     redis_url: str = "redis://127.0.0.1:6379/0"
 
 
@@ -226,6 +230,7 @@ class PaymentSettings(_Settings):
 
 
 class MongoSettings(_Settings):
+    # mongodb://<user>:<password>@host:port/: the document store requires a signed-in user.
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_database: str = "shop_product"
 

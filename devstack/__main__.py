@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from common import tls
 from devstack.cluster import SERVERS, SERVICES, Cluster, grpcurl_argv
-from devstack.paths import STATE_DIR
+from devstack.paths import REPO, STATE_DIR
 from devstack.process import Process, pid_state, port_open, stop_groups, tail
 
 # The `up` process: its pid, and what its watcher restarted (name -> count), for `down` and `status`.
@@ -301,6 +302,17 @@ def grpcurl(argv: list[str]) -> int:
     os.execv(command[0], command)
 
 
+def run(args: argparse.Namespace) -> int:
+    """A service's command (``python -m NAME ARGS``) with the environment the running cluster
+    gives that service: its own store users and passwords, where the other processes are."""
+    path = STATE_DIR / "env" / f"{args.name}.json"
+    if not path.exists():
+        print(f"{args.name} has not run in the cluster at {STATE_DIR} (start it with `make up`)", file=sys.stderr)
+        return 1
+    env = {**os.environ, **json.loads(path.read_text())}
+    return subprocess.call([sys.executable, "-m", args.name, *args.args], env=env, cwd=REPO)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -319,6 +331,10 @@ def main() -> int:
     sub.add_parser("grpcurl", help="[--as NAME] ARGS: grpcurl against the cluster with a certificate filled in")
     if sys.argv[1:2] == ["grpcurl"]:
         return grpcurl(sys.argv[2:])
+    run_parser = sub.add_parser("run", help="a service's command with its environment in the cluster (store passwords)")
+    run_parser.add_argument("name", help="the service, e.g. user_svc")
+    run_parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments, e.g. create-admin --email ...")
+    run_parser.set_defaults(func=run)
     args = parser.parse_args()
     return int(args.func(args))
 

@@ -182,8 +182,12 @@ class Cluster:
             env.update(self.tls_env(spec.name))
         if spec.name != "edge":  # the edge serves /metrics on its own port
             env["SHOP_METRICS_PORT"] = str(self.metrics_ports[spec.name])
+        # Each store as the service's own user: its PostgreSQL role, Redis user, keys.
+        for server in spec.servers:
+            if server in self.servers:
+                env.update(self.servers[server].service_env(spec.name))
         if spec.database:
-            env["SHOP_DATABASE_URL"] = self.postgres.url(spec.database)
+            env["SHOP_DATABASE_URL"] = self.postgres.service_url(spec.database)
         kafka = self.servers.get("kafka")
         if "kafka" in spec.servers and isinstance(kafka, Kafka):
             env.update(kafka.user_env(spec.name))  # each process logs in to Kafka as itself
@@ -230,19 +234,25 @@ class Cluster:
         t0 = time.monotonic()
         if port_open(port):
             raise RuntimeError(f"{name}: port {port} already in use; is another cluster running?")
-        process = Process(
-            name,
-            [sys.executable, "-m", name],
-            self.root / "logs" / f"{name}.log",
-            env=self.service_env(spec),
-            cwd=REPO,
-        ).start()
+        env = self.service_env(spec)
+        self.write_service_env(name, env)
+        process = Process(name, [sys.executable, "-m", name], self.root / "logs" / f"{name}.log", env=env, cwd=REPO)
+        process.start()
         self.services[name] = process
         self.write_state()
         process.wait_ready(lambda: self.service_ready(name, port), 30)
         if self.on_ready:
             self.on_ready(name, time.monotonic() - t0)
         return process
+
+    def write_service_env(self, name: str, env: dict[str, str]) -> None:
+        """The service's environment (its store passwords inside: owner-only), for
+        ``python -m devstack run NAME ...`` to run the service's commands with."""
+        path = self.root / "env" / f"{name}.json"
+        path.parent.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(env, out, indent=2)
 
     def addr(self, name: str) -> str:
         """Where a started service listens (host:port)."""

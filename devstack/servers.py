@@ -11,6 +11,7 @@ import contextlib
 import glob
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -20,19 +21,27 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 from pydantic import SecretStr
 
+from common.redis_acl import REDIS_ACCESS, write_acl_file
 from common.settings import KAFKA_ADMIN_USER, KafkaSettings, dev_kafka_password
+from devstack.credentials import passwords
 from devstack.paths import BIN, CACHE, REPO
 from devstack.process import Process, as_user, free_port, port_open, tail
 
-# Databases of the PostgreSQL-backed services, one each.
+# Databases of the PostgreSQL-backed services, one each, owned by a login role of the same
+# name: the service connects as that role (password over TCP) and migrates its own schema.
 PG_DATABASES = ("shop_user", "shop_order", "shop_comment")
 KAFKA_VERSION = "4.3.1"
-# Local-cluster-only credentials (see common/settings.py DEV_SECRETS).
+# MinIO's root user: local-cluster-only credentials (see common/settings.py DEV_SECRETS), for
+# devstack's own set-up alone; product_svc gets a user of its own (S3.after_ready).
 S3_ACCESS_KEY = "shop-dev"
 S3_SECRET_KEY = "shop-dev-secret-not-for-production"
+# product_svc's bucket (common/settings.py S3Settings) and its MinIO user, allowed that bucket only.
+S3_BUCKET = "shop-images"
+S3_USERS = {"product_svc": S3_BUCKET}
 
 
 class Server:
@@ -70,6 +79,11 @@ class Server:
         """Learn where the servers in ``needs`` are (called before ``start``)."""
 
     def env(self) -> dict[str, str]:
+        """What every shop process is told about this server (where it is; no credentials)."""
+        return {}
+
+    def service_env(self, service: str) -> dict[str, str]:
+        """What one shop process needs to reach this server as its own user."""
         return {}
 
     def process_env(self) -> dict[str, str]:
@@ -166,8 +180,11 @@ class Postgres(Server):
         return moved
 
     def prepare(self) -> None:
-        if (self.pgdata / "PG_VERSION").exists():
-            return
+        if not (self.pgdata / "PG_VERSION").exists():
+            self.initdb()
+        self.write_access_rules()
+
+    def initdb(self) -> None:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         if self.user:
             shutil.chown(self.pgdata, self.user, self.user)
@@ -180,8 +197,9 @@ class Postgres(Server):
                 str(self.pgdata),
                 "-U",
                 "postgres",
-                "-A",
-                "trust",
+                # Replaced by write_access_rules before the first start.
+                "--auth-local=peer",
+                "--auth-host=reject",
                 "-E",
                 "UTF8",
                 "--locale=C.UTF-8",
@@ -192,6 +210,27 @@ class Postgres(Server):
             code = _run(initdb, out)
         if code != 0:
             raise RuntimeError(f"initdb failed ({code}):\n{tail(self.log)}")
+
+    def write_access_rules(self) -> None:
+        """pg_hba.conf: the superuser only over the Unix socket in the data dir (mode 0700),
+        as the OS user that runs the cluster (or root); every other role with its password
+        (SCRAM) over TCP; no trust anywhere.  Rewritten at each start, so an older data dir
+        gets the rules too."""
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        hba = [
+            "# devstack (devstack/servers.py Postgres.write_access_rules); rewritten at each start",
+            "local   all   postgres                 peer map=devstack",
+            "local   all   all                      reject",
+            "host    all   postgres   all           reject",
+            "host    all   all        127.0.0.1/32  scram-sha-256",
+            "host    all   all        ::1/128       scram-sha-256",
+        ]
+        ident = [f"devstack   {name}   postgres" for name in dict.fromkeys(["postgres", "root", me])]
+        for name, lines in (("pg_hba.conf", hba), ("pg_ident.conf", ident)):
+            path = self.pgdata / name
+            path.write_text("\n".join(lines) + "\n")
+            if self.user:
+                shutil.chown(path, self.user, self.user)
 
     def argv(self) -> list[str]:
         return [
@@ -235,19 +274,54 @@ class Postgres(Server):
 
     def after_ready(self) -> None:
         import psycopg
+        from psycopg import sql
 
+        secret = self.passwords()
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
             existing = {row[0] for row in conn.execute("select datname from pg_database")}
+            roles = {row[0] for row in conn.execute("select rolname from pg_roles")}
+            # Service roles reach their own database only, never postgres or template1.
+            conn.execute("revoke connect on database postgres, template1 from public")
             for db in PG_DATABASES:
-                if db not in existing:
-                    conn.execute(f'create database "{db}"')
+                role = sql.Identifier(db)
+                verb = sql.SQL("alter" if db in roles else "create")
+                conn.execute(sql.SQL("{} role {} login password {}").format(verb, role, sql.Literal(secret[db])))
+                if db in existing:
+                    conn.execute(sql.SQL("alter database {} owner to {}").format(role, role))
+                else:
+                    conn.execute(sql.SQL("create database {} owner {}").format(role, role))
+                conn.execute(sql.SQL("revoke all on database {} from public").format(role))
+        for db in existing & set(PG_DATABASES):
+            self._adopt_tables(db)
+
+    def _adopt_tables(self, database: str) -> None:
+        """Tables made by migrations run as the superuser (clusters older than the service
+        roles) become the role's, with their sequences and indexes."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.dsn(database), autocommit=True) as conn:
+            query = "select tablename from pg_tables where schemaname = 'public' and tableowner <> %s"
+            for (table,) in conn.execute(query, (database,)).fetchall():
+                owner = sql.Identifier(database)
+                conn.execute(sql.SQL("alter table public.{} owner to {}").format(sql.Identifier(table), owner))
+
+    def passwords(self) -> dict[str, str]:
+        """The service roles' passwords, made once per cluster (devstack/credentials.py)."""
+        return passwords(self.data, PG_DATABASES)
 
     def dsn(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.ports['port']}/{database}"
+        """devstack's own administrative connection: the superuser over the Unix socket."""
+        return f"postgresql://postgres@/{database}?host={quote(str(self.pgdata))}&port={self.ports['port']}"
 
     def url(self, database: str) -> str:
-        """SQLAlchemy URL for the async engine on psycopg 3."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.ports['port']}/{database}"
+        """SQLAlchemy URL (async engine on psycopg 3) of the administrative connection."""
+        return "postgresql+psycopg" + self.dsn(database).removeprefix("postgresql")
+
+    def service_url(self, database: str) -> str:
+        """SQLAlchemy URL of a service: its own role and password, over TCP."""
+        secret = self.passwords()[database]
+        return f"postgresql+psycopg://{database}:{secret}@127.0.0.1:{self.ports['port']}/{database}"
 
     def env(self) -> dict[str, str]:
         return {"SHOP_PG_PORT": str(self.ports["port"])}
@@ -278,8 +352,20 @@ def _run(argv: list[str], out: IO[bytes]) -> int:
 # --- Redis ------------------------------------------------------------------
 
 
+# devstack's own Redis user (readiness checks, the tests' inspection of the stores); the
+# services' users and what each may touch: common/redis_acl.py.
+REDIS_ADMIN = "devstack"
+
+
 class Redis(Server):
     name = "redis"
+
+    def passwords(self) -> dict[str, str]:
+        return passwords(self.data, [REDIS_ADMIN, *REDIS_ACCESS])
+
+    def prepare(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        write_acl_file(self.data / "users.acl", self.passwords(), admins=(REDIS_ADMIN,))
 
     def argv(self) -> list[str]:
         return [
@@ -290,6 +376,8 @@ class Redis(Server):
             str(self.ports["port"]),
             "--dir",
             str(self.data),
+            "--aclfile",
+            str(self.data / "users.acl"),
             # Durability comes from the append-only file (no RDB snapshots besides its base):
             # every write is in the file before its reply is sent, and fsynced once a second,
             # so a crash of Redis loses nothing and one of the machine at most a second.
@@ -306,13 +394,17 @@ class Redis(Server):
     def ready(self) -> bool:
         import redis
 
-        return bool(redis.Redis(port=self.ports["port"], socket_timeout=1).ping())
+        return bool(redis.Redis.from_url(self.url(), socket_timeout=1).ping())
 
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.ports['port']}/{db}"
+    def url(self, db: int = 0, user: str = REDIS_ADMIN) -> str:
+        """A Redis URL as ``user`` (devstack's own user unless told)."""
+        secret = self.passwords()[user]
+        return f"redis://{user}:{secret}@127.0.0.1:{self.ports['port']}/{db}"
 
-    def env(self) -> dict[str, str]:
-        return {"SHOP_REDIS_URL": self.url()}
+    def service_env(self, service: str) -> dict[str, str]:
+        if service not in REDIS_ACCESS:
+            return {}
+        return {"SHOP_REDIS_URL": self.url(user=service)}
 
 
 # --- Kafka (KRaft, single node) ----------------------------------------------
@@ -527,15 +619,48 @@ class S3(Server):
         with urllib.request.urlopen(f"{self.endpoint}/minio/health/ready", timeout=2) as response:
             return bool(response.status == 200)
 
+    def after_ready(self) -> None:
+        """A MinIO user per service, with a policy for its bucket alone (MinIO's admin API,
+        through the minio package's client; no ``mc`` needed)."""
+        from minio.credentials.providers import StaticProvider
+        from minio.error import MinioAdminException
+        from minio.minioadmin import MinioAdmin
+
+        root = StaticProvider(S3_ACCESS_KEY, S3_SECRET_KEY)
+        admin = MinioAdmin(endpoint=self.endpoint.removeprefix("http://"), credentials=root, secure=False)
+        secret = self.passwords()
+        for user, bucket in S3_USERS.items():
+            arns = [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]
+            policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": arns}]}
+            admin.policy_add(f"{user}-bucket", policy=policy)
+            admin.user_add(user, secret[user])
+            try:
+                admin.attach_policy([f"{user}-bucket"], user=user)
+            except MinioAdminException as exc:  # attached at an earlier start
+                if "already" not in str(exc).lower():
+                    raise
+
+    def passwords(self) -> dict[str, str]:
+        return passwords(self.data, S3_USERS)
+
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.ports['port']}"
 
     def env(self) -> dict[str, str]:
+        return {"SHOP_S3_ENDPOINT": self.endpoint}
+
+    def admin_env(self) -> dict[str, str]:
+        """S3 settings with the root keys: devstack's own set-up and the tests' inspection."""
+        return {**self.env(), "SHOP_S3_ACCESS_KEY": S3_ACCESS_KEY, "SHOP_S3_SECRET_KEY": S3_SECRET_KEY}
+
+    def service_env(self, service: str) -> dict[str, str]:
+        if service not in S3_USERS:
+            return {}
         return {
-            "SHOP_S3_ENDPOINT": self.endpoint,
-            "SHOP_S3_ACCESS_KEY": S3_ACCESS_KEY,
-            "SHOP_S3_SECRET_KEY": S3_SECRET_KEY,
+            "SHOP_S3_BUCKET": S3_USERS[service],
+            "SHOP_S3_ACCESS_KEY": service,
+            "SHOP_S3_SECRET_KEY": self.passwords()[service],
         }
 
 

@@ -15,7 +15,7 @@ from common.settings import (
     ServiceSettings,
 )
 
-DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/shop_order"
+DEFAULT_DATABASE_URL = "postgresql+psycopg://shop_order@127.0.0.1:5432/shop_order"
 
 
 class OrderSettings(ServiceSettings, PostgresSettings, KafkaSettings, RedisSettings, PaymentSettings):

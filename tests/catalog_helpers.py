@@ -8,7 +8,7 @@ from devstack.cluster import Cluster
 
 async def held(cluster: Cluster, product_id: str) -> dict[str, int]:
     """A product's stock holds: reservation id -> units."""
-    client = mongo_client(cluster.servers["mongo"].env()["SHOP_MONGO_URL"])
+    client = mongo_client(cluster.service_env_for("product_svc")["SHOP_MONGO_URL"])
     try:
         doc = await client["shop_product"]["products"].find_one({"_id": product_id}, {"holds": 1})
         assert doc is not None

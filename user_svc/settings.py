@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from common.settings import SERVICE_PORTS, PostgresSettings, RedisSettings, ServiceSettings
 
-DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/shop_user"
+DEFAULT_DATABASE_URL = "postgresql+psycopg://shop_user@127.0.0.1:5432/shop_user"
 
 DAY = 24 * 3600
 

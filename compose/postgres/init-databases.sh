@@ -11,3 +11,6 @@ CREATE DATABASE :"db" OWNER :"db";
 REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
 SQL
 done
+# The service roles reach their own database only.
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
+  -c 'REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC' || exit 1

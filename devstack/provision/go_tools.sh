@@ -16,8 +16,8 @@ set -euo pipefail
 
 # ---- pins -------------------------------------------------------------------------------------
 # FerretDB v2 (MongoDB wire protocol on PostgreSQL with DocumentDB, which
-# devstack/provision/documentdb.sh builds for this version), built through the wrapper module
-# devstack/ferretdb (its go.mod pins this version; keep both in step).
+# devstack/provision/documentdb.sh builds for this version): its own command, with
+# authentication, built from a copy of its module plus devstack/ferretdb/gomaxprocs_go125.go.
 FERRETDB_VERSION=v2.5.0
 # MinIO publishes no semver tags; this is the pseudo-version the module proxy serves as @latest.
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
@@ -92,10 +92,10 @@ eta_for() {
 stamp_for() {
     case $1 in
         ferretdb)
-            # The wrapper's sources are part of the pin: editing them triggers a rebuild.
+            # The added file is part of the pin: editing it triggers a rebuild.
             local h
-            h=$(cat "$REPO_ROOT"/devstack/ferretdb/{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)
-            echo "$FERRETDB_VERSION+wrapper.$h" ;;
+            h=$(sha256sum <"$REPO_ROOT/devstack/ferretdb/gomaxprocs_go125.go" | cut -c1-12)
+            echo "$FERRETDB_VERSION+cmd.$h" ;;
         minio) echo "$MINIO_VERSION" ;;
         jaeger) echo "$JAEGER_VERSION" ;;
         grpcurl) echo "$GRPCURL_VERSION" ;;
@@ -107,17 +107,22 @@ stamp_for() {
 }
 
 build_ferretdb() {
-    # Plain `go install github.com/FerretDB/FerretDB/v2/cmd/ferretdb@v2.5.0` does not compile with
-    # Go >= 1.25 (its gomaxprocs.go is `//go:build !go1.25`); the wrapper uses the embeddable package.
-    local want
-    want=$(sed -n 's#^require github.com/FerretDB/FerretDB/v2 \(v[^ ]*\).*#\1#p' "$REPO_ROOT/devstack/ferretdb/go.mod")
-    if [[ $want != "$FERRETDB_VERSION" ]]; then
-        echo "devstack/ferretdb/go.mod requires FerretDB '$want', but the pin is $FERRETDB_VERSION"
-        return 1
-    fi
-    # -buildvcs=false: the wrapper lives in this repo's work tree; VCS stamping is of no use here.
-    cd "$REPO_ROOT/devstack/ferretdb"
-    go install -trimpath -buildvcs=false .
+    # FerretDB's own command: authentication on by default (the embeddable package, the
+    # alternative, always runs without).  Plain `go install .../cmd/ferretdb@v2.5.0` does not
+    # compile with Go >= 1.25 (see devstack/ferretdb/gomaxprocs_go125.go), so it is built from a
+    # copy of the module with that one file added; FerretDB's own go.mod and go.sum pin the rest.
+    local mod=github.com/FerretDB/FerretDB/v2 src dir
+    src=$(go mod download -json "$mod@$FERRETDB_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [[ -f $src/cmd/ferretdb/main.go ]] || { echo "cannot locate $mod@$FERRETDB_VERSION in the module cache"; return 1; }
+    dir=$SRC/ferretdb-$FERRETDB_VERSION
+    rm -rf "$dir"
+    cp -r "$src" "$dir"
+    chmod -R u+w "$dir"
+    cp "$REPO_ROOT/devstack/ferretdb/gomaxprocs_go125.go" "$dir/cmd/ferretdb/"
+    # What FerretDB's `go generate` would write from git: the version it reports.
+    echo "$FERRETDB_VERSION" >"$dir/build/version/version.txt"
+    cd "$dir"
+    go build -trimpath -buildvcs=false -o "$BIN/ferretdb" ./cmd/ferretdb
 }
 
 build_minio() {

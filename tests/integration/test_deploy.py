@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import kubernetes_validate  # type: ignore[import-untyped]
@@ -34,14 +35,16 @@ import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy.engine import make_url
 
 from common.clients import KafkaProducer
 from common.kafka_acl import SHOP_ACCESS, KafkaSetupSettings
+from common.redis_acl import REDIS_ACCESS
 from common.settings import SERVICE_PORTS, CommonSettings, KafkaSettings, PostgresSettings, S3Settings
 from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port, tail
-from devstack.servers import S3, Kafka, Postgres, pg_bindir
+from devstack.servers import S3, Kafka, Postgres, binary, pg_bindir
 from tests import deploy_helpers as d
 from tests.kafka_helpers import kafka_settings
 
@@ -196,6 +199,28 @@ def test_compose_jobs_match_code() -> None:
         assert product.get(key) == value, f"create_bucket and product_svc disagree on {key}"
 
 
+def test_compose_services_reach_stores_as_their_own_users() -> None:
+    """No service is handed a superuser, a root key or a store URL without a password."""
+    for package in d.PACKAGES:
+        env = d.compose_env(package)
+        if "SHOP_DATABASE_URL" in env:
+            url = make_url(env["SHOP_DATABASE_URL"])
+            assert url.username == url.database == f"shop_{package.removesuffix('_svc')}" and url.password, package
+        for name in ("SHOP_REDIS_URL", "SHOP_MONGO_URL"):
+            if name in env:
+                parts = urlsplit(env[name])
+                assert parts.username == package and parts.password, f"{package} {name}"
+        if "SHOP_S3_ACCESS_KEY" in env:
+            assert env["SHOP_S3_ACCESS_KEY"] == package != d.compose_env("minio")["MINIO_ROOT_USER"]
+            assert env["SHOP_S3_SECRET_KEY"] != d.compose_env("minio")["MINIO_ROOT_PASSWORD"]
+    redis_users = {
+        urlsplit(d.compose_env(p)["SHOP_REDIS_URL"]).username
+        for p in d.PACKAGES
+        if "SHOP_REDIS_URL" in d.compose_env(p)
+    }
+    assert redis_users == set(REDIS_ACCESS), "every Redis user of common/redis_acl.py, and no other"
+
+
 def test_compose_secrets_are_local_defaults_only() -> None:
     """Every password-like value is a named local default; the JWT key pair is generated."""
     text = d.COMPOSE_FILE.read_text()
@@ -334,10 +359,37 @@ def test_tls_certs_job_makes_a_ca_and_one_certificate_per_process(app: Path, tmp
         assert d.k8s_name(package) in sans.get_values_for_type(x509.DNSName)
 
 
+def test_redis_users_job_writes_the_acl(app: Path, tmp_path: Path) -> None:
+    """The job's ACL file, loaded by a real redis-server: each service signs in with its password
+    and reaches its own keys only; the default user is refused."""
+    import redis
+
+    job = d.compose_service("redis_users")
+    acl = tmp_path / "users.acl"
+    env = d.image_env(app, {**d.compose_env("redis_users"), "ACL_FILE": str(acl)})
+    result = subprocess.run(d.image_argv(job["command"]), env=env, cwd=app, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    port = free_port()
+    argv = [binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--aclfile", str(acl)]
+    server = Process("redis-acl", argv, tmp_path / "redis.log").start()
+    try:
+        password = env["REDIS_PASSWORD"]
+        order = redis.Redis(port=port, username="order_svc", password=password, socket_timeout=5)
+        server.wait_ready(order.ping, 20)
+        order.set("cart:probe", "1")
+        notify = redis.Redis(port=port, username="notify_svc", password=password, socket_timeout=5)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            notify.get("cart:probe")
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=5).get("cart:probe")
+    finally:
+        server.stop()
+
+
 def test_create_bucket_job(s3: S3, app: Path) -> None:
     job = d.compose_service("create_bucket")
     bucket = f"deploy-{uuid.uuid4().hex[:12]}"
-    env = d.image_env(app, {**d.compose_env("create_bucket"), **s3.env(), "SHOP_S3_BUCKET": bucket})
+    env = d.image_env(app, {**d.compose_env("create_bucket"), **s3.admin_env(), "SHOP_S3_BUCKET": bucket})
     for _ in range(2):  # idempotent
         result = subprocess.run(d.image_argv(job["command"]), env=env, cwd=app, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
@@ -403,7 +455,7 @@ def test_postgres_init_script_and_migrations_as_service_roles(app: Path, tmp_pat
         env = {
             **os.environ,
             "PATH": f"{pg_bindir()}:{os.environ['PATH']}",
-            "PGHOST": "127.0.0.1",
+            "PGHOST": str(server.pgdata),  # the superuser: over the Unix socket only
             "PGPORT": str(port),
             "POSTGRES_USER": "postgres",
             "SERVICE_DB_PASSWORD": "local-dev-only",

@@ -92,6 +92,7 @@ def test_up_status_restart_and_down(tmp_path: Path) -> None:
         tried = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", readme_block("try-it")],
             cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
+            env={**os.environ, "SHOP_DEVSTACK_DIR": str(tmp_path)},  # `devstack run` finds this cluster
         )  # fmt: skip
         assert tried.returncode == 0, tried.stdout + tried.stderr
         assert '"email":"ann@example.com"' in tried.stdout

@@ -36,6 +36,7 @@ from common.errors import problem_from_rpc_error
 from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port
+from devstack.servers import Redis
 from notify_svc.domain import WebhookPolicy, parse_ports
 from notify_svc.store import Delivery, Store, Webhook, now_us
 from notify_svc.webhooks import Deliverer
@@ -72,7 +73,9 @@ async def stub(notify: Cluster) -> AsyncIterator[Stub]:
 
 @pytest.fixture(scope="module")
 async def redis(notify: Cluster) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(notify.servers["redis"].env()["SHOP_REDIS_URL"])
+    server = notify.servers["redis"]
+    assert isinstance(server, Redis)
+    client = aioredis.Redis.from_url(server.url())  # devstack's own user: the test changes Redis's config
     yield client
     await client.aclose()
 

@@ -173,7 +173,7 @@ async def test_the_recovery_sweeps_of_both_replicas_undo_an_abandoned_reservatio
     cluster, _, _ = replicas
     products, _ = stubs
     product_id = await new_product(products[0], Identities(cluster).admin(), stock=5)
-    client = mongo_client(cluster.servers["mongo"].env()["SHOP_MONGO_URL"])
+    client = mongo_client(cluster.service_env_for("product_svc")["SHOP_MONGO_URL"])
     try:
         store = Store(client["shop_product"])
         abandoned = [str(uuid.uuid4()) for _ in range(3)]

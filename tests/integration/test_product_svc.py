@@ -70,7 +70,7 @@ async def stub(product_cluster: Cluster) -> AsyncIterator[product_pb2_grpc.Produ
 def s3_settings(product_cluster: Cluster) -> S3Settings:
     server = product_cluster.servers["s3"]
     assert isinstance(server, S3)
-    env = server.env()
+    env = server.admin_env()
     return S3Settings(
         s3_endpoint=env["SHOP_S3_ENDPOINT"],
         s3_access_key=env["SHOP_S3_ACCESS_KEY"],

@@ -99,8 +99,8 @@ async def test_redis(redis_server: Redis) -> None:
 def test_s3_put_get_presigned(s3: S3Server) -> None:
     settings = S3Settings(
         s3_endpoint=s3.endpoint,
-        s3_access_key=s3.env()["SHOP_S3_ACCESS_KEY"],
-        s3_secret_key=SecretStr(s3.env()["SHOP_S3_SECRET_KEY"]),
+        s3_access_key=s3.admin_env()["SHOP_S3_ACCESS_KEY"],
+        s3_secret_key=SecretStr(s3.admin_env()["SHOP_S3_SECRET_KEY"]),
         s3_bucket="probe",
     )
     client = s3_client(settings)

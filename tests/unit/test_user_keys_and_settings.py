@@ -28,7 +28,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     _clean_env(monkeypatch)
     settings = UserSettings()
     assert settings.port == 8080
-    assert settings.database_url == "postgresql+psycopg://postgres@127.0.0.1:5432/shop_user"
+    assert settings.database_url == "postgresql+psycopg://shop_user@127.0.0.1:5432/shop_user"
     assert (settings.access_token_ttl, settings.refresh_token_ttl) == (900, 30 * 24 * 3600)
     assert (settings.login_pair_limit, settings.login_pair_window) == (5, 300)
     assert (settings.login_account_limit, settings.login_account_window) == (100, 3600)
