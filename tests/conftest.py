@@ -72,7 +72,6 @@ TEST_OVERRIDES = {
     },
     "edge": {
         "SHOP_CORS_ORIGINS": '["http://shop.test"]',
-        "SHOP_TRUST_FORWARDED_FOR": "true",
     },
 }
 
