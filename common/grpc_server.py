@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,12 +23,11 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
-from pydantic import ValidationError
 
 from common import telemetry
 from common.auth import TokenVerifier, current_principal
 from common.errors import DomainError, Unavailable, status_trailers
-from common.settings import ServiceSettings
+from common.settings import ServiceSettings, load_settings
 
 log = logging.getLogger("shop.grpc")
 
@@ -270,10 +268,6 @@ S = TypeVar("S", bound=ServiceSettings)
 def main(name: str, settings_class: type[S], run: Callable[[S], Coroutine[Any, Any, int]]) -> int:
     """A service process: settings (a clear message when they are wrong),
     logging, tracing and metrics, then ``run`` until it returns the exit code."""
-    try:
-        settings = settings_class()
-    except ValidationError as exc:
-        print(f"{name}: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(settings_class, name)
     telemetry.setup(name, log_level=settings.log_level, metrics_port=settings.metrics_port, host=settings.host)
     return asyncio.run(run(settings))
