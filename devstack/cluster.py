@@ -164,8 +164,7 @@ class Cluster:
     def service_env(self, spec: ServiceSpec) -> dict[str, str]:
         env = self.env()
         env["SHOP_PORT"] = str(self.service_ports[spec.name])
-        if spec.name != "edge":  # the edge serves /metrics on its own port
-            env["SHOP_METRICS_PORT"] = str(self.metrics_ports[spec.name])
+        env["SHOP_METRICS_PORT"] = str(self.metrics_ports[spec.name])
         if spec.database:
             env["SHOP_DATABASE_URL"] = self.postgres.url(spec.database)
         env.update(self.overrides.get(spec.name, {}))
@@ -255,7 +254,7 @@ class Cluster:
             rows.append((name, ports, str(server.log)))
         for name, process in self.services.items():
             where = f"port {self.service_ports[name]}"
-            if name in self.metrics_ports and name != "edge":
+            if name in self.metrics_ports:
                 where += f", metrics {self.metrics_ports[name]}"
             rows.append((name, where, str(process.log)))
         return rows

@@ -11,7 +11,7 @@ from edge.settings import EdgeSettings
 
 def main() -> None:
     settings = load_settings(EdgeSettings, "edge")
-    telemetry.setup("edge", log_level=settings.log_level, host=settings.host)
+    telemetry.setup("edge", log_level=settings.log_level, metrics_port=settings.metrics_port, host=settings.host)
     serve_http(create_app(settings), settings, settings.port)
 
 
