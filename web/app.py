@@ -147,7 +147,8 @@ async def form_of(request: Request) -> FormData:
     form = await request.form()
     sent = form.get("csrf")
     cookie = request.cookies.get(CSRF, "")
-    if not cookie or not isinstance(sent, str) or not secrets.compare_digest(sent, cookie):
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a forged form's).
+    if not cookie or not isinstance(sent, str) or not secrets.compare_digest(sent.encode(), cookie.encode()):
         raise HTTPException(403, "this form has expired; reload the page and try again")
     return form
 
@@ -157,13 +158,21 @@ def text(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+# The edge takes amounts up to 10**15 minor units.
+MAX_AMOUNT = Decimal(10**13)
+
+
 def minor_units(value: str, field: str) -> int:
     try:
         amount = Decimal(value.replace(",", "."))
     except InvalidOperation:
         raise Problem(400, "please check the highlighted fields", {field: ["must be a number, e.g. 19.99"]}) from None
+    if not amount.is_finite():  # NaN, Infinity
+        raise Problem(400, "please check the highlighted fields", {field: ["must be a number, e.g. 19.99"]})
     if amount < 0:
         raise Problem(400, "please check the highlighted fields", {field: ["must not be negative"]})
+    if amount > MAX_AMOUNT:
+        raise Problem(400, "please check the highlighted fields", {field: [f"must be at most {MAX_AMOUNT}"]})
     return int((amount * 100).to_integral_value())
 
 

@@ -52,7 +52,8 @@ class Connection:
         assert self.http.sock is self.socket, "the edge closed the connection"
         received = {key.lower(): value for key, value in response.getheaders()}
         assert received.get("connection") != "close", "the edge closes the connection after this answer"
-        return response.status, received, json.loads(data) if data else None
+        parsed = json.loads(data) if data and "json" in received.get("content-type", "") else data
+        return response.status, received, parsed
 
     def post_json(self, path: str, value: Any, **headers: str) -> tuple[int, dict[str, str], Any]:
         return self.send("POST", path, json.dumps(value).encode(), content_type=JSON, **headers)
@@ -272,3 +273,33 @@ def test_uvicorn_does_not_believe_the_loopback_either(proxied_edge: Edge) -> Non
     else:
         pytest.fail("127.0.0.1's login budget never ran out")
     assert proxied_edge.login("127.0.0.1", x_forwarded_for=_documentation_address()) == 429
+
+
+# --- the storefront ----------------------------------------------------------------------------------
+
+
+def test_the_storefront_refuses_forged_forms_without_a_500(services: Callable[..., Cluster]) -> None:
+    """Form bodies the storefront parses itself: a CSRF token that is not ASCII (it used to
+    reach compare_digest, which raised: 500) or not UTF-8 answers 403, a broken multipart 400."""
+    cluster = services("user_svc", "edge", "web")
+    connection = Connection(cluster.addr("web"))
+    try:
+        code, headers, _ = connection.send("GET", "/signin")
+        assert code == 200
+        cookie = headers["set-cookie"].split(";", 1)[0]
+        assert cookie.startswith("shop_csrf=")
+        form = "application/x-www-form-urlencoded"
+        for body, content_type, status in [
+            (b"csrf=%C3%A9t%C3%A9&email=a%40example.com", form, 403),
+            (b"csrf=%ff%fe&email=\xff\xfe", form, 403),
+            (b'--b\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n\xff\xfe\r\n--b--\r\n',
+             "multipart/form-data; boundary=b", 403),
+            (b"\xff" * 32, "multipart/form-data", 400),
+        ]:  # fmt: skip
+            for path in ("/signin", "/cart/items", "/admin/products"):
+                code, _, page = connection.send("POST", path, body, content_type=content_type, cookie=cookie)
+                assert code == status, (path, body, page)
+        code, _, _ = connection.send("GET", "/healthz")
+        assert code == 200
+    finally:
+        connection.close()
