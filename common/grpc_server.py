@@ -27,13 +27,12 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
-from pydantic import ValidationError
 
 from common import telemetry
 from common.auth import TokenVerifier, current_principal
 from common.errors import DomainError, PermissionDenied, Unavailable, status_trailers
 from common.identity import current_caller, declared_callers
-from common.settings import ServiceSettings
+from common.settings import ServiceSettings, load_settings
 from common.tls import TlsFiles, TlsMaterialMissing, peer_identity, server_credentials
 
 log = logging.getLogger("shop.grpc")
@@ -309,11 +308,7 @@ S = TypeVar("S", bound=ServiceSettings)
 def main(name: str, settings_class: type[S], run: Callable[[S], Coroutine[Any, Any, int]]) -> int:
     """A service process: settings (a clear message when they are wrong),
     logging, tracing and metrics, then ``run`` until it returns the exit code."""
-    try:
-        settings = settings_class()
-    except ValidationError as exc:
-        print(f"{name}: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(settings_class, name)
     try:
         TlsFiles.from_settings(settings).read()
     except TlsMaterialMissing as exc:

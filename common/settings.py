@@ -9,10 +9,13 @@ outside development mode a missing secret stops the process at start.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Self
+import re
+import sys
+from typing import Any, ClassVar, Literal, Self, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 Environment = Literal["development", "test", "production"]
 
@@ -48,7 +51,8 @@ def dev_kafka_password(user: str) -> str:
 
 
 class _Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SHOP_", extra="ignore")
+    # A validation error never shows the values it was given: they may hold secrets.
+    model_config = SettingsConfigDict(env_prefix="SHOP_", extra="ignore", hide_input_in_errors=True)
 
     env: Environment = "development"
 
@@ -84,6 +88,45 @@ class _Settings(BaseSettings):
     @property
     def development(self) -> bool:
         return self.env != "production"
+
+
+S = TypeVar("S", bound=_Settings)
+
+
+def load_settings(settings_class: type[S], process: str) -> S:
+    """A process's settings; when they are wrong, exit 2 with one line per wrong
+    setting naming its variable and why, never its value (it may hold a secret)."""
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        problems = settings_problems(exc)
+    except SettingsError as exc:  # a list or object variable that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        problems = [f"SHOP_{field[1].upper()}: is not valid JSON" if field else str(exc)]
+    print(f"{process}: invalid configuration:", *(f"  {problem}" for problem in problems), sep="\n", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def settings_problems(error: ValidationError) -> list[str]:
+    """``SHOP_NAME: why`` for each error of a settings object, without input values."""
+    problems = []
+    for item in error.errors(include_url=False, include_context=False, include_input=False):
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if not item["loc"]:  # a check across settings: its message names them
+            problems.append(message)
+            continue
+        name, *within = item["loc"]
+        problems.append(f"SHOP_{str(name).upper()}{''.join(f'[{part}]' for part in within)}: {message}")
+    return problems
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class CommonSettings(_Settings):

@@ -180,8 +180,7 @@ class Cluster:
         env["SHOP_PORT"] = str(self.service_ports[spec.name])
         if spec.name in tls.CALLERS:  # web calls no gRPC service
             env.update(self.tls_env(spec.name))
-        if spec.name != "edge":  # the edge serves /metrics on its own port
-            env["SHOP_METRICS_PORT"] = str(self.metrics_ports[spec.name])
+        env["SHOP_METRICS_PORT"] = str(self.metrics_ports[spec.name])
         # Each store as the service's own user: its PostgreSQL role, Redis user, keys.
         for server in spec.servers:
             if server in self.servers:
@@ -329,7 +328,7 @@ class Cluster:
             rows.append((name, ports, str(server.log)))
         for name, process in self.services.items():
             where = f"port {self.service_ports[name]}"
-            if name in self.metrics_ports and name != "edge":
+            if name in self.metrics_ports:
                 where += f", metrics {self.metrics_ports[name]}"
             rows.append((name, where, str(process.log)))
         return rows

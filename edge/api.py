@@ -8,13 +8,14 @@ cannot drift from the routes.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import BaseModel, PlainValidator, ValidationError, WithJsonSchema
+from pydantic_core import from_json
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
@@ -166,6 +167,9 @@ def route(operation: Operation) -> Route:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise HttpProblem(415, f"the body must not be compressed (Content-Encoding: {encoding}); send it as it is")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HttpProblem(413, f"the request body is larger than {limit} bytes")
@@ -178,16 +182,58 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
-    content_type = request.headers.get("content-type", "")
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-        raise HttpProblem(415, "send the body as JSON with 'Content-Type: application/json'")
-    raw = await read_body(request, request.app.state.settings.max_body_bytes)
+def _is_json(media: str) -> bool:
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+# What pydantic-core's JSON parser says, and what the client should do about it.
+_JSON_PROBLEMS = {
+    "recursion limit exceeded": "the body is nested too deeply (at most 200 levels of arrays and objects)",
+    "number out of range": "a number in the body has too many digits (at most 4300)",
+    "hex escape": "a \\u escape in the body is not a character (a lone UTF-16 surrogate such as \\ud800)",
+}
+
+
+def parse_json(raw: bytes) -> Any:
+    """A JSON body (RFC 8259: UTF-8, no NaN or Infinity) as Python values, or a 400
+    that says what is wrong.  pydantic-core's parser (jiter) never recurses in Python,
+    stops at 200 levels of nesting and at 4300-digit numbers, and refuses invalid
+    UTF-8 and lone surrogates; a number too large for a float (``1e999``) parses as
+    infinity, which the request models refuse as "not a finite number"."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte order mark: RFC 8259 lets a parser ignore it
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
+        raise HttpProblem(400, "the body must be JSON in UTF-8 (it looks like UTF-16 or UTF-32)")
     try:
-        data = json.loads(raw) if raw.strip() else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HttpProblem(400, f"the body is not valid JSON: {exc}") from exc
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HttpProblem(400, f"the body is not valid UTF-8 (byte {exc.start} is not): send JSON in UTF-8") from exc
+    if not raw.strip():
+        return None
+    try:
+        return from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        message = str(exc)
+        for found, detail in _JSON_PROBLEMS.items():
+            if found in message:
+                raise HttpProblem(400, detail) from exc
+        try:
+            from_json(raw, allow_inf_nan=True)
+        except ValueError:
+            pass
+        else:
+            raise HttpProblem(400, "NaN and Infinity are not JSON numbers: send finite numbers") from exc
+        raise HttpProblem(400, f"the body is not valid JSON: {message}") from exc
+
+
+async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
+    media, options = parse_options_header(request.headers.get("content-type", ""))
+    if not _is_json(media.decode("latin-1").lower()):
+        raise HttpProblem(415, "send the body as JSON with 'Content-Type: application/json'")
+    charset = options.get(b"charset", b"utf-8").decode("latin-1").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise HttpProblem(415, f"JSON is taken in UTF-8 only: send charset=utf-8 (or none), not charset={charset}")
+    data = parse_json(await read_body(request, request.app.state.settings.max_body_bytes))
     if not isinstance(data, dict):
         raise HttpProblem(400, "the body must be a JSON object")
     try:

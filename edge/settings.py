@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, IPvAnyNetwork
 
 from common.settings import SERVICE_PORTS, CommonSettings, PaymentSettings, TlsSettings
 
@@ -31,7 +33,11 @@ class EdgeSettings(CommonSettings, TlsSettings, PaymentSettings):
     max_upload_bytes: int = 4 * 1024 * 1024 + 64 * 1024
     # Browser origins allowed by CORS; empty: no CORS headers at all.
     cors_origins: list[str] = Field(default_factory=list)
-    # Take the client address from X-Forwarded-For (only behind a trusted proxy).
-    trust_forwarded_for: bool = False
+    # Proxies in front of the edge (addresses or CIDR networks, a JSON list such as
+    # '["10.0.0.0/8"]') whose forwarding header is believed: the client address is the
+    # rightmost one in it that is not a trusted proxy.  Empty: the TCP peer's address.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    # The header those proxies maintain: X-Forwarded-For, or RFC 7239 Forwarded.
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     # Largest Stripe webhook body accepted (Stripe's events are a few KiB).
     max_webhook_bytes: int = 256 * 1024

@@ -17,6 +17,7 @@ from starlette.requests import Request
 
 from common import grpc_client
 from common.tls import TlsFiles
+from edge import forwarded
 from edge.settings import EdgeSettings
 
 
@@ -84,8 +85,17 @@ def call_options(request: Request) -> dict[str, Any]:
 
 
 def client_address(request: Request) -> str:
-    if request.app.state.settings.trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",", 1)[0].strip()
-    return request.client.host if request.client else ""
+    """The client's address: the TCP peer's, or behind trusted proxies
+    (``SHOP_TRUSTED_PROXIES``) the rightmost address in their forwarding header
+    that is not one of them (edge/forwarded.py)."""
+    settings: EdgeSettings = request.app.state.settings
+    peer = request.client.host if request.client else ""
+    if not settings.trusted_proxies:
+        return peer
+    values = request.headers.getlist(settings.forwarded_header)
+    chain = (
+        forwarded.forwarded_for(values)
+        if settings.forwarded_header == "forwarded"
+        else forwarded.x_forwarded_for(values)
+    )
+    return forwarded.client_address(peer, chain, settings.trusted_proxies)

@@ -23,6 +23,7 @@ from common import grpc_server
 from common.clients import mongo_client
 from common.errors import Unavailable
 from common.grpc_server import GrpcServer, serve
+from common.settings import redact_url
 from product_svc.images import ImageStorage
 from product_svc.server import ProductService
 from product_svc.settings import ProductSettings
@@ -55,7 +56,7 @@ async def run(settings: ProductSettings, *, stopping: asyncio.Event | None = Non
             server_name = await store.server_name()
             await store.ensure_indexes()
         except (Unavailable, PyMongoError) as exc:
-            message = f"cannot prepare the catalog database at {settings.mongo_url}: {exc}"
+            message = f"cannot prepare the catalog database at {redact_url(settings.mongo_url)}: {exc}"
             log.error(message)
             print(f"product_svc: {message}", file=sys.stderr, flush=True)
             return 1

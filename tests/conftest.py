@@ -93,9 +93,12 @@ TEST_OVERRIDES = {
         "SHOP_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
         "SHOP_WEBHOOK_PORTS": "80,443,1024-65535",
     },
+    # The suite's clients and the storefront all connect from 127.0.0.1 and name a client
+    # address of their own in X-Forwarded-For: the session edge trusts loopback as a proxy.
+    # (tests/e2e/test_hostile_input.py starts edges that trust one proxy address alone.)
     "edge": {
         "SHOP_CORS_ORIGINS": '["http://shop.test"]',
-        "SHOP_TRUST_FORWARDED_FOR": "true",
+        "SHOP_TRUSTED_PROXIES": '["127.0.0.1/32"]',
     },
 }
 

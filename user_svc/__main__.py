@@ -19,7 +19,6 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from pydantic import ValidationError
 from shop.user.v1 import user_pb2, user_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,6 +28,7 @@ from common.errors import DomainError
 from common.grpc_server import GrpcServer, serve
 from common.migrations import SchemaNotCurrent
 from common.ratelimit import Limiter, Window
+from common.settings import load_settings
 from user_svc import domain
 from user_svc.keys import KeyFileError, TokenKeys, load_private_key, token_keys
 from user_svc.passwords import Passwords
@@ -258,11 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     admin.add_argument("--reset-password", action="store_true", help="also set a new password for an existing account")
     args = parser.parse_args(argv)
 
-    try:
-        settings = UserSettings()
-    except ValidationError as exc:
-        print(f"user_svc: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(UserSettings, UserSettings.service_name)
     if args.command == "create-admin":
         telemetry.setup_logging(UserSettings.service_name, "WARNING")
         return asyncio.run(create_admin(settings, args.email, args.display_name, args.reset_password))

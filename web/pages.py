@@ -129,6 +129,10 @@ def text(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+# The edge takes amounts up to 10**15 minor units.
+MAX_AMOUNT = Decimal(10**13)
+
+
 def minor_units(value: str, field: str) -> int:
     try:
         amount = Decimal(value.replace(",", "."))
@@ -138,6 +142,8 @@ def minor_units(value: str, field: str) -> int:
         raise Problem(400, CHECK_FIELDS, {field: ["must be a number, e.g. 19.99"]})
     if amount < 0:
         raise Problem(400, CHECK_FIELDS, {field: ["must not be negative"]})
+    if amount > MAX_AMOUNT:  # else an overflow, or an integer too long to send as JSON
+        raise Problem(400, CHECK_FIELDS, {field: [f"must be at most {MAX_AMOUNT}"]})
     return int((amount * 100).to_integral_value())
 
 

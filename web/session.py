@@ -125,7 +125,8 @@ async def form_of(request: Request) -> FormData:
     form = await request.form()
     sent = form.get("csrf")
     cookie = request.cookies.get(CSRF, "")
-    if not cookie or not isinstance(sent, str) or not secrets.compare_digest(sent, cookie):
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a forged form's).
+    if not cookie or not isinstance(sent, str) or not secrets.compare_digest(sent.encode(), cookie.encode()):
         raise HTTPException(403, "this form has expired; reload the page and try again")
     return form
 

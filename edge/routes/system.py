@@ -1,4 +1,5 @@
-"""The edge's own endpoints: health, readiness, keys, the API description, metrics."""
+"""The edge's own endpoints: health, readiness, keys, the API description (its
+Prometheus metrics are on their own port, ``SHOP_METRICS_PORT``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from shop.user.v1 import user_pb2
 from starlette.requests import Request
@@ -119,10 +119,3 @@ async def docs_asset(request: Request) -> Response:
     if media_type is None or _SWAGGER_STATIC is None:
         raise HttpProblem(404, f"no such documentation asset: {name!r}")
     return Response(_asset(name), media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
-
-
-@api.operation(
-    "GET", "/metrics", summary="Prometheus metrics of the edge", tag="system", content_type="text/plain", upstream=False
-)
-async def metrics(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

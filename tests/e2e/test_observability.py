@@ -139,8 +139,10 @@ def _scrape(port: int) -> str:
 async def test_every_process_exposes_prometheus_metrics(http: httpx.AsyncClient, stack: Cluster) -> None:
     buyer = await register(http)
     await http.get("/api/v1/orders", headers=bearer(buyer))
-    edge = (await http.get("/metrics")).text
+    edge = await asyncio.to_thread(_scrape, stack.metrics_ports["edge"])
     assert 'http_server_request_duration_seconds_count{method="GET",route="/api/v1/orders"' in edge
+    # Its own port only: the public port has no /metrics.
+    assert (await http.get("/metrics")).status_code == 404
     for name in ("user_svc", "product_svc", "order_svc", "notify_svc"):
         text = await asyncio.to_thread(_scrape, stack.metrics_ports[name])
         assert "grpc_server_handled_total" in text or name == "notify_svc", name

@@ -305,9 +305,8 @@ def test_image_command_starts_the_process(
             d.image_argv(healthcheck[1:]), env=env, cwd=app, capture_output=True, text=True, timeout=30
         )
         assert result.returncode == 0, f"compose healthcheck of {package} failed: {result.stderr}"
-        # Prometheus metrics where the Kubernetes scrape annotations say (the edge: its own port).
-        metrics = port if package == "edge" else int(ports["SHOP_METRICS_PORT"])
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as response:
+        # Prometheus metrics where the Kubernetes scrape annotations say: a port of their own.
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['SHOP_METRICS_PORT']}/metrics", timeout=5) as response:
             assert response.status == 200
         assert process.popen is not None
         process.popen.send_signal(signal.SIGTERM)
@@ -625,7 +624,7 @@ def test_k8s_workload_matches_code(kustomization: Path, package: str) -> None:
 
     _check_env(f"k8s {kustomization.name}", package, env)
     scrape = deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"]
-    assert scrape == (str(port) if package == "edge" else env.get("SHOP_METRICS_PORT")), "metrics scrape port"
+    assert scrape == env.get("SHOP_METRICS_PORT"), "metrics scrape port"
     assert int(scrape) in [p["containerPort"] for p in container["ports"]]
     if "SHOP_JWT_PUBLIC_KEY_FILE" in env:
         mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts") or []}

@@ -36,7 +36,7 @@ def test_prices_become_minor_units(typed: str, minor: int) -> None:
     assert minor_units(typed, "price") == minor
 
 
-@pytest.mark.parametrize("typed", ["abc", "-1", "NaN", "Infinity", ""])
+@pytest.mark.parametrize("typed", ["abc", "-1", "NaN", "sNaN", "Infinity", "", "1e999999", "1e5000"])
 def test_a_price_that_is_not_one_is_the_fields_problem(typed: str) -> None:
     with pytest.raises(Problem) as raised:
         minor_units(typed, "price")
