@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from devstack.cluster import Cluster, _service_ready
+from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port
 from tests.e2e.helpers import PASSWORD
@@ -231,7 +231,7 @@ def proxied_edge(services: Callable[..., Cluster]) -> Iterator[Edge]:
         log = cluster.root / "logs" / f"{name}-proxied.log"
         process = Process(f"{name}-proxied", [sys.executable, "-m", name], log, env=full, cwd=REPO).start()
         started.append(process)
-        process.wait_ready(lambda: _service_ready(name, port), 30)
+        process.wait_ready(lambda: cluster.service_ready(name, port), 30)
 
     try:
         start("user_svc", user_port, SHOP_LOGIN_ADDRESS_LIMIT=str(ADDRESS_LIMIT), SHOP_LOGIN_ADDRESS_WINDOW="60")
