@@ -155,21 +155,14 @@ class CommonSettings(_Settings):
 
 class TlsSettings(_Settings):
     """This process's service identity (common/tls.py): the shop CA, its own certificate
-    and key, PEM files.  Every gRPC server and channel is mutual TLS; production refuses
-    to start without them (devstack, compose and deploy/k8s provide them)."""
+    and key, PEM files.  Every gRPC server and channel is mutual TLS, in every mode: a
+    process without readable files stops at start with a message that names the missing
+    settings (common/grpc_server.main, edge/__main__.py; never a value).  devstack, compose
+    and deploy/k8s provide them."""
 
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
-
-    @model_validator(mode="after")
-    def _tls_in_production(self) -> TlsSettings:
-        if self.env == "production":
-            names = ("tls_ca_file", "tls_cert_file", "tls_key_file")
-            missing = [f"SHOP_{name.upper()}" for name in names if not getattr(self, name)]
-            if missing:
-                raise ValueError(f"{', '.join(missing)} must be set in production (mutual TLS between services)")
-        return self
 
 
 class ServiceSettings(CommonSettings, TlsSettings):

@@ -275,10 +275,12 @@ class Cluster:
 
     def channel(self, service: str, *, identity: str = "edge") -> grpc.aio.Channel:
         """An async channel to a service (its name, or host:port) that presents the
-        certificate of process ``identity``: ``cluster.channel("product_svc", identity="order_svc")``."""
-        from common.grpc_client import channel
+        certificate of process ``identity``: ``cluster.channel("product_svc", identity="order_svc")``.
+        gRPC's default channel options (a test's call after a restart reconnects at once)."""
+        import grpc
 
-        return channel(self._target(service), self.tls_files(identity))
+        credentials = tls.channel_credentials(self.tls_files(identity))
+        return grpc.aio.secure_channel(self._target(service), credentials)
 
     def sync_channel(self, service: str, *, identity: str = "devstack") -> grpc.Channel:
         """A blocking channel, like :meth:`channel` (readiness checks)."""

@@ -185,7 +185,7 @@ class Undeclared(user_pb2_grpc.UserServiceServicer):
         return user_pb2.GetMeResponse()
 
 
-def test_a_method_without_declared_callers_is_refused_at_start(cluster: Cluster) -> None:
+async def test_a_method_without_declared_callers_is_refused_at_start(cluster: Cluster) -> None:
     files = cluster.tls_files("user_svc")
     settings = ServiceSettings(tls_ca_file=files.ca, tls_cert_file=files.cert, tls_key_file=files.key)
     server = GrpcServer(settings, TokenVerifier(generate_key_pair()[1], issuer="shop", audience="shop"))

@@ -17,7 +17,6 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pydantic import ValidationError
 from shop.order.v1 import order_pb2, order_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
@@ -133,18 +132,25 @@ async def test_reservations_are_capped_in_lines_and_units(stack: Cluster) -> Non
     ]
 
 
-def test_production_settings_refuse_to_start_without_tls_material() -> None:
-    with pytest.raises(ValidationError) as raised:
-        ServiceSettings(env="production")
-    assert "SHOP_TLS_CA_FILE, SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE must be set in production" in str(raised.value)
-    assert ServiceSettings(env="production", tls_ca_file="a", tls_cert_file="b", tls_key_file="c").reflection is False
+def test_reflection_is_on_in_development_and_off_in_production() -> None:
     assert ServiceSettings().reflection is True
+    assert ServiceSettings(env="production").reflection is False
+    assert ServiceSettings(env="production", grpc_reflection=True).reflection is True
 
 
-def test_a_process_without_tls_material_stops_with_a_clear_message(stack: Cluster) -> None:
-    env = {k: v for k, v in stack.service_env_for("notify_svc").items() if not k.startswith("SHOP_TLS_")}
-    ran = subprocess.run(
-        [sys.executable, "-m", "notify_svc"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
-    )
-    assert ran.returncode == 2
-    assert "SHOP_TLS_CA_FILE, SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE not set" in ran.stderr
+@pytest.mark.parametrize("mode", ["production", "development"])
+@pytest.mark.parametrize("package", ["notify_svc", "edge"])
+def test_a_process_without_tls_material_stops_with_a_clear_message(stack: Cluster, package: str, mode: str) -> None:
+    env = {k: v for k, v in stack.service_env_for(package).items() if not k.startswith("SHOP_TLS_")}
+    env["SHOP_ENV"] = mode
+    if package == "edge" and mode == "production":  # production takes real payments only
+        env.update(SHOP_PAYMENT_PROCESSOR="stripe", SHOP_STRIPE_WEBHOOK_SECRET="whsec_identity_test")
+    ran = subprocess.run([sys.executable, "-m", package], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert ran.returncode != 0
+    assert f"{package}: SHOP_TLS_CA_FILE, SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE not set" in ran.stderr
+    # A file that cannot be read is named, its contents never shown.
+    env.update(stack.tls_env(package), SHOP_TLS_KEY_FILE="/nonexistent/key.pem")
+    ran = subprocess.run([sys.executable, "-m", package], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert ran.returncode != 0
+    assert "cannot read the TLS private key file /nonexistent/key.pem" in ran.stderr
+    assert "BEGIN" not in ran.stderr

@@ -5,10 +5,22 @@ from __future__ import annotations
 
 import re
 import secrets
+from pathlib import Path
 
+import pytest
 from starlette.testclient import TestClient
 
+from common import tls
 from edge.app import create_app
+
+
+@pytest.fixture(autouse=True)
+def edge_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The edge opens its (mutual-TLS) upstream channels at start: a certificate of a CA of its own."""
+    tls.ensure_identities(tmp_path, ["edge"])
+    files = tls.files_in(tmp_path, "edge")
+    for name, value in (("CA", files.ca), ("CERT", files.cert), ("KEY", files.key)):
+        monkeypatch.setenv(f"SHOP_TLS_{name}_FILE", value)
 
 
 def test_a_problem_names_a_fresh_trace() -> None:
