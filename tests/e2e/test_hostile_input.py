@@ -296,7 +296,8 @@ def test_the_storefront_refuses_forged_forms_without_a_500(services: Callable[..
              "multipart/form-data; boundary=b", 403),
             (b"\xff" * 32, "multipart/form-data", 400),
         ]:  # fmt: skip
-            for path in ("/signin", "/cart/items", "/admin/products"):
+            # (An admin form is not read for a guest at all: it is sent to sign in first.)
+            for path in ("/signin", "/cart/items"):
                 code, _, page = connection.send("POST", path, body, content_type=content_type, cookie=cookie)
                 assert code == status, (path, body, page)
         code, _, _ = connection.send("GET", "/healthz")

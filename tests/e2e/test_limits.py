@@ -36,7 +36,7 @@ ADDRESS = {"recipient_name": "Ann Buyer", "line1": "1 Main St", "city": "Berlin"
            "country_code": "DE"}  # fmt: skip
 
 # The suite's limits (tests/conftest.py TEST_OVERRIDES).
-ORDERS_PER_MINUTE, UNPAID_ORDERS, COMMENTS_PER_MINUTE, WEBHOOKS_PER_MINUTE, STREAMS = 15, 6, 10, 5, 2
+ORDERS_PER_MINUTE, UNPAID_ORDERS, COMMENTS_PER_MINUTE, WEBHOOKS_PER_MINUTE, STREAMS = 15, 6, 200, 50, 2
 LOGIN_PAIR = 5
 
 
@@ -97,6 +97,7 @@ def start_own(cluster: Cluster, label: str, user_env: dict[str, str]) -> Own:
             env={
                 **cluster.service_env_for("edge"),
                 "SHOP_PORT": str(edge_port),
+                "SHOP_METRICS_PORT": "0",
                 "SHOP_USER_SVC_ADDR": f"127.0.0.1:{user_port}",
             },
             cwd=REPO,
@@ -388,7 +389,7 @@ async def test_comments_past_the_budget_get_429(http: httpx.AsyncClient, admin: 
 
 async def test_webhook_registrations_past_the_budget_get_429(http: httpx.AsyncClient) -> None:
     user = await register(http)
-    hook = {"url": "http://127.0.0.1:9/hook", "kinds": ["announcement"]}
+    hook = {"url": "http://127.0.0.1:65000/hook", "kinds": ["announcement"]}
     for _ in range(WEBHOOKS_PER_MINUTE):
         created = await http.post("/api/v1/webhooks", headers=bearer(user), json=hook)
         assert created.status_code == 201, created.text

@@ -30,6 +30,9 @@ INITIAL_STOCK = 10_000
 def durable() -> Iterator[Cluster]:
     """A cluster of its own, with every store on its durable settings."""
     with throwaway_cluster("shop-durable-", unsafe_fast_storage=False) as cluster:
+        # Bursts of orders from a few buyers: the per-user order limits are lifted, as in bench/.
+        lifted = {"SHOP_ORDER_CREATE_LIMIT": "1000000", "SHOP_UNPAID_ORDERS_LIMIT": "1000000"}
+        cluster.overrides["order_svc"] = {**cluster.overrides.get("order_svc", {}), **lifted}
         cluster.start_services(["product_svc", "order_svc", "notify_svc", "edge"])
         yield cluster
 

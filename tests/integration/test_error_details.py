@@ -19,27 +19,35 @@ from common.errors import (
     problem_from_rpc_error,
 )
 from common.grpc_server import GrpcServer
+from common.identity import callers
 from common.settings import ServiceSettings
 from common.validation import Violations
+from devstack.cluster import Cluster
 
 
 class Oversized(user_pb2_grpc.UserServiceServicer):
     """Register fails with a violation per line of a 1,000-line request; GetMe
     aborts without the shared interceptor's care, with 20 KB of trailers."""
 
+    @callers("edge")
     async def Register(self, request, context):
         violations = Violations()
         for n in range(1000):
             violations.add(f"items[{n}].product_id", "must be a product id (UUID)")
         violations.check()
 
+    @callers("edge")
     async def GetMe(self, request, context):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "too much", ((DETAILS_KEY, b"x" * 20_000),))
 
 
 @pytest.fixture
-async def stub() -> AsyncIterator[user_pb2_grpc.UserServiceStub]:
-    server = GrpcServer(ServiceSettings(shutdown_drain=0, shutdown_grace=1))
+async def stub(cluster: Cluster) -> AsyncIterator[user_pb2_grpc.UserServiceStub]:
+    files = cluster.tls_files("user_svc")  # served over the cluster's mutual TLS, called as the edge
+    settings = ServiceSettings(
+        shutdown_drain=0, shutdown_grace=1, tls_ca_file=files.ca, tls_cert_file=files.cert, tls_key_file=files.key
+    )
+    server = GrpcServer(settings)
     server.add(
         user_pb2_grpc.add_UserServiceServicer_to_server,
         Oversized(),  # type: ignore[abstract]
@@ -47,7 +55,7 @@ async def stub() -> AsyncIterator[user_pb2_grpc.UserServiceStub]:
     )
     port = await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with cluster.channel(f"127.0.0.1:{port}") as channel:
             yield user_pb2_grpc.UserServiceStub(channel)
     finally:
         await server.server.stop(0)

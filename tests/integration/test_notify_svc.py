@@ -753,8 +753,9 @@ TEST_PORTS = parse_ports("80,443,1024-65535")
 @pytest.fixture
 async def own_store(notify: Cluster) -> AsyncIterator[Store]:
     """A notify_svc store on a Redis database of its own: the cluster's notify_svc never sees its deliveries."""
-    redis_url = notify.servers["redis"].env()["SHOP_REDIS_URL"].rsplit("/", 1)[0] + "/7"
-    client = aioredis.Redis.from_url(redis_url)
+    redis = notify.servers["redis"]
+    assert isinstance(redis, Redis)
+    client = aioredis.Redis.from_url(redis.url(7))  # devstack's own user: it flushes its database
     await client.flushdb()
     yield Store(client)
     await client.flushdb()

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from devstack.cluster import Cluster
 from devstack.paths import REPO
 
 # Distinctive secrets: none of them may appear in what a failing start prints.
@@ -62,9 +63,10 @@ def test_a_bad_setting_is_named_and_no_secret_is_printed(process: str, env: dict
     assert "input_value" not in output
 
 
-def test_an_unreachable_store_is_named_without_its_password() -> None:
-    """product_svc names the catalog database it cannot reach, its password masked."""
-    ran = start("product_svc", SHOP_MONGO_URL="mongodb://shop:mongo-Secret-3@127.0.0.1:9/?serverSelectionTimeoutMS=300")
+def test_an_unreachable_store_is_named_without_its_password(cluster: Cluster) -> None:
+    """product_svc (its TLS material in place) names the catalog database it cannot reach, its password masked."""
+    mongo_url = "mongodb://shop:mongo-Secret-3@127.0.0.1:9/?serverSelectionTimeoutMS=300"
+    ran = start("product_svc", SHOP_MONGO_URL=mongo_url, **cluster.tls_env("product_svc"))
     output = ran.stdout + ran.stderr
     assert ran.returncode == 1, output
     assert "mongodb://shop:***@127.0.0.1:9/" in output

@@ -76,7 +76,7 @@ def test_every_connection_string_is_the_services_own_user_with_a_password(stack:
             seen.setdefault("s3", set()).add(env["SHOP_S3_ACCESS_KEY"])
     assert seen == {
         "postgres": {"shop_user", "shop_order", "shop_comment"},
-        "redis": {"user_svc", "order_svc", "notify_svc"},
+        "redis": {"user_svc", "order_svc", "comment_svc", "notify_svc"},
         "mongo": {"product_svc"},
         "s3": {"product_svc"},
     }
