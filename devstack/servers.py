@@ -593,6 +593,18 @@ def _kafka_cluster_id() -> str:
 # --- S3: MinIO -----------------------------------------------------------------
 
 
+class OnKafka(Server):
+    """A server that runs on top of the cluster's Kafka (it learns where in ``use``)."""
+
+    needs = ("kafka",)
+    kafka: Kafka
+
+    def use(self, servers: dict[str, Server]) -> None:
+        kafka = servers["kafka"]
+        assert isinstance(kafka, Kafka)
+        self.kafka = kafka
+
+
 class S3(Server):
     name = "s3"
 
@@ -667,16 +679,9 @@ class S3(Server):
 # --- Tracing: Jaeger v2, in memory -----------------------------------------------
 
 
-class Jaeger(Server):
+class Jaeger(OnKafka):
     name = "jaeger"
     # Each span also goes to Kafka in Zipkin's format, for the trace UI (devstack/zipkin.py).
-    needs = ("kafka",)
-    kafka: Kafka
-
-    def use(self, servers: dict[str, Server]) -> None:
-        kafka = servers["kafka"]
-        assert isinstance(kafka, Kafka)
-        self.kafka = kafka
 
     def port_names(self) -> tuple[str, ...]:
         return ("otlp_grpc", "otlp_http", "query_http", "query_grpc", "health")

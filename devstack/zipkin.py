@@ -14,23 +14,16 @@ import json
 import urllib.request
 
 from devstack.paths import CACHE
-from devstack.servers import ZIPKIN_TOPIC, Kafka, Server
+from devstack.servers import ZIPKIN_TOPIC, OnKafka
 
 ZIPKIN_VERSION = "3.6.1"
 TOPIC = ZIPKIN_TOPIC
 USER = "zipkin"
 
 
-class Zipkin(Server):
+class Zipkin(OnKafka):
     name = "zipkin"
     ready_timeout = 90.0
-    needs = ("kafka",)
-    kafka: Kafka
-
-    def use(self, servers: dict[str, Server]) -> None:
-        kafka = servers["kafka"]
-        assert isinstance(kafka, Kafka)
-        self.kafka = kafka
 
     def argv(self) -> list[str]:
         jar = CACHE / "zipkin" / f"zipkin-server-{ZIPKIN_VERSION}-exec.jar"
