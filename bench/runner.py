@@ -31,7 +31,7 @@ from common.auth import TokenSigner
 from devstack.cluster import Cluster
 from devstack.docstore import FerretDB
 from devstack.paths import REPO
-from devstack.process import NotReady, Process, free_port, port_open
+from devstack.process import NotReadyError, Process, free_port, port_open
 from devstack.servers import Postgres
 
 log = logging.getLogger("bench")
@@ -197,7 +197,7 @@ def start_cluster(root: Path, extra_env: dict[str, str], unsafe_fast_storage: bo
     for name in START_ORDER:
         try:
             started = cluster.start_services([name])
-        except (NotReady, RuntimeError) as exc:
+        except (NotReadyError, RuntimeError) as exc:
             if name in REQUIRED:
                 raise
             log.warning("%s did not start; the benchmark goes on without it:\n%s", name, exc)

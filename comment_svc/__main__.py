@@ -23,7 +23,7 @@ from comment_svc.upstreams import Upstreams
 from common import grpc_server
 from common.clients import KafkaProducer, pg_engine, redis_client
 from common.grpc_server import GrpcServer, serve
-from common.migrations import SchemaNotCurrent, check_database
+from common.migrations import SchemaNotCurrentError, check_database
 from common.outbox import OutboxRelay
 from common.ratelimit import Limiter, Window
 
@@ -45,7 +45,7 @@ async def run(settings: CommentSettings, *, stopping: asyncio.Event | None = Non
     try:
         try:
             await check_database(engine, "comment")
-        except SchemaNotCurrent as exc:
+        except SchemaNotCurrentError as exc:
             return _fail(str(exc))
         stop = stopping or asyncio.Event()
         upstreams = Upstreams(settings)

@@ -1,6 +1,6 @@
 """The rules of comments, reviews, likes and ratings: plain Python, no I/O.
 
-Validation failures raise :class:`~common.errors.InvalidArgument` with one
+Validation failures raise :class:`~common.errors.InvalidArgumentError` with one
 :class:`~common.errors.FieldViolation` per bad field (paths relative to the
 request message) and reason ``VALIDATION_FAILED``; rights and states raise
 PERMISSION_DENIED (``NOT_OWNER``) and FAILED_PRECONDITION (``INVALID_STATE``).
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from common.errors import FailedPrecondition, FieldViolation, NotFound, PermissionDenied
+from common.errors import FailedPreconditionError, FieldViolation, NotFoundError, PermissionDeniedError
 from common.validation import Violations, control_problem, invalid, parse_uuid
 
 BODY_MAX = 5000  # characters, after trimming
@@ -149,19 +149,19 @@ def validate_new_comment(product_id: str, parent_id: str | None, body: str, rati
     return NewComment(product_id=product, parent_id=parent, body=text, rating=rating)
 
 
-def _removed(action: str) -> FailedPrecondition:
+def _removed(action: str) -> FailedPreconditionError:
     message = f"this comment was removed and cannot be {action}"
-    return FailedPrecondition(message, reason="INVALID_STATE", metadata={"current_state": "DELETED"})
+    return FailedPreconditionError(message, reason="INVALID_STATE", metadata={"current_state": "DELETED"})
 
 
 def check_parent(parent: Comment | None, new: NewComment) -> Comment:
     """The comment a reply answers must exist, be of the same product and not be removed."""
     if parent is None:
-        raise NotFound(
+        raise NotFoundError(
             "the comment you reply to does not exist", violations=[FieldViolation("parent_id", "no such comment")]
         )
     if parent.product_id != new.product_id:
-        raise FailedPrecondition(
+        raise FailedPreconditionError(
             "the comment you reply to belongs to another product",
             violations=[FieldViolation("parent_id", "belongs to another product")],
             reason="INVALID_STATE",
@@ -220,7 +220,7 @@ def apply_change(comment: Comment, change: Change, user_id: uuid.UUID) -> Edit:
     if comment.deleted:
         raise _removed("edited")
     if comment.author_id != user_id:
-        raise PermissionDenied("only the author may edit a comment", reason="NOT_OWNER")
+        raise PermissionDeniedError("only the author may edit a comment", reason="NOT_OWNER")
     if change.set_rating and change.rating is not None and comment.is_reply:
         raise invalid(FieldViolation("rating", "only a top-level review may carry a rating, not a reply"))
     body = change.body if change.body is not None else comment.body
@@ -239,13 +239,13 @@ def plan_deletion(comment: Comment, user_id: uuid.UUID, *, admin: bool) -> Delet
     if comment.deleted:
         return "already"
     if comment.author_id != user_id and not admin:
-        raise PermissionDenied("only the author or an admin may delete a comment", reason="NOT_OWNER")
+        raise PermissionDeniedError("only the author or an admin may delete a comment", reason="NOT_OWNER")
     return "placeholder" if comment.reply_count > 0 else "remove"
 
 
 def check_likeable(comment: Comment | None) -> Comment:
     if comment is None:
-        raise NotFound("no comment with this id")
+        raise NotFoundError("no comment with this id")
     if comment.deleted:
         raise _removed("liked")
     return comment

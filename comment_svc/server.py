@@ -20,7 +20,7 @@ from comment_svc.domain import Comment, RatingSummary, Sort
 from comment_svc.store import Store
 from comment_svc.upstreams import Metadata, Upstreams
 from common.auth import Principal, current_principal, require_user
-from common.errors import FieldViolation, NotFound, Unauthenticated
+from common.errors import FieldViolation, NotFoundError, UnauthenticatedError
 from common.identity import callers
 from common.ratelimit import Limiter, Window
 from common.validation import invalid, page_size, parse_uuid
@@ -92,7 +92,7 @@ def _optional(message: Any, name: str) -> Any:
 def _user_id(principal: Principal) -> uuid.UUID:
     user_id = parse_uuid(principal.user_id)
     if user_id is None:
-        raise Unauthenticated("the access token names no account; sign in again", reason="INVALID_TOKEN")
+        raise UnauthenticatedError("the access token names no account; sign in again", reason="INVALID_TOKEN")
     return user_id
 
 
@@ -223,7 +223,7 @@ class CommentService(comment_pb2_grpc.CommentServiceServicer):
         if parent_id is not None:
             parent = await self.store.get_comment(parent_id)
             if parent is None or parent.product_id != product_id:
-                raise NotFound("no comment with this id on this product")
+                raise NotFoundError("no comment with this id on this product")
             rows = await self.store.list_replies(parent_id, cursor, size + 1)
             page, token = domain.next_page(rows, size, None, scope)
         else:
@@ -247,7 +247,7 @@ class CommentService(comment_pb2_grpc.CommentServiceServicer):
         comment_id = domain.require_uuid(request.comment_id, "comment_id", "comment")
         comment = await self.store.get_comment(comment_id)
         if comment is None:
-            raise NotFound("no comment with this id")
+            raise NotFoundError("no comment with this id")
         viewer = _viewer()
         liked = await self.store.liked_by(viewer, [comment.id]) if viewer else set()
         return comment_pb2.GetCommentResponse(comment=comment_to_proto(comment, liked))

@@ -60,7 +60,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from comment_svc import domain, events
 from comment_svc.domain import Comment, Cursor, RatingDelta, RatingSummary, Sort
-from common.errors import NotFound
+from common.errors import NotFoundError
 from common.outbox import outbox_table
 
 log = logging.getLogger("shop.comment.store")
@@ -254,7 +254,7 @@ class Store:
         async with self.engine.begin() as conn:
             current = await self._locked(conn, comment_id)
             if current is None:
-                raise NotFound("no comment with this id")
+                raise NotFoundError("no comment with this id")
             edit = domain.apply_change(current, change, user_id)
             if not edit.changed:
                 return current
@@ -275,7 +275,7 @@ class Store:
         async with self.engine.begin() as conn:
             current = await self._locked(conn, comment_id, key=True)
             if current is None:
-                raise NotFound("no comment with this id")
+                raise NotFoundError("no comment with this id")
             plan = domain.plan_deletion(current, user_id, admin=admin)
             if plan == "placeholder":
                 await conn.execute(
@@ -348,7 +348,7 @@ class Store:
         async with self.engine.begin() as conn:
             comment = await self._locked(conn, comment_id)
             if comment is None:
-                raise NotFound("no comment with this id")
+                raise NotFoundError("no comment with this id")
             removed = (
                 await conn.execute(
                     delete(comment_likes)

@@ -29,7 +29,7 @@ from shop.user.v1 import user_pb2, user_pb2_grpc
 
 from comment_svc.settings import CommentSettings
 from common import grpc_client
-from common.errors import FieldViolation, NotFound, from_upstream
+from common.errors import FieldViolation, NotFoundError, from_upstream
 from common.tls import TlsFiles
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class Upstreams:
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(
+                raise NotFoundError(
                     "no product with this id", violations=[FieldViolation("product_id", "no such product")]
                 ) from exc
             log.warning(

@@ -27,7 +27,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from common.errors import PermissionDenied, Unauthenticated
+from common.errors import PermissionDeniedError, UnauthenticatedError
 
 log = logging.getLogger("shop.auth")
 
@@ -51,14 +51,14 @@ current_principal: contextvars.ContextVar[Principal | None] = contextvars.Contex
 def require_user() -> Principal:
     principal = current_principal.get()
     if principal is None:
-        raise Unauthenticated("sign in first: this call needs a valid access token")
+        raise UnauthenticatedError("sign in first: this call needs a valid access token")
     return principal
 
 
 def require_admin() -> Principal:
     principal = require_user()
     if not principal.is_admin:
-        raise PermissionDenied("only an admin may do this")
+        raise PermissionDeniedError("only an admin may do this")
     return principal
 
 
@@ -110,20 +110,20 @@ class TokenVerifier:
     def verify(self, token: str) -> Principal:
         self._follow_file()
         if not self._keys:
-            raise Unauthenticated("this service has no token key configured")
+            raise UnauthenticatedError("this service has no token key configured")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
-            raise Unauthenticated("the access token is invalid", reason="INVALID_TOKEN") from exc
+            raise UnauthenticatedError("the access token is invalid", reason="INVALID_TOKEN") from exc
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
-            raise Unauthenticated(
+            raise UnauthenticatedError(
                 "the access token is invalid: it names no signing key (kid); sign in again", reason="INVALID_TOKEN"
             )
         key = self._keys.get(kid)
         if key is None:
             shown = kid if _KID.fullmatch(kid) else "?"
-            raise Unauthenticated(
+            raise UnauthenticatedError(
                 f"the access token is invalid: it was signed with a key this service does not know (kid {shown}); "
                 "sign in again",
                 reason="INVALID_TOKEN",
@@ -138,12 +138,12 @@ class TokenVerifier:
                 options={"require": ["exp", "sub", "iat"]},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("the access token has expired; refresh it", reason="INVALID_TOKEN") from exc
+            raise UnauthenticatedError("the access token has expired; refresh it", reason="INVALID_TOKEN") from exc
         except jwt.InvalidTokenError as exc:
-            raise Unauthenticated("the access token is invalid", reason="INVALID_TOKEN") from exc
+            raise UnauthenticatedError("the access token is invalid", reason="INVALID_TOKEN") from exc
         role = claims.get("role")
         if role not in ROLES:
-            raise Unauthenticated("the access token carries no valid role", reason="INVALID_TOKEN")
+            raise UnauthenticatedError("the access token carries no valid role", reason="INVALID_TOKEN")
         return Principal(user_id=str(claims["sub"]), role=str(role))
 
     def principal_from_metadata(self, metadata: Any) -> Principal | None:
@@ -152,7 +152,7 @@ class TokenVerifier:
             if key == "authorization":
                 scheme, _, token = str(value).partition(" ")
                 if scheme.lower() != "bearer" or not token:
-                    raise Unauthenticated("authorization must be 'Bearer <access token>'")
+                    raise UnauthenticatedError("authorization must be 'Bearer <access token>'")
                 return self.verify(token.strip())
         return None
 

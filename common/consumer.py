@@ -14,7 +14,7 @@ id):
   order and none is skipped.  A stop while retrying leaves the message
   uncommitted for the next owner.
 * **Poison messages are parked, not retried forever.**  A message that is not
-  one of our events (:class:`~common.events.UndecodableEvent`, raised by
+  one of our events (:class:`~common.events.UndecodableEventError`, raised by
   :func:`~common.events.decode` or by the handler) is logged with its topic,
   partition and offset, copied to ``<topic>.parked`` with the reason in its
   headers, and then committed.
@@ -52,6 +52,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from common import events
 from common.clients import KafkaProducer, kafka_admin, kafka_consumer
 from common.settings import KafkaSettings
+from common.waits import wait_or_stop
 
 log = logging.getLogger("shop.consumer")
 tracer = trace.get_tracer("shop.consumer")
@@ -235,7 +236,7 @@ class EventConsumer:
             span.set_attribute("messaging.kafka.offset", offset)
             try:
                 event_id, payload = events.decode(headers, message.value())
-            except events.UndecodableEvent as exc:
+            except events.UndecodableEventError as exc:
                 return await self._park(message, str(exc), stop)
             span.set_attribute("messaging.message.id", event_id)
             span.set_attribute("shop.event.type", str(payload.DESCRIPTOR.full_name))
@@ -244,7 +245,7 @@ class EventConsumer:
             while True:
                 try:
                     await self.handler(event)
-                except events.UndecodableEvent as exc:
+                except events.UndecodableEventError as exc:
                     return await self._park(message, str(exc), stop)
                 except Exception as exc:
                     attempt += 1
@@ -257,7 +258,7 @@ class EventConsumer:
                         extra={"topic": topic, "partition": partition, "offset": offset, "event_id": event_id,
                                "attempt": attempt},
                     )  # fmt: skip
-                    if await _stopped_within(stop, delay):
+                    if await wait_or_stop(stop, delay):
                         return False
                     continue
                 MESSAGES.labels(self.group_id, topic, "processed").inc()
@@ -293,7 +294,7 @@ class EventConsumer:
                 attempt += 1
                 delay = min(self.retry_base * 2 ** (attempt - 1), self.retry_max)
                 log.warning("parking failed; retrying in %.1fs", delay, exc_info=exc, extra={"topic": topic})
-                if await _stopped_within(stop, delay):
+                if await wait_or_stop(stop, delay):
                     return False
         MESSAGES.labels(self.group_id, topic, "parked").inc()
         return True
@@ -380,9 +381,3 @@ class EventConsumer:
                 continue  # nothing fetched from it yet
             lags[(tp.topic, tp.partition)] = max(0, high - (position if position >= 0 else low))
         return lags
-
-
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-    return stop.is_set()

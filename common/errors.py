@@ -132,45 +132,45 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class InvalidArgument(DomainError):
+class InvalidArgumentError(DomainError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
-class NotFound(DomainError):
+class NotFoundError(DomainError):
     code = grpc.StatusCode.NOT_FOUND
 
 
-class AlreadyExists(DomainError):
+class AlreadyExistsError(DomainError):
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
-class FailedPrecondition(DomainError):
+class FailedPreconditionError(DomainError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class Aborted(DomainError):
+class AbortedError(DomainError):
     """A conflict with concurrent work (e.g. out of stock, optimistic lock)."""
 
     code = grpc.StatusCode.ABORTED
 
 
-class Unauthenticated(DomainError):
+class UnauthenticatedError(DomainError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
-class PermissionDenied(DomainError):
+class PermissionDeniedError(DomainError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
-class ResourceExhausted(DomainError):
+class ResourceExhaustedError(DomainError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class Unavailable(DomainError):
+class UnavailableError(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
-class DeadlineExceeded(DomainError):
+class DeadlineExceededError(DomainError):
     """The caller's deadline passed before the work was done."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
@@ -353,15 +353,15 @@ _TRANSPORT_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCod
 _BY_CODE: dict[grpc.StatusCode, type[DomainError]] = {
     cls.code: cls
     for cls in (
-        InvalidArgument,
-        NotFound,
-        AlreadyExists,
-        FailedPrecondition,
-        Aborted,
-        Unauthenticated,
-        PermissionDenied,
-        ResourceExhausted,
-        Unavailable,
+        InvalidArgumentError,
+        NotFoundError,
+        AlreadyExistsError,
+        FailedPreconditionError,
+        AbortedError,
+        UnauthenticatedError,
+        PermissionDeniedError,
+        ResourceExhaustedError,
+        UnavailableError,
     )
 }
 
@@ -374,8 +374,8 @@ def from_upstream(error: grpc.aio.AioRpcError, dependency: str) -> DomainError:
     cls = _BY_CODE.get(code)
     # RESOURCE_EXHAUSTED without a shop status is the transport's (e.g. trailers over its limit): the dependency's.
     foreign = code in _TRANSPORT_CODES and rpc_status_from_metadata(error.trailing_metadata()) is None
-    if cls is None or foreign or cls in (Unavailable, Unauthenticated, PermissionDenied):
-        return Unavailable(
+    if cls is None or foreign or cls in (UnavailableError, UnauthenticatedError, PermissionDeniedError):
+        return UnavailableError(
             f"{dependency} is unavailable; nothing was changed, try again shortly",
             reason="DEPENDENCY_UNAVAILABLE",
             metadata={"dependency": dependency},

@@ -27,7 +27,7 @@ EVENT_TYPE = "event-type"
 Headers = Sequence[tuple[str, bytes]]
 
 
-class UndecodableEvent(ValueError):
+class UndecodableEventError(ValueError):
     """A message that is not a known event: park it, don't retry it."""
 
 
@@ -56,19 +56,19 @@ def header(headers: Iterable[tuple[str, bytes | str | None]] | None, name: str) 
 
 
 def decode(headers: Iterable[tuple[str, bytes | str | None]] | None, value: bytes | None) -> tuple[str, Message]:
-    """(event id, payload) of a Kafka message; UndecodableEvent when it is not one of ours."""
+    """(event id, payload) of a Kafka message; UndecodableEventError when it is not one of ours."""
     event_id, event_type = header(headers, EVENT_ID), header(headers, EVENT_TYPE)
     if not event_id or not event_type or value is None:
-        raise UndecodableEvent("missing event-id or event-type header, or empty value")
+        raise UndecodableEventError("missing event-id or event-type header, or empty value")
     try:
         cls = default_symbols().GetSymbol(event_type)
     except KeyError as exc:
-        raise UndecodableEvent(f"unknown event type {event_type!r}") from exc
+        raise UndecodableEventError(f"unknown event type {event_type!r}") from exc
     message: Message = cls()
     try:
         message.ParseFromString(value)
     except Exception as exc:
-        raise UndecodableEvent(f"payload is not a valid {event_type}: {exc}") from exc
+        raise UndecodableEventError(f"payload is not a valid {event_type}: {exc}") from exc
     return event_id, message
 
 

@@ -30,10 +30,10 @@ from prometheus_client import Counter, Histogram
 
 from common import telemetry
 from common.auth import TokenVerifier, current_principal
-from common.errors import DomainError, PermissionDenied, Unavailable, status_trailers
+from common.errors import DomainError, PermissionDeniedError, UnavailableError, status_trailers
 from common.identity import current_caller, declared_callers
 from common.settings import ServiceSettings, load_settings
-from common.tls import TlsFiles, TlsMaterialMissing, peer_identity, server_credentials
+from common.tls import TlsFiles, TlsMaterialMissingError, peer_identity, server_credentials
 
 log = logging.getLogger("shop.grpc")
 
@@ -71,7 +71,7 @@ class _CallGuard:
         if self.allowed is not None and caller not in self.allowed:
             who = caller or "a caller without a shop identity"
             name = self.method.rsplit("/", 1)[-1]
-            raise PermissionDenied(
+            raise PermissionDeniedError(
                 f"{who} may not call {name}", reason="CALLER_NOT_ALLOWED", metadata={"caller": caller or ""}
             )
         principal = self.verifier.principal_from_metadata(context.invocation_metadata())
@@ -81,7 +81,7 @@ class _CallGuard:
         store = _store_unreachable(exc)
         if store is not None:
             log.warning("%s is unreachable in %s: %r", store, self.method, exc)
-            exc = Unavailable(
+            exc = UnavailableError(
                 f"{store} is unavailable to this service; nothing was changed, try again shortly",
                 reason="DEPENDENCY_UNAVAILABLE",
                 metadata={"dependency": store},
@@ -311,7 +311,7 @@ def main(name: str, settings_class: type[S], run: Callable[[S], Coroutine[Any, A
     settings = load_settings(settings_class, name)
     try:
         TlsFiles.from_settings(settings).read()
-    except TlsMaterialMissing as exc:
+    except TlsMaterialMissingError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2
     telemetry.setup(name, log_level=settings.log_level, metrics_port=settings.metrics_port, host=settings.host)

@@ -115,7 +115,7 @@ class SchemaStatus:
         return set(self.current) == set(self.heads)
 
 
-class SchemaNotCurrent(RuntimeError):
+class SchemaNotCurrentError(RuntimeError):
     """The database's schema is not the one this code expects."""
 
 
@@ -142,7 +142,7 @@ async def schema_status(engine: AsyncEngine, ini: Path) -> SchemaStatus:
 
 
 async def require_schema_at_head(engine: AsyncEngine, ini: Path) -> SchemaStatus:
-    """Raise :class:`SchemaNotCurrent` (with the command to run) unless the
+    """Raise :class:`SchemaNotCurrentError` (with the command to run) unless the
     database is at the head revision of ``ini``'s migrations."""
     status = await schema_status(engine, ini)
     if status.at_head:
@@ -150,13 +150,13 @@ async def require_schema_at_head(engine: AsyncEngine, ini: Path) -> SchemaStatus
     command = upgrade_command(ini)
     heads = ", ".join(status.heads)
     if status.unknown:
-        raise SchemaNotCurrent(
+        raise SchemaNotCurrentError(
             f"database {status.database!r} is at revision {', '.join(status.unknown)}, which this code does not "
             f"know (it expects {heads}); was it migrated by newer code? Deploy matching code, or run "
             f"`{command}` from {REPO} with this version"
         )
     found = ", ".join(status.current) if status.current else "no revision (never migrated)"
-    raise SchemaNotCurrent(
+    raise SchemaNotCurrentError(
         f"database {status.database!r} is not migrated: it is at {found}, this code needs {heads}. "
         f"Run `{command}` from {REPO} (with SHOP_DATABASE_URL pointing at it), then start again"
     )
@@ -164,7 +164,7 @@ async def require_schema_at_head(engine: AsyncEngine, ini: Path) -> SchemaStatus
 
 async def check_database(engine: AsyncEngine, service: str) -> None:
     """At a service's start: the database is reachable and migrated to head, or
-    :class:`SchemaNotCurrent` says what is wrong and which command fixes it.
+    :class:`SchemaNotCurrentError` says what is wrong and which command fixes it.
 
     The check runs in a child process (``python -m common.migrations check
     <service>``): Alembic and Mako, about 12 MB, are needed only for it and
@@ -178,11 +178,11 @@ async def check_database(engine: AsyncEngine, service: str) -> None:
     if child.returncode == 0:
         return
     if child.returncode == NOT_CURRENT:
-        raise SchemaNotCurrent(out.decode().strip())
-    raise SchemaNotCurrent(f"the schema check failed (exit {child.returncode}): {err.decode().strip()[-2000:]}")
+        raise SchemaNotCurrentError(out.decode().strip())
+    raise SchemaNotCurrentError(f"the schema check failed (exit {child.returncode}): {err.decode().strip()[-2000:]}")
 
 
-NOT_CURRENT = 3  # the child's exit status when it printed a SchemaNotCurrent
+NOT_CURRENT = 3  # the child's exit status when it printed a SchemaNotCurrentError
 
 
 async def _check_here(service: str) -> int:
@@ -191,7 +191,7 @@ async def _check_here(service: str) -> int:
     engine = create_async_engine(database_url(""), poolclass=pool.NullPool)
     try:
         await require_schema_at_head(engine, migrations_ini(service))
-    except SchemaNotCurrent as exc:
+    except SchemaNotCurrentError as exc:
         print(exc)
         return NOT_CURRENT
     except (OSError, sa_exc.DBAPIError) as exc:

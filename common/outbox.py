@@ -18,7 +18,6 @@ state change, and a relay publishes them to Kafka.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -50,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from common import events
 from common.clients import KafkaProducer
+from common.waits import wait_for_either, wait_or_stop
 
 log = logging.getLogger("shop.outbox")
 tracer = trace.get_tracer("shop.outbox")
@@ -118,10 +118,6 @@ async def add_event(conn: AsyncConnection, outbox: Table, *, topic: str, key: st
     return event_id
 
 
-def UNPUBLISHED_COLUMNS(t: Table) -> list[Any]:
-    return [t.c.id, t.c.event_id, t.c.topic, t.c.key, t.c.event_type, t.c.payload, t.c.headers, t.c.created_at]
-
-
 class OutboxRelay:
     def __init__(
         self,
@@ -158,11 +154,11 @@ class OutboxRelay:
                     await self._maybe_stats()
                 except Exception:
                     log.warning("outbox relay could not publish; retrying in %.1fs", backoff, exc_info=True)
-                    await _wait(stop, backoff)
+                    await wait_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 if published < self.batch_size:
-                    await _wait_any(stop, self._wake, self.poll_interval)
+                    await wait_for_either(stop, self._wake, self.poll_interval)
         finally:
             listener.cancel()
 
@@ -239,18 +235,4 @@ class OutboxRelay:
                         self._wake.set()
             except (psycopg.Error, OSError):
                 log.warning("outbox listener lost its connection; polling until it is back", exc_info=True)
-                await _wait(stop, 1.0)
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+                await wait_or_stop(stop, 1.0)

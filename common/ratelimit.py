@@ -36,7 +36,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis import exceptions as redis_exc
 
-from common.errors import Quota, ResourceExhausted, Unavailable
+from common.errors import Quota, ResourceExhaustedError, UnavailableError
 
 log = logging.getLogger("shop.ratelimit")
 
@@ -63,8 +63,8 @@ def hashed(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
-def redis_unavailable(what: str) -> Unavailable:
-    return Unavailable(
+def redis_unavailable(what: str) -> UnavailableError:
+    return UnavailableError(
         f"{what} is unavailable right now; try again shortly",
         reason="DEPENDENCY_UNAVAILABLE",
         metadata={"dependency": "redis"},
@@ -112,11 +112,11 @@ class Limiter:
         except redis_exc.RedisError as exc:
             log.warning("could not record a rate-limit hit", extra={"policy": window.name}, exc_info=exc)
 
-    async def _refusal(self, window: Window, key: str, message: str) -> ResourceExhausted:
+    async def _refusal(self, window: Window, key: str, message: str) -> ResourceExhaustedError:
         stats = await self._strategy.get_window_stats(window.item(), key)
         wait = max(0.001, stats.reset_time - time.time())
         log.info("rate limited", extra={"policy": window.name, "retry_after": round(wait, 3)})
-        return ResourceExhausted(
+        return ResourceExhaustedError(
             message,
             reason=RATE_LIMITED,
             retry_after=min(wait, float(window.window)),
@@ -164,7 +164,7 @@ class Leases:
         if int(held) <= self.limit:
             return lease
         await self._redis.zrem(lease.key, lease.holder)
-        raise ResourceExhausted(
+        raise ResourceExhaustedError(
             message,
             reason=RATE_LIMITED,
             retry_after=self.ttl,

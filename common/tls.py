@@ -57,7 +57,7 @@ def peer_identity(auth_context: Mapping[str, Iterable[bytes]]) -> str | None:
 # --- loading ------------------------------------------------------------------------------------
 
 
-class TlsMaterialMissing(RuntimeError):
+class TlsMaterialMissingError(RuntimeError):
     pass
 
 
@@ -77,7 +77,7 @@ class TlsFiles:
         values = {part: getattr(settings, field, None) for part, field in names.items()}
         missing = [f"SHOP_{names[part].upper()}" for part, value in values.items() if not value]
         if missing:
-            raise TlsMaterialMissing(
+            raise TlsMaterialMissingError(
                 f"{', '.join(missing)} not set: every gRPC connection is mutual TLS "
                 "(devstack, compose and deploy/k8s provide the files; see README 'Service identity')"
             )
@@ -89,7 +89,7 @@ class TlsFiles:
             try:
                 parts.append(Path(path).read_bytes())
             except OSError as exc:
-                raise TlsMaterialMissing(f"cannot read the TLS {what} file {path}: {exc.strerror}") from exc
+                raise TlsMaterialMissingError(f"cannot read the TLS {what} file {path}: {exc.strerror}") from exc
         ca, cert, key = parts
         return ca, cert, key
 

@@ -1,6 +1,6 @@
 """Input rules shared by the services: field violations, addresses, ids, paging.
 
-Validation failures raise :class:`~common.errors.InvalidArgument` with one
+Validation failures raise :class:`~common.errors.InvalidArgumentError` with one
 :class:`~common.errors.FieldViolation` per bad field (paths relative to the
 request message, e.g. ``shipping_address.city``) and reason ``VALIDATION_FAILED``.
 """
@@ -14,24 +14,24 @@ import json
 import re
 import unicodedata
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from shop.common.v1 import address_pb2
-
-from common.errors import FieldViolation, InvalidArgument
+from common.errors import FieldViolation, InvalidArgumentError
 
 VALIDATION_FAILED = "VALIDATION_FAILED"
 
 
 class Violations:
-    """Collects field violations; ``check()`` raises them all at once."""
+    """Collects field violations; ``check()`` raises them all at once.  With a
+    ``prefix`` (such as ``"product."``) every path is relative to that message."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
         self.items: list[FieldViolation] = []
 
     def add(self, path: str, description: str) -> None:
-        self.items.append(FieldViolation(path, description))
+        self.items.append(FieldViolation(f"{self.prefix}{path}", description))
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -44,12 +44,12 @@ class Violations:
 NAMED_FIELDS = 3  # fields the message names; the violations list them all (within the status budget)
 
 
-def invalid(*violations: FieldViolation) -> InvalidArgument:
+def invalid(*violations: FieldViolation) -> InvalidArgumentError:
     names = list(dict.fromkeys(v.field for v in violations))
     fields = ", ".join(names[:NAMED_FIELDS])
     if len(names) > NAMED_FIELDS:
         fields += f" and {len(names) - NAMED_FIELDS} more"
-    return InvalidArgument(f"invalid {fields}", violations=list(violations), reason=VALIDATION_FAILED)
+    return InvalidArgumentError(f"invalid {fields}", violations=list(violations), reason=VALIDATION_FAILED)
 
 
 # --- free text ----------------------------------------------------------------------
@@ -117,14 +117,6 @@ class Address:
     phone: str = ""
 
 
-def address_from_proto(message: address_pb2.Address) -> Address:
-    return Address(**{name: getattr(message, name) for name in Address.__dataclass_fields__})
-
-
-def address_to_proto(address: Address) -> address_pb2.Address:
-    return address_pb2.Address(**asdict(address))
-
-
 # (field, required, max length)
 _ADDRESS_FIELDS: tuple[tuple[str, bool, int], ...] = (
     ("recipient_name", True, 100),
@@ -181,10 +173,20 @@ def parse_uuid(value: str) -> uuid.UUID | None:
         return None
 
 
+def uuid_problem(value: str, what: str = "an id") -> str | None:
+    """Why ``value`` is not an id such as ``what`` ("a product id"), or None."""
+    if not value.strip():
+        return "is required"
+    if parse_uuid(value) is None:
+        return f"must be {what} (UUID)"
+    return None
+
+
 def require_uuid(value: str, path: str, what: str = "an id") -> uuid.UUID:
+    """The UUID in ``value``; INVALID_ARGUMENT on ``path`` when it is missing or malformed."""
     parsed = parse_uuid(value)
     if parsed is None:
-        raise invalid(FieldViolation(path, f"must be {what} (UUID)"))
+        raise invalid(FieldViolation(path, uuid_problem(value, what) or f"must be {what} (UUID)"))
     return parsed
 
 

@@ -124,7 +124,7 @@ def _stop_cluster(cluster: Cluster) -> None:
     cluster.stop()
 
 
-class _Interrupted(Exception):
+class _InterruptedError(Exception):
     pass
 
 
@@ -148,7 +148,7 @@ def up(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
         if not watching.is_set():  # still starting: give up at once
-            raise _Interrupted
+            raise _InterruptedError
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
@@ -168,7 +168,7 @@ def up(args: argparse.Namespace) -> int:
         watching.set()
         while not stop.wait(1.0):
             watcher.check()
-    except _Interrupted:
+    except _InterruptedError:
         print("interrupted while starting", flush=True)
     finally:
         watching.set()  # a second Ctrl-C while stopping only sets `stop` again

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-class NotReady(RuntimeError):
+class NotReadyError(RuntimeError):
     pass
 
 
@@ -111,14 +111,14 @@ class Process:
         while time.monotonic() < deadline:
             if not self.alive():
                 code = self.popen.returncode if self.popen else None
-                raise NotReady(f"{self.name} exited with {code}; last log lines:\n{tail(self.log)}")
+                raise NotReadyError(f"{self.name} exited with {code}; last log lines:\n{tail(self.log)}")
             try:
                 if check():
                     return
             except Exception as exc:  # noqa: BLE001 - not ready yet
                 last = exc
             time.sleep(0.1)
-        raise NotReady(f"{self.name} not ready after {timeout:.0f}s ({last!r}); last log lines:\n{tail(self.log)}")
+        raise NotReadyError(f"{self.name} not ready after {timeout:.0f}s ({last!r}); last log lines:\n{tail(self.log)}")
 
     def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
         if self.popen is None or self.popen.poll() is not None:

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edge.examples import REQUEST_EXAMPLES, RESPONSE_EXAMPLES
-from edge.problems import HttpProblem, violations
+from edge.problems import HttpProblemError, violations
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -145,7 +145,7 @@ def route(operation: Operation) -> Route:
     async def endpoint(request: Request) -> Response:
         if operation.auth and "authorization" not in request.headers:
             # Services verify the token; a request without one is refused before its body is read.
-            raise HttpProblem(401, "sign in first: send 'Authorization: Bearer <access token>'")
+            raise HttpProblemError(401, "sign in first: send 'Authorization: Bearer <access token>'")
         kwargs: dict[str, Any] = {}
         if operation.body is not None:
             kwargs["body"] = await read_json(request, operation.body)
@@ -169,15 +169,15 @@ def route(operation: Operation) -> Route:
 async def read_body(request: Request, limit: int) -> bytes:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        raise HttpProblem(415, f"the body must not be compressed (Content-Encoding: {encoding}); send it as it is")
+        raise HttpProblemError(415, f"the body must not be compressed (Content-Encoding: {encoding}); send it as it is")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HttpProblem(413, f"the request body is larger than {limit} bytes")
+        raise HttpProblemError(413, f"the request body is larger than {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise HttpProblem(413, f"the request body is larger than {limit} bytes")
+            raise HttpProblemError(413, f"the request body is larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -203,11 +203,13 @@ def parse_json(raw: bytes) -> Any:
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]  # a UTF-8 byte order mark: RFC 8259 lets a parser ignore it
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
-        raise HttpProblem(400, "the body must be JSON in UTF-8 (it looks like UTF-16 or UTF-32)")
+        raise HttpProblemError(400, "the body must be JSON in UTF-8 (it looks like UTF-16 or UTF-32)")
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise HttpProblem(400, f"the body is not valid UTF-8 (byte {exc.start} is not): send JSON in UTF-8") from exc
+        raise HttpProblemError(
+            400, f"the body is not valid UTF-8 (byte {exc.start} is not): send JSON in UTF-8"
+        ) from exc
     if not raw.strip():
         return None
     try:
@@ -216,30 +218,30 @@ def parse_json(raw: bytes) -> Any:
         message = str(exc)
         for found, detail in _JSON_PROBLEMS.items():
             if found in message:
-                raise HttpProblem(400, detail) from exc
+                raise HttpProblemError(400, detail) from exc
         try:
             from_json(raw, allow_inf_nan=True)
         except ValueError:
             pass
         else:
-            raise HttpProblem(400, "NaN and Infinity are not JSON numbers: send finite numbers") from exc
-        raise HttpProblem(400, f"the body is not valid JSON: {message}") from exc
+            raise HttpProblemError(400, "NaN and Infinity are not JSON numbers: send finite numbers") from exc
+        raise HttpProblemError(400, f"the body is not valid JSON: {message}") from exc
 
 
 async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
     media, options = parse_options_header(request.headers.get("content-type", ""))
     if not _is_json(media.decode("latin-1").lower()):
-        raise HttpProblem(415, "send the body as JSON with 'Content-Type: application/json'")
+        raise HttpProblemError(415, "send the body as JSON with 'Content-Type: application/json'")
     charset = options.get(b"charset", b"utf-8").decode("latin-1").lower()
     if charset not in ("utf-8", "utf8"):
-        raise HttpProblem(415, f"JSON is taken in UTF-8 only: send charset=utf-8 (or none), not charset={charset}")
+        raise HttpProblemError(415, f"JSON is taken in UTF-8 only: send charset=utf-8 (or none), not charset={charset}")
     data = parse_json(await read_body(request, request.app.state.settings.max_body_bytes))
     if not isinstance(data, dict):
-        raise HttpProblem(400, "the body must be a JSON object")
+        raise HttpProblemError(400, "the body must be a JSON object")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise HttpProblem(400, "the request has invalid fields", violations(exc)) from exc
+        raise HttpProblemError(400, "the request has invalid fields", violations(exc)) from exc
 
 
 async def read_form(request: Request, model: type[BaseModel]) -> BaseModel:
@@ -247,30 +249,30 @@ async def read_form(request: Request, model: type[BaseModel]) -> BaseModel:
     streams in; file parts become :class:`FilePart` values."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != MULTIPART:
-        raise HttpProblem(415, "send the body as multipart/form-data")
+        raise HttpProblemError(415, "send the body as multipart/form-data")
     limit: int = request.app.state.settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HttpProblem(413, f"the request body is larger than {limit} bytes")
+        raise HttpProblemError(413, f"the request body is larger than {limit} bytes")
 
     async def capped() -> AsyncGenerator[bytes, None]:
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise HttpProblem(413, f"the request body is larger than {limit} bytes")
+                raise HttpProblemError(413, f"the request body is larger than {limit} bytes")
             yield chunk
 
     parser = MultiPartParser(request.headers, capped(), max_files=len(model.model_fields), max_fields=32)
     try:
         form = await parser.parse()
     except MultiPartException as exc:
-        raise HttpProblem(400, f"the multipart body is malformed: {exc.message}") from exc
+        raise HttpProblemError(400, f"the multipart body is malformed: {exc.message}") from exc
     values: dict[str, Any] = {}
     try:
         for name, value in form.multi_items():
             if name in values:
-                raise HttpProblem(400, f"the form field {name!r} is given twice")
+                raise HttpProblemError(400, f"the form field {name!r} is given twice")
             if isinstance(value, UploadFile):
                 data = await value.read()
                 values[name] = FilePart(value.filename or "", value.content_type or "", data)
@@ -281,14 +283,14 @@ async def read_form(request: Request, model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise HttpProblem(400, "the form has invalid fields", violations(exc)) from exc
+        raise HttpProblemError(400, "the form has invalid fields", violations(exc)) from exc
 
 
 def parse_query(request: Request, model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(dict(request.query_params))
     except ValidationError as exc:
-        raise HttpProblem(400, "the query has invalid parameters", violations(exc)) from exc
+        raise HttpProblemError(400, "the query has invalid parameters", violations(exc)) from exc
 
 
 # --- OpenAPI 3.1 --------------------------------------------------------------

@@ -24,7 +24,7 @@ class ProblemResponse(JSONResponse):
     media_type = PROBLEM_JSON
 
 
-class HttpProblem(Exception):
+class HttpProblemError(Exception):
     """Raised by request parsing and handlers to answer with a problem."""
 
     def __init__(self, status: int, detail: str, errors: list[FieldViolation] | None = None) -> None:
@@ -65,13 +65,13 @@ async def renaming_fields(call: Awaitable[T], rename: Callable[[str], str]) -> T
         if problem.status >= 500 or not problem.errors:
             raise
         problem.errors = [FieldViolation(rename(v.field), v.description) for v in problem.errors]
-        error = HttpProblem(problem.status, problem.detail)
+        error = HttpProblemError(problem.status, problem.detail)
         error.problem = problem
         raise error from exc
 
 
 async def on_http_problem(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HttpProblem)
+    assert isinstance(exc, HttpProblemError)
     return respond(exc.problem, request)
 
 
@@ -102,7 +102,7 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
 
 
 HANDLERS: dict[Any, Any] = {
-    HttpProblem: on_http_problem,
+    HttpProblemError: on_http_problem,
     grpc.aio.AioRpcError: on_rpc_error,
     HTTPException: on_http_exception,
     Exception: on_unexpected,

@@ -11,7 +11,6 @@ partitions, and the webhook queues are shared safely through Redis.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ from common.clients import KafkaProducer, redis_client
 from common.consumer import EventConsumer
 from common.grpc_server import GrpcServer, serve
 from common.ratelimit import Leases, Limiter, Window
+from common.waits import wait_or_stop
 from notify_svc.events import TOPICS, AnnouncementPublisher, NotificationHandler
 from notify_svc.server import NotificationService, StreamPolicy
 from notify_svc.settings import NotifySettings
@@ -40,8 +40,7 @@ async def supervise(name: str, start: Callable[[asyncio.Event], Awaitable[None]]
             await start(stop)
         except Exception as exc:
             log.error("%s stopped unexpectedly; restarting in %.0fs", name, pause, exc_info=exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), pause)
+            await wait_or_stop(stop, pause)
             pause = min(pause * 2, 30.0)
 
 

@@ -23,7 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shop.common.v1 import money_pb2
 from shop.events.v1 import comment_events_pb2, order_events_pb2, platform_events_pb2
 
-from common.errors import FieldViolation, InvalidArgument
+from common.errors import FieldViolation, InvalidArgumentError
 from common.money import Money, MoneyError
 from common.validation import control_problem
 
@@ -57,7 +57,7 @@ MAX_LIKERS = 100
 MAX_ID_LENGTH = 128
 
 
-class InvalidEvent(ValueError):
+class InvalidEventError(ValueError):
     """An event that decodes but cannot be turned into a notification (no recipient)."""
 
 
@@ -130,7 +130,7 @@ def _short(order_id: str) -> str:
 
 def _recipient(value: str, what: str) -> str:
     if not value or len(value) > MAX_ID_LENGTH:
-        raise InvalidEvent(f"the event has no valid {what}")
+        raise InvalidEventError(f"the event has no valid {what}")
     return value
 
 
@@ -296,7 +296,7 @@ MAX_PAGE_SIZE = 100
 
 def page_size(requested: int, field_path: str = "page.page_size") -> int:
     if requested < 0:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "the request has invalid fields",
             [FieldViolation(field_path, "must not be negative")],
             reason=VALIDATION_FAILED,
@@ -323,7 +323,7 @@ def decode_cursor(token: str, scope: str, field_path: str = "page.page_token") -
     except (binascii.Error, ValueError, KeyError, TypeError):
         valid = False
     if not valid:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "the page token is invalid for this request",
             [FieldViolation(field_path, "use the next_page_token of the same listing with the same filters")],
             reason=VALIDATION_FAILED,
@@ -337,7 +337,7 @@ def stream_position(last_event_id: str) -> int | None:
     if not value:
         return None
     if not value.isdigit() or len(value) > 18:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "last_event_id is not a position of this stream",
             [FieldViolation("last_event_id", "send the event_id of the last message received")],
             reason=VALIDATION_FAILED,
@@ -371,7 +371,7 @@ def validate_announcement(title: str, body: str, data: Mapping[str, str]) -> tup
         elif control := control_problem(key) or control_problem(value, multiline=True):
             violations.append(FieldViolation(f"data[{control_free(key)}]", control))
     if violations:
-        raise InvalidArgument("the announcement has invalid fields", violations, reason=VALIDATION_FAILED)
+        raise InvalidArgumentError("the announcement has invalid fields", violations, reason=VALIDATION_FAILED)
     return title, body, dict(data)
 
 
@@ -458,8 +458,8 @@ def forbidden_address(address: IPAddress) -> bool:
     )
 
 
-def forbidden_host(host: str) -> InvalidArgument:
-    return InvalidArgument(
+def forbidden_host(host: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
         "webhooks may not target private, loopback or link-local addresses",
         [FieldViolation("url", f"{host} resolves to an address that is not public")],
         reason=WEBHOOK_ADDRESS_FORBIDDEN,
@@ -471,8 +471,8 @@ def validate_webhook_url(url: str, policy: WebhookPolicy) -> WebhookTarget:
     address.  (A name is resolved and its addresses checked by the caller: that
     is I/O; the name itself decides nothing.)"""
 
-    def bad(description: str) -> InvalidArgument:
-        return InvalidArgument(
+    def bad(description: str) -> InvalidArgumentError:
+        return InvalidArgumentError(
             "the webhook URL is invalid", [FieldViolation("url", description)], reason=VALIDATION_FAILED
         )
 

@@ -17,7 +17,7 @@ from shop.events.v1 import platform_events_pb2
 from common import events
 from common.clients import KafkaProducer
 from common.consumer import ConsumedEvent
-from common.errors import Unavailable
+from common.errors import UnavailableError
 from notify_svc import domain
 from notify_svc.store import Store, StoreOutcome, now_us
 
@@ -33,7 +33,7 @@ IGNORED = Counter("notify_events_ignored_total", "Events that notify nobody", ["
 FOLD_ATTEMPTS = 20
 
 
-class FoldContention(RuntimeError):
+class FoldContentionError(RuntimeError):
     """The fold of a comment's likes kept changing under us (the consumer retries)."""
 
 
@@ -46,8 +46,8 @@ class NotificationHandler:
     async def __call__(self, event: ConsumedEvent) -> None:
         try:
             draft = domain.from_event(event.event_id, event.payload, now_us())
-        except domain.InvalidEvent as exc:
-            raise events.UndecodableEvent(f"{event.event_type}: {exc}") from exc
+        except domain.InvalidEventError as exc:
+            raise events.UndecodableEventError(f"{event.event_type}: {exc}") from exc
         if draft is None:
             IGNORED.labels(event.event_type).inc()
             return
@@ -84,7 +84,7 @@ class NotificationHandler:
                 )
             if not outcome.conflict:
                 return outcome
-        raise FoldContention(f"the likes of {draft.fold_on} kept changing while folding")
+        raise FoldContentionError(f"the likes of {draft.fold_on} kept changing while folding")
 
 
 class AnnouncementPublisher:
@@ -124,7 +124,7 @@ class AnnouncementPublisher:
                 await asyncio.wait_for(sent, self.timeout)
             except (confluent_kafka.KafkaException, BufferError, TimeoutError) as exc:
                 log.warning("publishing an announcement failed", exc_info=exc)
-                raise Unavailable(
+                raise UnavailableError(
                     "the announcement could not be published; try again shortly",
                     reason="DEPENDENCY_UNAVAILABLE",
                     metadata={"dependency": "kafka"},

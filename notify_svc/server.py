@@ -18,7 +18,14 @@ from shop.common.v1 import paging_pb2
 from shop.notify.v1 import notify_pb2, notify_pb2_grpc
 
 from common.auth import require_admin, require_user
-from common.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, Unauthenticated, Unavailable
+from common.errors import (
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 from common.identity import callers
 from common.ratelimit import Leases, Limiter, Window
 from notify_svc import convert, domain
@@ -33,8 +40,8 @@ FEED_SCOPE = "feed"
 UNREAD_SCOPE = "feed:unread"
 
 
-def _redis_unavailable() -> Unavailable:
-    return Unavailable(
+def _redis_unavailable() -> UnavailableError:
+    return UnavailableError(
         "notifications are unavailable right now; try again shortly",
         reason="DEPENDENCY_UNAVAILABLE",
         metadata={"dependency": "redis"},
@@ -74,7 +81,7 @@ def _webhook_id(value: str) -> str:
     try:
         return str(uuid.UUID(value))
     except ValueError as exc:
-        raise NotFound("no such webhook") from exc
+        raise NotFoundError("no such webhook") from exc
 
 
 class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
@@ -125,13 +132,13 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
     async def MarkRead(self, request: notify_pb2.MarkReadRequest, context: Context) -> notify_pb2.MarkReadResponse:
         user = require_user().user_id
         if not request.notification_id or len(request.notification_id) > 64:
-            raise InvalidArgument(
+            raise InvalidArgumentError(
                 "notification_id is required",
                 [FieldViolation("notification_id", "send the id of a notification in your feed")],
                 reason=domain.VALIDATION_FAILED,
             )
         if not await self.store.mark_read(user, request.notification_id):
-            raise NotFound("no such notification in your feed")
+            raise NotFoundError("no such notification in your feed")
         return notify_pb2.MarkReadResponse(unread_count=await self.store.unread_count(user))
 
     @guarded
@@ -223,7 +230,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
             except UNAVAILABLE_ERRORS as exc:
                 raise _redis_unavailable() from exc
         if user is None:
-            raise Unauthenticated("the stream ticket is unknown, expired or already used: ask for a new one")
+            raise UnauthenticatedError("the stream ticket is unknown, expired or already used: ask for a new one")
         return user
 
     @guarded
@@ -278,7 +285,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         if problem := domain.description_problem(description):
             violations.append(FieldViolation("description", problem))
         if violations:
-            raise InvalidArgument("the webhook has invalid fields", violations, reason=domain.VALIDATION_FAILED)
+            raise InvalidArgumentError("the webhook has invalid fields", violations, reason=domain.VALIDATION_FAILED)
         if self.limiter is not None and self.webhook_window is not None:
             await self.limiter.hit(
                 self.webhook_window, user, "you registered too many webhooks lately; try again later"
@@ -296,7 +303,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         )
         if not await self.store.add_webhook(hook):
             limit = self.store.limits.webhook_limit
-            raise ResourceExhausted(
+            raise ResourceExhaustedError(
                 f"you have {limit} webhooks already; delete one first",
                 reason="LIMIT_REACHED",
                 metadata={"limit": str(limit)},
@@ -318,7 +325,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
     ) -> notify_pb2.DeleteWebhookResponse:
         user = require_user().user_id
         if not await self.store.delete_webhook(user, _webhook_id(request.webhook_id)):
-            raise NotFound("no such webhook")
+            raise NotFoundError("no such webhook")
         return notify_pb2.DeleteWebhookResponse()
 
     @guarded
@@ -330,12 +337,12 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
         webhook_id = _webhook_id(request.webhook_id)
         hook = await self.store.webhook(webhook_id)
         if hook is None or hook.user_id != user:
-            raise NotFound("no such webhook")
+            raise NotFoundError("no such webhook")
         limit = domain.page_size(request.page.page_size)
         try:
             status = convert.status_of_proto(request.status)
         except ValueError as exc:
-            raise InvalidArgument(
+            raise InvalidArgumentError(
                 "status is not a delivery status",
                 [FieldViolation("status", "use a WebhookDeliveryStatus value")],
                 reason=domain.VALIDATION_FAILED,

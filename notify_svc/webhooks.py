@@ -17,7 +17,6 @@ record); ``X-Shop-Delivery`` is the id to deduplicate on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
@@ -30,7 +29,8 @@ import httpx
 from opentelemetry import trace
 from prometheus_client import Counter
 
-from common.errors import FieldViolation, InvalidArgument
+from common.errors import FieldViolation, InvalidArgumentError
+from common.waits import wait_for_either, wait_or_stop
 from notify_svc import convert, domain
 from notify_svc.store import FanoutEntry, Store, now_us
 
@@ -80,7 +80,7 @@ async def check_target(url: str, policy: domain.WebhookPolicy) -> CheckedTarget:
     except ValueError:
         addresses = await resolve(target.host, target.port)
     if not addresses:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "the webhook URL's host does not resolve",
             [FieldViolation("url", f"{target.host} has no address")],
             reason=domain.VALIDATION_FAILED,
@@ -120,7 +120,7 @@ class Fanout:
             except Exception as exc:
                 log.warning("webhook fan-out failed; retrying in %.1fs", backoff, exc_info=exc)
                 grouped = False
-                await _sleep(stop, backoff)
+                await wait_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
 
     async def handle(self, entries: list[FanoutEntry]) -> None:
@@ -184,7 +184,7 @@ class Deliverer:
                         log.warning("webhook deliveries failed; retrying in %.1fs", backoff, exc_info=exc)
                         wait = backoff
                         backoff = min(backoff * 2, 5.0)
-                    await _sleep_or_wake(stop, self.wake, wait)
+                    await wait_for_either(stop, self.wake, wait)
             finally:
                 if self._running:  # let attempts in flight record their outcome
                     await asyncio.wait(self._running, timeout=self.timeout + 1)
@@ -251,7 +251,7 @@ class Deliverer:
     ) -> tuple[int | None, str | None]:  # fmt: skip
         try:  # again: the name may resolve elsewhere now than at registration
             checked = await check_target(url, self.policy)
-        except InvalidArgument as exc:
+        except InvalidArgumentError as exc:
             return None, exc.violations[0].description if exc.violations else exc.message
         pinned, host, extensions = checked.request()
         stamp = int(time.time())
@@ -279,17 +279,3 @@ class Deliverer:
                 return None, "timeout"
             except httpx.HTTPError as exc:
                 return None, f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def _sleep_or_wake(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

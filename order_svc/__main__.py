@@ -20,7 +20,7 @@ from common import grpc_server
 from common.clients import KafkaProducer, pg_engine, redis_client
 from common.grpc_client import channel
 from common.grpc_server import GrpcServer, serve
-from common.migrations import SchemaNotCurrent, check_database
+from common.migrations import SchemaNotCurrentError, check_database
 from common.outbox import OutboxRelay
 from common.ratelimit import Limiter
 from common.tls import TlsFiles
@@ -65,7 +65,7 @@ async def run(settings: OrderSettings) -> int:
     try:
         try:
             await check_database(engine, "order")
-        except SchemaNotCurrent as exc:
+        except SchemaNotCurrentError as exc:
             log.error(str(exc))
             print(f"order_svc: {exc}", file=sys.stderr, flush=True)
             return 1

@@ -7,9 +7,10 @@ import uuid
 from shop.order.v1 import cart_pb2, cart_pb2_grpc, order_pb2
 
 from common.auth import current_principal
+from common.convert import address_from_proto
 from common.grpc_server import Context
 from common.identity import callers
-from common.validation import address_from_proto, require_uuid
+from common.validation import require_uuid
 from order_svc.carts import Carts, PricedCart, require_signed_in
 from order_svc.domain import ShippingMethod
 from order_svc.orders import Caller

@@ -18,7 +18,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from common.errors import Aborted, DomainError, FailedPrecondition, FieldViolation, NotFound, Unauthenticated
+from common.errors import (
+    AbortedError,
+    DomainError,
+    FailedPreconditionError,
+    FieldViolation,
+    NotFoundError,
+    UnauthenticatedError,
+)
 from common.money import Money
 from common.validation import Address, invalid, parse_uuid
 from order_svc import domain
@@ -167,10 +174,10 @@ class Carts:
         catalog = await self.products.catalog([product_id])
         entry = catalog.get(product_id)
         if entry is None:
-            raise NotFound(f"no such product: {product_id}", reason="PRODUCT_NOT_FOUND",
+            raise NotFoundError(f"no such product: {product_id}", reason="PRODUCT_NOT_FOUND",
                            metadata={"product_id": product_id})  # fmt: skip
         if not entry.active:
-            raise FailedPrecondition(f"product {product_id} is no longer sold", reason="PRODUCT_ARCHIVED",
+            raise FailedPreconditionError(f"product {product_id} is no longer sold", reason="PRODUCT_ARCHIVED",
                                      metadata={"product_id": product_id})  # fmt: skip
         if quantity > entry.stock:
             raise domain.out_of_stock(product_id, quantity, entry.stock)
@@ -183,7 +190,7 @@ class Carts:
             return
         currencies = {e.price.currency for e in (await self.products.catalog(others[:1])).values()}
         if currencies and entry.price.currency not in currencies:
-            raise FailedPrecondition(
+            raise FailedPreconditionError(
                 f"the cart is priced in {', '.join(sorted(currencies))}; this product is in {entry.price.currency}",
                 reason="MIXED_CURRENCIES",
             )
@@ -208,7 +215,7 @@ class Carts:
         product_id = product_id.strip()
         await self._sellable(who, product_id, quantity)
         if not await self.store.set(who.owner, product_id, quantity, self._ttl(who)):
-            raise NotFound(f"product {product_id} is not in the cart")
+            raise NotFoundError(f"product {product_id} is not in the cart")
         return await self.get(who)
 
     async def remove(self, who: Who, product_id: str) -> PricedCart:
@@ -279,7 +286,7 @@ class Carts:
         lease_ms = int(self.settings.idempotency_lease_seconds * 1000)
         taken = await self.store.lock_checkout(who.owner, holder, lease_ms)
         if taken == "busy":
-            raise Aborted(
+            raise AbortedError(
                 "this cart is being checked out by another request; its order is on the way (see your orders)",
                 reason="CART_CHECKOUT_IN_PROGRESS",
             )
@@ -296,7 +303,7 @@ class Carts:
         cart = await self._priced(who, stored, ttl)
         if not cart.checkout_ready:
             flagged = [line.product_id for line in cart.lines if line.flagged]
-            raise FailedPrecondition(
+            raise FailedPreconditionError(
                 "the cart is empty" if not cart.lines else
                 f"fix the flagged lines first (archived, deleted or short of stock): {', '.join(flagged)}",
                 reason="CART_NOT_CHECKOUTABLE",
@@ -321,5 +328,5 @@ class Carts:
 
 def require_signed_in(user_id: uuid.UUID | None) -> uuid.UUID:
     if user_id is None:
-        raise Unauthenticated("sign in first (a guest cart is merged into your cart when you sign in)")
+        raise UnauthenticatedError("sign in first (a guest cart is merged into your cart when you sign in)")
     return user_id

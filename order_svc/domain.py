@@ -16,7 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unauthenticated
+from common.errors import (
+    FailedPreconditionError,
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+    UnauthenticatedError,
+)
 from common.money import Money, MoneyError
 from common.validation import Address, Violations, control_problem, invalid, parse_uuid, validate_address
 
@@ -52,7 +58,7 @@ class ShippingMethod(StrEnum):
 
 def check_transition(current: Status, target: Status) -> None:
     if target not in TRANSITIONS[current]:
-        raise FailedPrecondition(
+        raise FailedPreconditionError(
             f"the order is {current.value}; it cannot become {target.value}",
             reason="INVALID_STATE",
             metadata={"current_state": f"ORDER_STATUS_{current.value}"},
@@ -168,17 +174,17 @@ def price(
     """Lines and totals from the catalog's current prices (never the client's)."""
     missing = [item.product_id for item in items if item.product_id not in catalog]
     if missing:
-        raise NotFound(
+        raise NotFoundError(
             f"no such product: {', '.join(missing)}", reason="PRODUCT_NOT_FOUND", metadata={"product_id": missing[0]}
         )
     archived = [item.product_id for item in items if not catalog[item.product_id].active]
     if archived:
-        raise FailedPrecondition(
+        raise FailedPreconditionError(
             f"product {archived[0]} is no longer sold", reason="PRODUCT_ARCHIVED", metadata={"product_id": archived[0]}
         )
     currencies = sorted({catalog[item.product_id].price.currency for item in items})
     if len(currencies) > 1:
-        raise FailedPrecondition(
+        raise FailedPreconditionError(
             f"these products are priced in different currencies ({', '.join(currencies)}); order them separately",
             reason="MIXED_CURRENCIES",
         )
@@ -194,7 +200,7 @@ def price(
         shipping = rule.quote(method, subtotal, weight)
         total = subtotal + shipping
     except MoneyError as exc:
-        raise InvalidArgument(f"the order total is out of range: {exc}") from exc
+        raise InvalidArgumentError(f"the order total is out of range: {exc}") from exc
     return Priced(lines=lines, subtotal=subtotal, shipping=shipping, total=total)
 
 
@@ -240,7 +246,7 @@ def fingerprint(request_bytes: bytes) -> str:
     return hashlib.sha256(request_bytes).hexdigest()
 
 
-class KeyReused(InvalidArgument):
+class KeyReused(InvalidArgumentError):
     """The same idempotency key with a different request (the edge answers 422)."""
 
 
@@ -254,7 +260,7 @@ def key_reused() -> KeyReused:
 # --- guest carts ---------------------------------------------------------------------------
 
 
-class BadCartToken(Unauthenticated):
+class BadCartToken(UnauthenticatedError):
     pass
 
 
@@ -292,8 +298,8 @@ def validate_quantity(quantity: int, limit: int, path: str = "quantity") -> int:
     return quantity
 
 
-def out_of_stock(product_id: str, requested: int, available: int) -> FailedPrecondition:
-    return FailedPrecondition(
+def out_of_stock(product_id: str, requested: int, available: int) -> FailedPreconditionError:
+    return FailedPreconditionError(
         f"only {available} of product {product_id} in stock, {requested} wanted",
         reason="OUT_OF_STOCK",
         metadata={"product_id": product_id, "requested": str(requested), "available": str(available)},

@@ -34,7 +34,6 @@ Money is never taken twice, nor lost track of:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -48,19 +47,20 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.errors import (
-    Aborted,
+    AbortedError,
     DomainError,
-    FailedPrecondition,
+    FailedPreconditionError,
     FieldViolation,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    Unavailable,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnavailableError,
 )
 from common.events import ORDERS_TOPIC
 from common.outbox import add_event
 from common.ratelimit import Limiter, Window
 from common.validation import Address, invalid
+from common.waits import wait_or_stop
 from order_svc import domain, events
 from order_svc.domain import CancelReason, Item, ShippingMethod, Status
 from order_svc.payments import (
@@ -70,9 +70,9 @@ from order_svc.payments import (
     Outcome,
     PaymentEvent,
     Processors,
-    UnknownPaymentMethod,
+    UnknownPaymentMethodError,
 )
-from order_svc.payments.stripe_api import InvalidEvent, StripeEvents
+from order_svc.payments.stripe_api import InvalidEventError, StripeEvents
 from order_svc.products import ProductClient
 from order_svc.settings import OrderSettings
 from order_svc.store import Claim, OrderRecord, PaymentRecord, PaymentStatus, Store, now, outbox
@@ -173,7 +173,7 @@ class Orders:
             if not claim.busy:
                 return claim
             if time.monotonic() > deadline:
-                raise Aborted("a request with this Idempotency-Key is still being processed; retry shortly")
+                raise AbortedError("a request with this Idempotency-Key is still being processed; retry shortly")
             await asyncio.sleep(0.05)  # a concurrent repeat (a double click): wait for the first
 
     async def replay(self, caller: Caller, scope: str, keyed: Keyed | None) -> bytes | None:
@@ -240,7 +240,7 @@ class Orders:
             await self.store.note_pending_reservation(order_id)
         try:
             await self.products.reserve(order_id, items)
-        except Unavailable:
+        except UnavailableError:
             await self._compensate(order_id)  # it may have reserved before the failure
             raise
         except DomainError:
@@ -258,11 +258,11 @@ class Orders:
                     expires_at=created_at + timedelta(seconds=self.settings.payment_window_seconds),
                 )  # fmt: skip
                 if order is None:
-                    raise Unavailable("placing the order took too long; nothing was ordered, try again")
+                    raise UnavailableError("placing the order took too long; nothing was ordered, try again")
                 if cart is not None:
                     earlier = await self.store.record_cart_checkout(conn, cart.owner, cart.generation, order_id)
                     if earlier is not None:
-                        raise FailedPrecondition(
+                        raise FailedPreconditionError(
                             f"this cart was already checked out as order {earlier}; nothing was ordered here",
                             reason="CART_ALREADY_CHECKED_OUT",
                             metadata={"order_id": str(earlier)},
@@ -275,7 +275,7 @@ class Orders:
                 else:
                     completed = True
                 if not completed:
-                    raise Aborted(
+                    raise AbortedError(
                         "this request outlived its Idempotency-Key's lease and a retry took the key over;"
                         " nothing was ordered here, the retry's outcome stands"
                     )
@@ -297,7 +297,7 @@ class Orders:
     def _check_unpaid(self, held: int) -> None:
         limit = self.settings.unpaid_orders_limit
         if held >= limit:
-            raise FailedPrecondition(
+            raise FailedPreconditionError(
                 f"you have {held} unpaid orders (at most {limit}); pay or cancel one before placing another",
                 reason="UNPAID_ORDERS_LIMIT",
                 metadata={"limit": str(limit)},
@@ -322,7 +322,7 @@ class Orders:
     async def get(self, caller: Caller, order_id: uuid.UUID) -> OrderRecord:
         order = await self.store.get(order_id)
         if order is None or not (caller.admin or order.user_id == caller.user_id):
-            raise NotFound(f"no order {order_id}")
+            raise NotFoundError(f"no order {order_id}")
         return order
 
     # --- payment ----------------------------------------------------------------------------------
@@ -364,7 +364,7 @@ class Orders:
             # same order waits, then finds it PAID (or its own payment recorded).
             locked = await self.store.lock_order(conn, order_id)
             if locked is None or locked.user_id != caller.user_id:
-                raise NotFound(f"no order {order_id}")
+                raise NotFoundError(f"no order {order_id}")
             order = await self.store.get(order_id, conn)
             assert order is not None
             recorded = next((p for p in order.payments if p.id == payment_id), None)
@@ -378,7 +378,7 @@ class Orders:
             domain.check_transition(order.status, Status.PAID)
             waiting = [p for p in order.payments if p.status is PaymentStatus.PENDING and p.id != payment_id]
             if waiting:
-                raise FailedPrecondition(
+                raise FailedPreconditionError(
                     "another payment of this order is waiting for the processor's answer; retry that one"
                     " (with its Idempotency-Key) or wait for the order to become PAID",
                     reason="PAYMENT_PENDING",
@@ -387,7 +387,7 @@ class Orders:
             processor = self.processors.of(recorded.processor) if recorded else self.processors.charging
             try:
                 result = await processor.charge(Charge(token, order.total, payment_id, order_id))
-            except UnknownPaymentMethod as exc:
+            except UnknownPaymentMethodError as exc:
                 raise invalid(FieldViolation("payment_method_token", str(exc))) from exc
             status = STATUS_OF_OUTCOME[result.outcome]
             reason = result.decline_reason.value if result.decline_reason else None
@@ -430,11 +430,11 @@ class Orders:
         """A Stripe webhook delivery: verified with the signing secret (the edge
         verified it too; this service does not act on an unverified call), then applied."""
         if self.stripe_events is None:
-            raise FailedPrecondition("Stripe events are not configured here (no SHOP_STRIPE_WEBHOOK_SECRET)")
+            raise FailedPreconditionError("Stripe events are not configured here (no SHOP_STRIPE_WEBHOOK_SECRET)")
         try:
             event = self.stripe_events.read(payload, signature)
-        except InvalidEvent as exc:
-            raise InvalidArgument(str(exc), reason="WEBHOOK_SIGNATURE_INVALID") from exc
+        except InvalidEventError as exc:
+            raise InvalidArgumentError(str(exc), reason="WEBHOOK_SIGNATURE_INVALID") from exc
         return await self.apply_payment_event(event)
 
     async def apply_payment_event(self, event: PaymentEvent) -> EventApplied:
@@ -560,7 +560,7 @@ class Orders:
         async with self.store.engine.begin() as conn:
             order = await self.store.lock_order(conn, order_id)
             if order is None or not (caller.admin or order.user_id == caller.user_id):
-                raise NotFound(f"no order {order_id}")
+                raise NotFoundError(f"no order {order_id}")
             if order.user_id == caller.user_id:
                 reason = CancelReason.CUSTOMER
             if order.status is Status.CANCELLED:
@@ -602,7 +602,7 @@ class Orders:
         async with self.store.engine.begin() as conn:
             order = await self.store.lock_order(conn, order_id)
             if order is None:
-                raise NotFound(f"no order {order_id}")
+                raise NotFoundError(f"no order {order_id}")
             domain.check_transition(order.status, Status.SHIPPED)
             await self.store.update_order(
                 conn, order_id, status=Status.SHIPPED.value, carrier=carrier, tracking_number=tracking_number,
@@ -619,7 +619,7 @@ class Orders:
         async with self.store.engine.begin() as conn:
             order = await self.store.lock_order(conn, order_id)
             if order is None:
-                raise NotFound(f"no order {order_id}")
+                raise NotFoundError(f"no order {order_id}")
             domain.check_transition(order.status, Status.DELIVERED)
             await self.store.update_order(conn, order_id, status=Status.DELIVERED.value, delivered_at=now())
             delivered = await self.store.get(order_id, conn)
@@ -677,13 +677,12 @@ class Orders:
                 await self.sweep()
             except Exception:  # the next round tries again
                 log.warning("sweep failed", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.sweep_interval)
+            await wait_or_stop(stop, self.settings.sweep_interval)
 
     async def purchased(self, caller: Caller, user_id: uuid.UUID, product_id: uuid.UUID) -> datetime | None:
         """When the user first received the product (None: never)."""
         if not (caller.admin or caller.user_id == user_id):
-            raise PermissionDenied("only the user themself or an admin may ask this")
+            raise PermissionDeniedError("only the user themself or an admin may ask this")
         return await self.store.first_delivery(user_id, product_id)
 
 
@@ -693,24 +692,24 @@ def _refusal(payment: PaymentRecord, result: ChargeResult | None) -> DomainError
     metadata = {"payment_id": str(payment.id)}
     if payment.status is PaymentStatus.DECLINED:
         if payment.decline_reason == "INSUFFICIENT_FUNDS":
-            return FailedPrecondition("the payment was declined: insufficient funds; the order is still payable",
+            return FailedPreconditionError("the payment was declined: insufficient funds; the order is still payable",
                                       reason="INSUFFICIENT_FUNDS", metadata=metadata)  # fmt: skip
-        return FailedPrecondition(
+        return FailedPreconditionError(
             "the payment was declined; the order is still payable with another payment method",
             reason="PAYMENT_DECLINED", metadata=metadata,
         )  # fmt: skip
     if payment.status is PaymentStatus.PENDING:
         if result is None or result.outcome is Outcome.UNKNOWN:
-            return Unavailable(
+            return UnavailableError(
                 "the payment processor did not answer; the payment may have gone through: retry with the same"
                 " Idempotency-Key to learn its outcome (it is never charged twice)",
                 reason="PAYMENT_OUTCOME_UNKNOWN", metadata=metadata,
             )  # fmt: skip
-        return FailedPrecondition(
+        return FailedPreconditionError(
             "the payment processor has not confirmed the payment yet; the order becomes PAID when it does",
             reason="PAYMENT_PENDING", metadata=metadata,
         )  # fmt: skip
     if payment.status is PaymentStatus.FAILED:
-        return Unavailable("the payment processor failed; nothing was charged, try again",
+        return UnavailableError("the payment processor failed; nothing was charged, try again",
                            reason="PAYMENT_PROCESSOR_ERROR", metadata=metadata)  # fmt: skip
-    return FailedPrecondition(f"the payment is {payment.status.value}", reason="INVALID_STATE", metadata=metadata)
+    return FailedPreconditionError(f"the payment is {payment.status.value}", reason="INVALID_STATE", metadata=metadata)

@@ -10,13 +10,12 @@ from shop.common.v1 import money_pb2, paging_pb2
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
 from common.auth import require_admin, require_user
+from common.convert import address_from_proto, address_to_proto
 from common.grpc_server import Context
 from common.identity import callers
 from common.money import Money
 from common.validation import (
     Cursor,
-    address_from_proto,
-    address_to_proto,
     decode_page_token,
     encode_page_token,
     filters_key,

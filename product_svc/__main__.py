@@ -21,7 +21,7 @@ from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from common import grpc_server
 from common.clients import mongo_client
-from common.errors import Unavailable
+from common.errors import UnavailableError
 from common.grpc_server import GrpcServer, serve
 from common.settings import redact_url
 from product_svc.images import ImageStorage
@@ -55,7 +55,7 @@ async def run(settings: ProductSettings, *, stopping: asyncio.Event | None = Non
             await store.ping()
             server_name = await store.server_name()
             await store.ensure_indexes()
-        except (Unavailable, PyMongoError) as exc:
+        except (UnavailableError, PyMongoError) as exc:
             message = f"cannot prepare the catalog database at {redact_url(settings.mongo_url)}: {exc}"
             log.error(message)
             print(f"product_svc: {message}", file=sys.stderr, flush=True)
@@ -64,7 +64,7 @@ async def run(settings: ProductSettings, *, stopping: asyncio.Event | None = Non
         images = ImageStorage(settings)
         try:
             await images.ensure_bucket()
-        except Unavailable:  # the catalog still serves; uploads retry the bucket
+        except UnavailableError:  # the catalog still serves; uploads retry the bucket
             log.warning("object storage is not reachable at start; image uploads fail until it is")
 
         servicer = ProductService(

@@ -2,7 +2,7 @@
 product status and the stock reservation state machine.  Plain Python, no I/O.
 
 Failures are :mod:`common.errors` exceptions; invalid input is collected into one
-``InvalidArgument`` with a field violation per bad field (reason VALIDATION_FAILED).
+``InvalidArgumentError`` with a field violation per bad field (reason VALIDATION_FAILED).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from common.errors import (
-    Aborted,
-    AlreadyExists,
+    AbortedError,
+    AlreadyExistsError,
     DomainError,
-    FailedPrecondition,
+    FailedPreconditionError,
     FieldViolation,
-    InvalidArgument,
-    NotFound,
+    InvalidArgumentError,
+    NotFoundError,
 )
 from common.money import CURRENCY_EXPONENTS, MAX_AMOUNT_MINOR, Money, MoneyError
 from common.validation import control_problem
@@ -61,7 +61,7 @@ VALIDATION_FAILED = "VALIDATION_FAILED"
 
 
 class Violations:
-    """Collects field violations; ``check()`` raises them as one InvalidArgument."""
+    """Collects field violations; ``check()`` raises them as one InvalidArgumentError."""
 
     def __init__(self, prefix: str = "") -> None:
         self.prefix = prefix
@@ -72,11 +72,11 @@ class Violations:
 
     def check(self, message: str = "the request has invalid fields") -> None:
         if self.items:
-            raise InvalidArgument(message, violations=list(self.items), reason=VALIDATION_FAILED)
+            raise InvalidArgumentError(message, violations=list(self.items), reason=VALIDATION_FAILED)
 
 
-def invalid(name: str, description: str) -> InvalidArgument:
-    return InvalidArgument(
+def invalid(name: str, description: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
         f"{name}: {description}", violations=[FieldViolation(name, description)], reason=VALIDATION_FAILED
     )
 
@@ -422,7 +422,7 @@ def sniff_image_type(content: bytes) -> str | None:
 def check_image(content: bytes, max_bytes: int) -> str:
     """The content type of an acceptable image, or INVALID_ARGUMENT with the reason."""
     if len(content) > max_bytes:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             f"the image is {len(content)} bytes; the limit is {max_bytes}",
             violations=[FieldViolation("content", f"must be at most {max_bytes} bytes")],
             reason=IMAGE_TOO_LARGE,
@@ -430,7 +430,7 @@ def check_image(content: bytes, max_bytes: int) -> str:
         )
     found = sniff_image_type(content)
     if found is None:
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "the file is not a JPEG, PNG or WebP image (checked by its content, not its name)",
             violations=[FieldViolation("content", "must be a JPEG, PNG or WebP image")],
             reason=UNSUPPORTED_IMAGE_TYPE,
@@ -615,14 +615,14 @@ def validate_product_query(
         currency = (low or high).currency  # type: ignore[union-attr]
     try:
         terms = search_terms(query)
-    except InvalidArgument as exc:
+    except InvalidArgumentError as exc:
         problems.items.extend(exc.violations)
         terms = ()
     if sort not in SORTS:
         problems.add("sort", f"must be one of {', '.join(SORTS)}")
     try:
         size = page_size(page_size_value)
-    except InvalidArgument as exc:
+    except InvalidArgumentError as exc:
         problems.items.extend(exc.violations)
         size = PAGE_SIZE_DEFAULT
     problems.check()
@@ -718,7 +718,7 @@ class ReservationFailure:
 
     def error(self) -> DomainError:
         if self.kind == "out_of_stock":
-            return FailedPrecondition(
+            return FailedPreconditionError(
                 f"product {self.product_id} is out of stock: {self.requested} requested, {self.available} available",
                 reason=OUT_OF_STOCK,
                 metadata={
@@ -728,17 +728,17 @@ class ReservationFailure:
                 },
             )
         if self.kind == "archived":
-            return FailedPrecondition(
+            return FailedPreconditionError(
                 f"product {self.product_id} is archived and cannot be bought",
                 reason=PRODUCT_ARCHIVED,
                 metadata={"product_id": self.product_id},
             )
         if self.kind == "not_found":
-            return NotFound(
+            return NotFoundError(
                 f"product {self.product_id} does not exist",
                 violations=[FieldViolation("items.product_id", f"no product {self.product_id}")],
             )
-        return Aborted(
+        return AbortedError(
             "an earlier attempt with this reservation id was interrupted and has been rolled back; "
             "reserve again with a new id"
         )
@@ -795,10 +795,10 @@ def same_items(a: Iterable[ReservationItem], b: Iterable[ReservationItem]) -> bo
     return sorted((i.product_id, i.quantity) for i in a) == sorted((i.product_id, i.quantity) for i in b)
 
 
-def invalid_state(reservation_id: str, state: str, action: str) -> FailedPrecondition:
+def invalid_state(reservation_id: str, state: str, action: str) -> FailedPreconditionError:
     name = STATUS_NAMES[state]
     shown = {PENDING: "still being made", FAILED: "failed"}.get(state, name.removeprefix("RESERVATION_STATUS_").lower())
-    return FailedPrecondition(
+    return FailedPreconditionError(
         f"reservation {reservation_id} is {shown}; it cannot be {action}",
         reason=INVALID_STATE,
         metadata={"current_state": name, "reservation_id": reservation_id},
@@ -811,7 +811,7 @@ def replay(existing: Reservation, items: Sequence[ReservationItem]) -> Reservati
     if existing.tombstone:
         raise invalid_state(existing.id, RELEASED, "reserved")
     if not same_items(existing.items, items):
-        raise AlreadyExists(
+        raise AlreadyExistsError(
             f"reservation {existing.id} exists with other items; use a new reservation id",
             reason=RESERVATION_CONFLICT,
             metadata={"reservation_id": existing.id},
@@ -845,7 +845,7 @@ CommitPlan = Literal["done", "commit"]
 def commit_plan(reservation_id: str, existing: Reservation | None) -> CommitPlan:
     if existing is None or existing.tombstone:
         if existing is None:
-            raise NotFound(f"no reservation {reservation_id}")
+            raise NotFoundError(f"no reservation {reservation_id}")
         raise invalid_state(existing.id, RELEASED, "committed")
     if existing.state == COMMITTED:
         return "done"

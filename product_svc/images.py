@@ -10,7 +10,7 @@ from urllib.parse import quote
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common.clients import s3_client
-from common.errors import Unavailable
+from common.errors import UnavailableError
 from product_svc.settings import ProductSettings
 
 log = logging.getLogger("shop.product.images")
@@ -19,9 +19,9 @@ log = logging.getLogger("shop.product.images")
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
-def _unavailable(exc: Exception) -> Unavailable:
+def _unavailable(exc: Exception) -> UnavailableError:
     log.warning("object storage failed", exc_info=exc)
-    return Unavailable(
+    return UnavailableError(
         "image storage is unavailable; try again shortly",
         reason="DEPENDENCY_UNAVAILABLE",
         metadata={"dependency": "s3"},
@@ -92,7 +92,7 @@ class ImageStorage:
         for key in keys:
             try:
                 await self.delete(key)
-            except Unavailable:
+            except UnavailableError:
                 log.warning("left an orphaned image object", extra={"key": key})
 
     def url(self, key: str) -> str:

@@ -12,7 +12,7 @@ from shop.common.v1 import money_pb2, paging_pb2
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from common.auth import require_admin
-from common.errors import FailedPrecondition, NotFound
+from common.errors import FailedPreconditionError, NotFoundError
 from common.grpc_server import Context
 from common.identity import callers
 from common.money import Money
@@ -132,7 +132,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
     async def _product(self, product_id: str, name: str = "product_id") -> Product:
         product = await self.store.product(domain.parse_id(product_id, name))
         if product is None:
-            raise NotFound(f"no product {product_id}")
+            raise NotFoundError(f"no product {product_id}")
         return product
 
     # -- categories
@@ -164,7 +164,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         else:
             raise domain.invalid("key", "give the category's id or its slug")
         if category is None:
-            raise NotFound(f"no category {getattr(request, key)!r}")
+            raise NotFoundError(f"no category {getattr(request, key)!r}")
         return product_pb2.GetCategoryResponse(category=category_to_proto(category))
 
     @callers("edge")
@@ -214,7 +214,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         changes = domain.validate_update(list(request.update_mask.paths), product_input(request.product))
         product = await self.store.update_product(product_id, changes)
         if product is None:
-            raise NotFound(f"no product {product_id}")
+            raise NotFoundError(f"no product {product_id}")
         return product_pb2.UpdateProductResponse(product=self.product_to_proto(product))
 
     @callers("edge")
@@ -225,7 +225,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         product_id = domain.parse_id(request.product_id, "product_id")
         product = await self.store.archive_product(product_id)
         if product is None:
-            raise NotFound(f"no product {product_id}")
+            raise NotFoundError(f"no product {product_id}")
         return product_pb2.ArchiveProductResponse(product=self.product_to_proto(product))
 
     @callers("edge")
@@ -313,7 +313,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         content_type = domain.check_image(request.content, self.image_max_bytes)
         product = await self._product(product_id)
         if len(product.images) >= self.image_max_count:
-            raise FailedPrecondition(f"a product has at most {self.image_max_count} images; delete one first")
+            raise FailedPreconditionError(f"a product has at most {self.image_max_count} images; delete one first")
         image_id = domain.new_id()
         image = Image(
             id=image_id,
@@ -331,7 +331,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             raise
         if updated is None:  # deleted while the bytes were uploading
             await self.images.delete_quietly([image.key])
-            raise NotFound(f"no product {product_id}")
+            raise NotFoundError(f"no product {product_id}")
         log.info("image added", extra={"product_id": product_id, "image_id": image_id, "bytes": image.size_bytes})
         return product_pb2.AddProductImageResponse(
             image=self.image_to_proto(image), product=self.product_to_proto(updated)
@@ -346,11 +346,11 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         image_id = domain.parse_id(request.image_id, "image_id")
         image = next((item for item in product.images if item.id == image_id), None)
         if image is None:
-            raise NotFound(f"product {product.id} has no image {image_id}")
+            raise NotFoundError(f"product {product.id} has no image {image_id}")
         # The object first: a retry after a failure in between finds the image
         # still listed and completes; the reverse order could orphan the object.
         await self.images.delete(image.key)
         updated = await self.store.remove_image(product.id, image_id)
         if updated is None:
-            raise NotFound(f"no product {product.id}")
+            raise NotFoundError(f"no product {product.id}")
         return product_pb2.DeleteProductImageResponse(product=self.product_to_proto(updated))

@@ -51,12 +51,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, NetworkTimeout
 
 from common.errors import (
-    AlreadyExists,
-    DeadlineExceeded,
-    FailedPrecondition,
+    AlreadyExistsError,
+    DeadlineExceededError,
+    FailedPreconditionError,
     FieldViolation,
-    NotFound,
-    Unavailable,
+    NotFoundError,
+    UnavailableError,
 )
 from common.money import Money
 from product_svc import domain
@@ -143,12 +143,12 @@ def mongo_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
         try:
             return await method(*args, **kwargs)
         except (ExecutionTimeout, NetworkTimeout) as exc:  # the caller's deadline (see server.py)
-            raise DeadlineExceeded(
+            raise DeadlineExceededError(
                 "the catalog database did not answer within the caller's deadline; try again or narrow the query"
             ) from exc
         except ConnectionFailure as exc:
             log.warning("MongoDB unreachable", exc_info=exc)
-            raise Unavailable(
+            raise UnavailableError(
                 "the catalog database is unavailable; try again shortly",
                 reason="DEPENDENCY_UNAVAILABLE",
                 metadata={"dependency": "mongodb"},
@@ -356,7 +356,7 @@ class Store:
         if new.parent_id is not None:
             parent = await self.category(new.parent_id)
             if parent is None:
-                raise NotFound(
+                raise NotFoundError(
                     f"no parent category {new.parent_id}",
                     violations=[FieldViolation("parent_id", "no such category")],
                 )
@@ -381,7 +381,7 @@ class Store:
                 }
             )
         except DuplicateKeyError as exc:
-            raise AlreadyExists(
+            raise AlreadyExistsError(
                 f"the slug {new.slug!r} is taken",
                 violations=[FieldViolation("slug", "is taken by another category")],
             ) from exc
@@ -473,7 +473,9 @@ class Store:
 
     async def _require_category(self, category_id: str) -> None:
         if await self.categories.find_one({"_id": category_id}, {"_id": 1}) is None:
-            raise NotFound(f"no category {category_id}", violations=[FieldViolation("category_id", "no such category")])
+            raise NotFoundError(
+                f"no category {category_id}", violations=[FieldViolation("category_id", "no such category")]
+            )
 
     @mongo_errors
     async def create_product(self, fields: ProductFields) -> Product:
@@ -499,7 +501,7 @@ class Store:
             updated = await self._update_where(self.products, product_id, {"rev": doc["rev"]}, update, after=True)
             if updated is not None:
                 return product_of(updated)
-        raise Unavailable("the product is being changed by many callers at once; try again")
+        raise UnavailableError("the product is being changed by many callers at once; try again")
 
     @mongo_errors
     async def update_product(self, product_id: str, changes: Mapping[str, Any]) -> Product | None:
@@ -537,7 +539,7 @@ class Store:
         """Delete a product without open reservations; answers what was deleted."""
         doc = await self.products.find_one({"_id": product_id})
         if doc is None:
-            raise NotFound(f"no product {product_id}")
+            raise NotFoundError(f"no product {product_id}")
         product = product_of(doc)
         if not product.holds:
             # The condition keeps a hold made meanwhile (by any instance) from vanishing.
@@ -545,7 +547,7 @@ class Store:
             if deleted.deleted_count == 1:
                 return product
             product = await self.product(product_id) or product
-        raise FailedPrecondition(
+        raise FailedPreconditionError(
             f"product {product_id} has {len(product.holds) or 'open'} open stock reservation(s); "
             "archive it instead, or delete it once they are committed or released",
             reason=domain.INVALID_STATE,
@@ -556,7 +558,7 @@ class Store:
     async def add_image(self, product_id: str, image: Image, max_images: int) -> Product | None:
         async def change(doc: Doc) -> dict[str, Any]:
             if len(doc.get("images", ())) >= max_images:
-                raise FailedPrecondition(f"a product has at most {max_images} images; delete one first")
+                raise FailedPreconditionError(f"a product has at most {max_images} images; delete one first")
             return {"$push": {"images": image_doc(image)}, "$set": {"updated_at": utcnow()}}
 
         return await self._rewrite(product_id, change)
@@ -566,7 +568,7 @@ class Store:
         async def change(doc: Doc) -> dict[str, Any]:
             kept = [item for item in doc.get("images", ()) if item["id"] != image_id]
             if len(kept) == len(doc.get("images", ())):
-                raise NotFound(f"product {product_id} has no image {image_id}")
+                raise NotFoundError(f"product {product_id} has no image {image_id}")
             return {"$set": {"images": kept, "updated_at": utcnow()}}
 
         return await self._rewrite(product_id, change)

@@ -26,7 +26,7 @@ from common import migrations, telemetry
 from common.clients import pg_engine, redis_client
 from common.errors import DomainError
 from common.grpc_server import GrpcServer, serve
-from common.migrations import SchemaNotCurrent
+from common.migrations import SchemaNotCurrentError
 from common.ratelimit import Limiter, Window
 from common.settings import load_settings
 from user_svc import domain
@@ -56,7 +56,7 @@ async def check_database(engine: AsyncEngine) -> None:
     """Refuse a database that is unreachable or not migrated to head."""
     try:
         await migrations.check_database(engine, "user")
-    except SchemaNotCurrent as exc:
+    except SchemaNotCurrentError as exc:
         raise StartupError(str(exc)) from exc
 
 

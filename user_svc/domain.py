@@ -1,6 +1,6 @@
 """The rules of accounts: plain Python, no I/O.
 
-Validation failures raise :class:`~common.errors.InvalidArgument` with one
+Validation failures raise :class:`~common.errors.InvalidArgumentError` with one
 :class:`~common.errors.FieldViolation` per bad field (paths relative to the
 request message, e.g. ``profile.shipping_addresses[0].address.city``) and
 reason ``VALIDATION_FAILED``.
@@ -21,7 +21,7 @@ from typing import Any
 from shop.user.v1 import user_pb2
 
 from common import validation
-from common.errors import FieldViolation, InvalidArgument
+from common.errors import FieldViolation, InvalidArgumentError
 
 # The shared rules (common/validation.py), used through this module too.
 from common.validation import (
@@ -265,7 +265,7 @@ def apply_profile_update(current: Profile, paths: Sequence[str], new: Profile) -
     if "shipping_addresses" in paths:
         try:
             saved = validate_saved_addresses(new.shipping_addresses, (a.id for a in current.shipping_addresses))
-        except InvalidArgument as exc:
+        except InvalidArgumentError as exc:
             violations.items.extend(exc.violations)
         else:
             result = replace(result, shipping_addresses=tuple(saved))

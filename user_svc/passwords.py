@@ -21,14 +21,14 @@ from collections.abc import AsyncIterator
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from common.errors import Unavailable
+from common.errors import UnavailableError
 
 SERVICE_BUSY = "SERVICE_BUSY"
 BUSY_RETRY = 1.0  # seconds, the Retry-After of a busy answer
 
 
-def busy() -> Unavailable:
-    return Unavailable(
+def busy() -> UnavailableError:
+    return UnavailableError(
         "the service is busy checking passwords; try again in a moment", reason=SERVICE_BUSY, retry_after=BUSY_RETRY
     )
 

@@ -13,9 +13,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shop.common.v1 import paging_pb2
 from shop.user.v1 import user_pb2, user_pb2_grpc
 
-from common import validation
+from common import convert
 from common.auth import Principal, require_admin, require_user
-from common.errors import FieldViolation, NotFound, PermissionDenied, Unauthenticated
+from common.errors import FieldViolation, NotFoundError, PermissionDeniedError, UnauthenticatedError
 from common.identity import ANY, callers, current_caller
 from user_svc import domain
 from user_svc.keys import TokenKeys
@@ -42,7 +42,7 @@ def _timestamp(value: datetime) -> Timestamp:
 
 def address_to_proto(item: domain.SavedAddress) -> user_pb2.SavedAddress:
     return user_pb2.SavedAddress(
-        id=item.id, label=item.label, is_default=item.is_default, address=validation.address_to_proto(item.address)
+        id=item.id, label=item.label, is_default=item.is_default, address=convert.address_to_proto(item.address)
     )
 
 
@@ -51,7 +51,7 @@ def address_from_proto(item: user_pb2.SavedAddress) -> domain.SavedAddress:
         id=item.id,
         label=item.label,
         is_default=item.is_default,
-        address=validation.address_from_proto(item.address),
+        address=convert.address_from_proto(item.address),
     )
 
 
@@ -114,7 +114,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         user_id = domain.parse_uuid(principal.user_id)
         user = await self.store.user_by_id(user_id) if user_id else None
         if user is None:
-            raise Unauthenticated("the access token names no account; sign in again", reason="INVALID_TOKEN")
+            raise UnauthenticatedError("the access token names no account; sign in again", reason="INVALID_TOKEN")
         return user
 
     @staticmethod
@@ -164,7 +164,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         if not await self.passwords.verify(user.password_hash if user else None, request.password) or user is None:
             # Only a wrong password counts as a failure (not a store or hashing failure: those raised above).
             await self.limiter.wrong_password(email, address)
-            raise Unauthenticated(WRONG_CREDENTIALS, reason="INVALID_CREDENTIALS")
+            raise UnauthenticatedError(WRONG_CREDENTIALS, reason="INVALID_CREDENTIALS")
 
         if self.passwords.needs_rehash(user.password_hash):
             await self.store.replace_password_hash(
@@ -180,7 +180,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         if not presented:
             raise domain.invalid(FieldViolation("refresh_token", "is required"))
         if len(presented) > domain.REFRESH_TOKEN_MAX:
-            raise Unauthenticated(INVALID_REFRESH, reason="INVALID_TOKEN")
+            raise UnauthenticatedError(INVALID_REFRESH, reason="INVALID_TOKEN")
         token, refresh = self._new_refresh()
         user = await self.store.rotate_refresh_token(
             domain.hash_refresh_token(presented), refresh.token_hash, refresh.expires_at, datetime.now(UTC)
@@ -229,7 +229,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
             else None
         )
         if updated is None:
-            raise Unauthenticated("the access token names no account; sign in again", reason="INVALID_TOKEN")
+            raise UnauthenticatedError("the access token names no account; sign in again", reason="INVALID_TOKEN")
         return user_pb2.UpdateProfileResponse(user=user_to_proto(updated))
 
     @callers("edge")
@@ -252,7 +252,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         await self.limiter.begin_login(user.email, None)
         if not await self.passwords.verify(user.password_hash, request.current_password):
             await self.limiter.wrong_password(user.email, None)
-            raise Unauthenticated("the current password is wrong", reason="INVALID_CREDENTIALS")
+            raise UnauthenticatedError("the current password is wrong", reason="INVALID_CREDENTIALS")
 
         new_hash = await self.passwords.hash(request.new_password)
         token, refresh = self._new_refresh()
@@ -297,7 +297,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
             return str(domain.parse_uuid(raw) or raw)
 
         if not principal.is_admin and any(same(user_id) != same(principal.user_id) for user_id in user_ids):
-            raise PermissionDenied("only an admin or the account's owner may read an account", reason="NOT_OWNER")
+            raise PermissionDeniedError("only an admin or the account's owner may read an account", reason="NOT_OWNER")
 
     @callers("edge")
     async def GetUser(self, request: user_pb2.GetUserRequest, context: Context) -> user_pb2.GetUserResponse:
@@ -306,7 +306,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         user_id = domain.require_uuid(request.user_id, "user_id")
         user = await self.store.user_by_id(user_id)
         if user is None:
-            raise NotFound("no user with this id")
+            raise NotFoundError("no user with this id")
         return user_pb2.GetUserResponse(user=user_to_proto(user))
 
     @callers("edge")

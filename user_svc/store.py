@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from common.errors import AlreadyExists, FailedPrecondition, NotFound, Unauthenticated
+from common.errors import AlreadyExistsError, FailedPreconditionError, NotFoundError, UnauthenticatedError
 from user_svc.domain import ADMIN, CUSTOMER, Cursor, Profile, SavedAddress
 
 log = logging.getLogger("shop.user.store")
@@ -181,7 +181,7 @@ class Store:
                 return user
         except sa_exc.IntegrityError as exc:
             if _constraint(exc) == "users_email_key":
-                raise AlreadyExists("an account with this email already exists") from exc
+                raise AlreadyExistsError("an account with this email already exists") from exc
             raise
 
     async def user_by_id(self, user_id: uuid.UUID) -> UserRecord | None:
@@ -241,7 +241,7 @@ class Store:
                 update(users).where(users.c.id == user_id).values(password_hash=new_hash, updated_at=func.now())
             )
             if not result.rowcount:
-                raise NotFound("the account no longer exists")
+                raise NotFoundError("the account no longer exists")
             await self._revoke(conn, refresh_tokens.c.user_id == user_id)
             await self._insert_refresh(conn, user_id, refresh)
 
@@ -271,7 +271,7 @@ class Store:
             await conn.execute(select(func.pg_advisory_xact_lock(ROLE_CHANGE_LOCK)))
             row = (await conn.execute(select(users).where(users.c.id == user_id).with_for_update())).first()
             if row is None:
-                raise NotFound("no user with this id")
+                raise NotFoundError("no user with this id")
             current = _record(row)
             if current.role == role:
                 return current
@@ -280,7 +280,7 @@ class Store:
                     await conn.execute(select(func.count()).select_from(users).where(users.c.role == ADMIN))
                 ).scalar_one()
                 if admins <= 1:
-                    raise FailedPrecondition(
+                    raise FailedPreconditionError(
                         "this is the last admin: make another user admin first", reason="LAST_ADMIN"
                     )
             updated = (
@@ -305,7 +305,7 @@ class Store:
             ).first()
             if row is None:
                 if password_hash is None:
-                    raise NotFound("no account with this email; a password is needed to create it")
+                    raise NotFoundError("no account with this email; a password is needed to create it")
                 created = (
                     await conn.execute(
                         users.insert()
@@ -381,7 +381,7 @@ class Store:
                 )
             ).first()
             if row is None:
-                raise Unauthenticated(INVALID_REFRESH, reason="INVALID_TOKEN")
+                raise UnauthenticatedError(INVALID_REFRESH, reason="INVALID_TOKEN")
             token = row._mapping
             if token["used_at"] is not None:
                 revoked = await self._revoke(conn, refresh_tokens.c.family_id == token["family_id"])
@@ -391,11 +391,11 @@ class Store:
                 )
                 reused = True
             elif token["revoked_at"] is not None or token["expires_at"] <= now:
-                raise Unauthenticated(INVALID_REFRESH, reason="INVALID_TOKEN")
+                raise UnauthenticatedError(INVALID_REFRESH, reason="INVALID_TOKEN")
             else:
                 user_row = (await conn.execute(select(users).where(users.c.id == token["user_id"]))).first()
                 if user_row is None:
-                    raise Unauthenticated(INVALID_REFRESH, reason="INVALID_TOKEN")
+                    raise UnauthenticatedError(INVALID_REFRESH, reason="INVALID_TOKEN")
                 await conn.execute(
                     update(refresh_tokens).where(refresh_tokens.c.id == token["id"]).values(used_at=func.now())
                 )
@@ -407,7 +407,7 @@ class Store:
                 return _record(user_row)
         # Outside the transaction: the family's revocation is committed first.
         assert reused
-        raise Unauthenticated(REUSED_REFRESH, reason="REFRESH_TOKEN_REUSED")
+        raise UnauthenticatedError(REUSED_REFRESH, reason="REFRESH_TOKEN_REUSED")
 
     async def revoke_session(self, token_hash: str) -> int:
         """End the session (token family) of a refresh token; 0 when unknown."""

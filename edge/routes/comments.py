@@ -17,7 +17,7 @@ from starlette.requests import Request
 
 from common.errors import FieldViolation
 from edge.api import Api
-from edge.problems import HttpProblem, renaming_fields
+from edge.problems import HttpProblemError, renaming_fields
 from edge.ratings import RatingCache
 from edge.routes.models import PageQuery, Strict, Uuid, timestamp
 from edge.upstreams import call_options, upstreams
@@ -184,7 +184,7 @@ _REFUSED = frozenset(
 def _maybe_written(exc: BaseException) -> bool:
     """Whether a failed write may still have happened: not when comment_svc
     refused it (a 4xx problem), yes when its answer was lost or it failed inside."""
-    if isinstance(exc, HttpProblem):
+    if isinstance(exc, HttpProblemError):
         return exc.problem.status >= 500
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code() not in _REFUSED
@@ -298,9 +298,9 @@ async def update_comment(request: Request, body: CommentPatch) -> Comment:
     removed comment cannot be edited (409)."""
     present = body.model_dump(exclude_unset=True)
     if not present:
-        raise HttpProblem(400, "send body, rating or both")
+        raise HttpProblemError(400, "send body, rating or both")
     if "body" in present and body.body is None:
-        raise HttpProblem(400, "the request has invalid fields", [FieldViolation("body", "must not be null")])
+        raise HttpProblemError(400, "the request has invalid fields", [FieldViolation("body", "must not be null")])
     message = comment_pb2.UpdateCommentRequest(
         comment_id=request.path_params["comment_id"],
         body=body.body or "",

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from edge.api import Api
-from edge.problems import HttpProblem
+from edge.problems import HttpProblemError
 from edge.routes.models import PageQuery, Strict, Uuid, timestamp
 from edge.upstreams import call_options, upstreams
 
@@ -302,14 +302,14 @@ async def stream_notifications(request: Request, query: StreamQuery) -> Response
     A user holds a few streams open at once (policy `streams`): one more gets 429
     with `Retry-After`, `RateLimit-Policy` and `RateLimit`."""
     if not query.ticket and "authorization" not in request.headers:
-        raise HttpProblem(
+        raise HttpProblemError(
             401,
             "sign in first: send 'Authorization: Bearer <access token>', or '?ticket=' from "
             "POST /api/v1/notifications/stream-tickets",
         )
     last_event_id = request.headers.get("last-event-id", "").strip() or query.last_event_id
     if len(last_event_id) > 32:
-        raise HttpProblem(400, "Last-Event-ID is not an event id of this stream")
+        raise HttpProblemError(400, "Last-Event-ID is not an event id of this stream")
     options = call_options(request)
     call = upstreams(request).notify.Subscribe(
         notify_pb2.SubscribeRequest(last_event_id=last_event_id, stream_ticket=query.ticket),
@@ -323,7 +323,7 @@ async def stream_notifications(request: Request, query: StreamQuery) -> Response
         call.cancel()
         raise
     if first is grpc.aio.EOF:
-        raise HttpProblem(503, "the notification stream ended before it started; try again shortly")
+        raise HttpProblemError(503, "the notification stream ended before it started; try again shortly")
     return StreamingResponse(
         _events(call, first),
         media_type="text/event-stream",

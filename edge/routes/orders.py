@@ -11,7 +11,7 @@ from shop.order.v1 import order_pb2
 from starlette.requests import Request
 
 from edge.api import Api
-from edge.problems import HttpProblem
+from edge.problems import HttpProblemError
 from edge.routes.models import Address, Money, PageQuery, Strict, Uuid, timestamp
 from edge.upstreams import call_options, upstreams
 
@@ -198,7 +198,7 @@ def idempotency_key(request: Request) -> str:
     the first response; the same key with another body gets 422."""
     key = request.headers.get("idempotency-key", "")
     if len(key) > 255 or any(not ch.isprintable() for ch in key):
-        raise HttpProblem(400, "Idempotency-Key must be 1 to 255 printable characters")
+        raise HttpProblemError(400, "Idempotency-Key must be 1 to 255 printable characters")
     return key
 
 

@@ -8,7 +8,7 @@ from shop.order.v1 import order_pb2
 from starlette.requests import Request
 
 from edge.api import Api, read_body
-from edge.problems import HttpProblem
+from edge.problems import HttpProblemError
 from edge.routes.models import Uuid
 from edge.upstreams import call_options, upstreams
 
@@ -39,20 +39,20 @@ async def stripe_event(request: Request) -> StripeEventReceipt:
     settings = request.app.state.settings
     secret = settings.stripe_webhook_secret
     if secret is None:
-        raise HttpProblem(404, "Stripe webhook events are not taken here (no webhook signing secret configured)")
+        raise HttpProblemError(404, "Stripe webhook events are not taken here (no webhook signing secret configured)")
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "application/json":
-        raise HttpProblem(415, "Stripe sends its events as application/json")
+        raise HttpProblemError(415, "Stripe sends its events as application/json")
     signature = request.headers.get("stripe-signature", "")
     if not signature:
-        raise HttpProblem(400, "the Stripe-Signature header is missing: only Stripe's signed events are taken")
+        raise HttpProblemError(400, "the Stripe-Signature header is missing: only Stripe's signed events are taken")
     payload = await read_body(request, settings.max_webhook_bytes)
     try:
         stripe.WebhookSignature.verify_header(payload, signature, secret.get_secret_value(), tolerance=300)
     except stripe.SignatureVerificationError as exc:
-        raise HttpProblem(400, f"the Stripe-Signature does not verify: {exc.user_message}") from exc
+        raise HttpProblemError(400, f"the Stripe-Signature does not verify: {exc.user_message}") from exc
     except UnicodeDecodeError as exc:
-        raise HttpProblem(400, "the body is not UTF-8 text") from exc
+        raise HttpProblemError(400, "the body is not UTF-8 text") from exc
     reply = await upstreams(request).order.HandleStripeEvent(
         order_pb2.HandleStripeEventRequest(payload=payload, signature=signature), **call_options(request)
     )

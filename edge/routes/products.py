@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from common.errors import FieldViolation
 from edge.api import Api, UploadedFile
-from edge.problems import HttpProblem, renaming_fields
+from edge.problems import HttpProblemError, renaming_fields
 from edge.routes.comments import RatingSummary, rating_summary
 from edge.routes.models import Money, PageQuery, Strict, Uuid, timestamp
 from edge.upstreams import call_options, upstreams
@@ -257,7 +257,7 @@ async def list_products(request: Request, query: ProductsQuery) -> ProductPage:
     produced it."""
     bounded = query.min_price is not None or query.max_price is not None
     if bounded and query.currency is None:
-        raise HttpProblem(
+        raise HttpProblemError(
             400,
             "a price range needs its currency",
             [FieldViolation("currency", "is required with min_price or max_price")],
@@ -333,10 +333,10 @@ async def update_product(request: Request, body: ProductPatch) -> Product:
     restores (``active``) a product."""
     present = body.model_dump(exclude_unset=True)
     if not present:
-        raise HttpProblem(400, f"send at least one of {', '.join(ProductPatch.model_fields)}")
+        raise HttpProblemError(400, f"send at least one of {', '.join(ProductPatch.model_fields)}")
     nulls = [FieldViolation(name, "must not be null") for name, value in present.items() if value is None]
     if nulls:
-        raise HttpProblem(400, "the request has invalid fields", nulls)
+        raise HttpProblemError(400, "the request has invalid fields", nulls)
     product = product_pb2.Product(
         id=request.path_params["product_id"],
         name=body.name or "",

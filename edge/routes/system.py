@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from edge.api import Api
-from edge.problems import HttpProblem
+from edge.problems import HttpProblemError
 from edge.upstreams import call_options, upstreams
 
 api = Api(upstreams=["user_svc"])  # the JWKS comes from user_svc
@@ -117,5 +117,5 @@ async def docs_asset(request: Request) -> Response:
     name = request.path_params["asset"]
     media_type = DOCS_ASSETS.get(name)
     if media_type is None or _SWAGGER_STATIC is None:
-        raise HttpProblem(404, f"no such documentation asset: {name!r}")
+        raise HttpProblemError(404, f"no such documentation asset: {name!r}")
     return Response(_asset(name), media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})

@@ -14,7 +14,7 @@ from shop.user.v1 import user_pb2
 from starlette.requests import Request
 
 from edge.api import Api
-from edge.problems import HttpProblem
+from edge.problems import HttpProblemError
 from edge.routes.models import Address, EmailText, PageQuery, Strict, Uuid, timestamp
 from edge.upstreams import call_options, client_address, upstreams
 
@@ -219,7 +219,7 @@ async def logout(request: Request, body: LogoutBody) -> None:
     """Ends the session of ``refresh_token``; with ``all_sessions`` (and a bearer
     token) every session of the caller."""
     if not body.refresh_token and not body.all_sessions:
-        raise HttpProblem(400, "send the refresh_token of the session to end, or all_sessions: true")
+        raise HttpProblemError(400, "send the refresh_token of the session to end, or all_sessions: true")
     await upstreams(request).user.Logout(
         user_pb2.LogoutRequest(refresh_token=body.refresh_token, all_sessions=body.all_sessions),
         **call_options(request),
@@ -242,7 +242,7 @@ async def get_me(request: Request) -> User:
 async def update_me(request: Request, body: ProfilePatch) -> User:
     present = body.model_dump(exclude_unset=True)
     if not present:
-        raise HttpProblem(400, "send at least one of display_name, phone, shipping_addresses")
+        raise HttpProblemError(400, "send at least one of display_name, phone, shipping_addresses")
     profile = user_pb2.Profile(
         display_name=body.display_name or "",
         phone=body.phone or "",

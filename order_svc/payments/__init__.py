@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from common.errors import Unavailable
+from common.errors import UnavailableError
 from common.money import Money
 
 
@@ -70,11 +70,11 @@ class ChargeResult:
     processor_key: str = ""
 
 
-class UnknownPaymentMethod(ValueError):
+class UnknownPaymentMethodError(ValueError):
     """The token names no payment method the processor knows."""
 
 
-class RefundFailed(Unavailable):
+class RefundFailed(UnavailableError):
     """The processor did not confirm a refund; nothing changed here, try again."""
 
 

@@ -15,7 +15,7 @@ Stripe                                            outcome
 card error / ``requires_payment_method``           DECLINED (insufficient funds from its decline code)
 ``requires_action`` (3-D Secure, redirects)       DECLINED: this API cannot authenticate a card
 ``processing``, ``requires_capture``              PENDING: the webhook settles it
-bad or unknown payment method                     :class:`UnknownPaymentMethod` (400 to the client)
+bad or unknown payment method                     :class:`UnknownPaymentMethodError` (400 to the client)
 authentication, permission, rate limit, 4xx       FAILED: Stripe refused the request, nothing charged
 no answer (connection, timeout), 5xx, idempotency UNKNOWN: ask again with the same key
 ================================================  ==============================
@@ -40,7 +40,7 @@ from order_svc.payments import (
     Outcome,
     PaymentEvent,
     RefundFailed,
-    UnknownPaymentMethod,
+    UnknownPaymentMethodError,
 )
 
 log = logging.getLogger("shop.order.stripe")
@@ -120,7 +120,7 @@ class StripeProcessor:
             return ChargeResult(Outcome.UNKNOWN, detail=f"idempotency error: {exc.user_message}")
         except stripe.InvalidRequestError as exc:
             if exc.param == "payment_method" or (exc.code or "").startswith("payment_method"):
-                raise UnknownPaymentMethod(
+                raise UnknownPaymentMethodError(
                     f"the payment processor does not accept this payment method: {exc.user_message}"
                 ) from exc
             if exc.http_status == 409:  # a concurrent request with the same key is still running
@@ -171,7 +171,7 @@ def _intent_id(exc: stripe.StripeError) -> str:
 # --- webhook events -----------------------------------------------------------------------------
 
 
-class InvalidEvent(ValueError):
+class InvalidEventError(ValueError):
     """A webhook body whose signature does not verify, or that is not a Stripe event."""
 
 
@@ -188,17 +188,17 @@ class StripeEvents:
         try:
             stripe.WebhookSignature.verify_header(payload, signature, self.secret, self.tolerance)
         except stripe.SignatureVerificationError as exc:
-            raise InvalidEvent(f"the Stripe-Signature does not verify: {exc.user_message}") from exc
+            raise InvalidEventError(f"the Stripe-Signature does not verify: {exc.user_message}") from exc
         except UnicodeDecodeError as exc:
-            raise InvalidEvent("the body is not UTF-8 text") from exc
+            raise InvalidEventError("the body is not UTF-8 text") from exc
         try:
             event = json.loads(payload)
         except ValueError as exc:
-            raise InvalidEvent(f"the body is not JSON: {exc}") from exc
+            raise InvalidEventError(f"the body is not JSON: {exc}") from exc
         if not isinstance(event, dict) or event.get("object") != "event" or not isinstance(event.get("id"), str):
-            raise InvalidEvent("the body is not a Stripe event")
+            raise InvalidEventError("the body is not a Stripe event")
         if not isinstance(event.get("type"), str) or not isinstance(event.get("data"), dict):
-            raise InvalidEvent("the event has no type or data")
+            raise InvalidEventError("the event has no type or data")
         return event
 
     def read(self, payload: bytes, signature: str) -> PaymentEvent:

@@ -22,7 +22,7 @@ import uuid
 from typing import ClassVar
 
 from common.money import Money
-from order_svc.payments import Charge, ChargeResult, DeclineReason, Outcome, UnknownPaymentMethod
+from order_svc.payments import Charge, ChargeResult, DeclineReason, Outcome, UnknownPaymentMethodError
 
 
 class TestProcessor:
@@ -41,7 +41,7 @@ class TestProcessor:
     async def charge(self, charge: Charge) -> ChargeResult:
         result = self.TOKENS.get(charge.token)
         if result is None:
-            raise UnknownPaymentMethod(f"unknown payment method token; test tokens are {', '.join(self.TOKENS)}")
+            raise UnknownPaymentMethodError(f"unknown payment method token; test tokens are {', '.join(self.TOKENS)}")
         if result.outcome is Outcome.APPROVED:
             reference = "ch_" + hashlib.sha256(str(charge.payment_id).encode()).hexdigest()[:24]
             return ChargeResult(Outcome.APPROVED, reference=reference)

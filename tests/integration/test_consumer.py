@@ -175,7 +175,7 @@ async def test_poison_is_parked_with_its_origin_and_never_redelivered(
 
     async def picky(event: ConsumedEvent) -> None:
         if event.event_id == bad:
-            raise events.UndecodableEvent("no buyer")
+            raise events.UndecodableEventError("no buyer")
 
     bad = events.new_event_id()
     headers = events.headers_for(bad, invalid.DESCRIPTOR.full_name, {})

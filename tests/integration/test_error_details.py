@@ -14,7 +14,7 @@ from common.errors import (
     DETAILS_KEY,
     MAX_STATUS_BYTES,
     OMITTED_VIOLATIONS,
-    Unavailable,
+    UnavailableError,
     from_upstream,
     problem_from_rpc_error,
 )
@@ -88,4 +88,4 @@ async def test_the_transports_own_failure_is_not_echoed(stub) -> None:
     assert problem.detail == "a service this request needs failed to answer; try again shortly"
     # A service calling another passes it on as its dependency's failure, not as its own caller's limit.
     passed_on = from_upstream(error, "user_svc")
-    assert isinstance(passed_on, Unavailable) and passed_on.metadata == {"dependency": "user_svc"}
+    assert isinstance(passed_on, UnavailableError) and passed_on.metadata == {"dependency": "user_svc"}

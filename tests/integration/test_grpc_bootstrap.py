@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shop.user.v1 import user_pb2, user_pb2_grpc
 
 from common.auth import TokenSigner, TokenVerifier, generate_key_pair, require_admin, require_user
-from common.errors import FieldViolation, InvalidArgument, problem_from_rpc_error
+from common.errors import FieldViolation, InvalidArgumentError, problem_from_rpc_error
 from common.grpc_server import GrpcServer
 from common.identity import callers
 from common.settings import ServiceSettings
@@ -36,7 +36,7 @@ class SampleUsers(user_pb2_grpc.UserServiceServicer):
 
     @callers("edge")
     async def Register(self, request, context):
-        raise InvalidArgument(
+        raise InvalidArgumentError(
             "the request has invalid fields",
             violations=[FieldViolation("password", "must be at least 10 characters")],
             reason="VALIDATION_FAILED",

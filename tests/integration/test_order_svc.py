@@ -17,7 +17,7 @@ from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from common import events
 from common.clients import pg_engine
-from common.errors import Aborted, problem_from_rpc_error
+from common.errors import AbortedError, problem_from_rpc_error
 from common.validation import Address
 from devstack.cluster import Cluster
 from order_svc import domain as order_domain
@@ -501,7 +501,7 @@ async def test_a_holder_whose_key_was_taken_over_takes_its_order_back(shop: Shop
         recipient_name="Ann Buyer", line1="1 Main St", city="Berlin", postal_code="10115", country_code="DE"
     )
     try:
-        with pytest.raises(Aborted, match="a retry took the key over"):
+        with pytest.raises(AbortedError, match="a retry took the key over"):
             await orders._place(
                 caller, slow, [Item(product, 2)], address, ShippingMethod.STANDARD, keyed, lambda _: b"slow", "create"
             )

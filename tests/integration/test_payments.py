@@ -22,7 +22,13 @@ import pytest
 from shop.order.v1 import order_pb2
 
 from common.clients import pg_engine
-from common.errors import DomainError, FailedPrecondition, InvalidArgument, Unavailable, problem_from_rpc_error
+from common.errors import (
+    DomainError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    UnavailableError,
+    problem_from_rpc_error,
+)
 from common.money import Money
 from devstack.cluster import Cluster
 from devstack.process import free_port
@@ -232,7 +238,7 @@ async def test_no_answer_keeps_the_key_and_its_retry_settles_the_same_payment(
     order_id, keyed = uuid.UUID(order.id), Keyed(key=f"pay-{uuid.uuid4()}", request_hash="h")
     nobody = StripeProcessor(DEV_SECRET_KEY, f"http://127.0.0.1:{free_port()}", max_network_retries=0)
     try:
-        with pytest.raises(Unavailable) as lost:
+        with pytest.raises(UnavailableError) as lost:
             await local.orders(nobody).pay(caller, order_id, "pm_card_visa", keyed, render)
     finally:
         await nobody.close()
@@ -240,7 +246,7 @@ async def test_no_answer_keeps_the_key_and_its_retry_settles_the_same_payment(
     ((payment_id, status, _),) = payment_rows(postgres, order.id)
     assert status == "PENDING"
     assert key_rows(postgres, caller.user_id) == [(payment_id, False)]  # kept for the retry
-    with pytest.raises(FailedPrecondition) as other:  # another key must not charge beside it
+    with pytest.raises(FailedPreconditionError) as other:  # another key must not charge beside it
         await local.orders(stripe).pay(caller, order_id, "pm_card_visa", Keyed("other", "h"), render)
     assert other.value.reason == "PAYMENT_PENDING"
     retried = await local.orders(stripe).pay(caller, order_id, "pm_card_visa", keyed, render)
@@ -339,7 +345,7 @@ async def test_a_retry_of_a_dead_payers_key_answers_from_its_payment(shop: Shop,
 
 async def test_an_unknown_payment_method_is_bad_input(shop: Shop, local: InProcess) -> None:
     caller, _, order = await placed(shop)
-    with pytest.raises(InvalidArgument) as bad:
+    with pytest.raises(InvalidArgumentError) as bad:
         await local.orders(TestProcessor()).pay(caller, uuid.UUID(order.id), "pm_nothing", None, render)
     assert isinstance(bad.value, DomainError) and bad.value.violations[0].field == "payment_method_token"
 

@@ -14,7 +14,7 @@ import pymongo
 import pytest
 
 from common.clients import mongo_client
-from common.errors import DeadlineExceeded, FailedPrecondition
+from common.errors import DeadlineExceededError, FailedPreconditionError
 from devstack.cluster import Cluster
 from devstack.docstore import FerretDB
 from product_svc import domain
@@ -75,7 +75,7 @@ async def test_concurrent_holds_never_oversell(store: Store) -> None:
         return_exceptions=True,
     )
     reserved = [r for r in results if isinstance(r, domain.Reservation)]
-    refused = [r for r in results if isinstance(r, FailedPrecondition)]
+    refused = [r for r in results if isinstance(r, FailedPreconditionError)]
     assert (len(reserved), len(refused)) == (10, 40), results
     product = await store.product(product_id)
     assert product is not None
@@ -96,9 +96,9 @@ async def test_release_and_commit_move_each_hold_once(store: Store) -> None:
     assert product is not None
     assert (product.stock, dict(product.holds)) == (7, {})
     # A committed reservation cannot be released, nor a released one committed.
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(FailedPreconditionError):
         await store.release(kept)
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(FailedPreconditionError):
         await store.commit(returned)
 
 
@@ -106,7 +106,7 @@ async def test_a_product_with_holds_is_not_deleted(store: Store) -> None:
     product_id = await new_product(store, stock=5)
     reservation_id = str(uuid.uuid4())
     await store.reserve(reservation_id, [ReservationItem(product_id, 2)])
-    with pytest.raises(FailedPrecondition, match="open stock reservation"):
+    with pytest.raises(FailedPreconditionError, match="open stock reservation"):
         await store.delete_product(product_id)
     await store.release(reservation_id)
     deleted = await store.delete_product(product_id)
@@ -162,7 +162,7 @@ async def test_a_read_past_the_callers_deadline_is_deadline_exceeded(store: Stor
     )
     assert len((await store.list_products(query))[0]) == 1
     # What server.within_deadline does with a gRPC call's remaining time.
-    with pymongo.timeout(0.000001), pytest.raises(DeadlineExceeded, match="deadline"):
+    with pymongo.timeout(0.000001), pytest.raises(DeadlineExceededError, match="deadline"):
         await store.list_products(query)
 
 

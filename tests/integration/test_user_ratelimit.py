@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from common.clients import redis_client
-from common.errors import ResourceExhausted, Unavailable
+from common.errors import ResourceExhaustedError, UnavailableError
 from common.ratelimit import Leases, Limiter, Window
 from devstack.process import free_port
 from devstack.servers import Redis
@@ -33,7 +33,7 @@ async def test_concurrent_attempts_never_pass_the_limit(redis_server: Redis) -> 
     limits = limiter(redis_server.url(), register_address=(5, 60))
     results = await asyncio.gather(*(limits.register("198.51.100.7") for _ in range(25)), return_exceptions=True)
     admitted = [r for r in results if r is None]
-    refused = [r for r in results if isinstance(r, ResourceExhausted)]
+    refused = [r for r in results if isinstance(r, ResourceExhaustedError)]
     assert len(admitted) == 5 and len(refused) == 20
     for refusal in refused:
         assert refusal.reason == "RATE_LIMITED" and refusal.retry_after and 0 < refusal.retry_after <= 60
@@ -48,7 +48,7 @@ async def test_wrong_passwords_limit_the_pair_not_the_owner_elsewhere(redis_serv
     for _ in range(3):
         await limits.begin_login(victim, attacker)
         await limits.wrong_password(victim, attacker)
-    with pytest.raises(ResourceExhausted) as raised:
+    with pytest.raises(ResourceExhaustedError) as raised:
         await limits.begin_login(victim, attacker)
     assert raised.value.quota is not None and raised.value.quota.name == "login_pair"
     await limits.begin_login(victim, owner)  # the owner, elsewhere, is still let in
@@ -62,9 +62,9 @@ async def test_successes_cost_only_the_address_budget(redis_server: Redis) -> No
     await limits.wrong_password("happy@example.com", "192.0.2.20")
     await limits.begin_login("happy@example.com", "192.0.2.20")
     await limits.wrong_password("happy@example.com", "192.0.2.20")
-    with pytest.raises(ResourceExhausted):  # two failures: the pair's budget
+    with pytest.raises(ResourceExhaustedError):  # two failures: the pair's budget
         await limits.begin_login("happy@example.com", "192.0.2.20")
-    with pytest.raises(ResourceExhausted) as raised:  # ...and the account's, from anywhere
+    with pytest.raises(ResourceExhaustedError) as raised:  # ...and the account's, from anywhere
         await limits.begin_login("happy@example.com", "192.0.2.21")
     assert raised.value.quota is not None and raised.value.quota.name == "login_account"
 
@@ -74,11 +74,11 @@ async def test_account_budget_counts_failures_from_every_address(redis_server: R
     for i in range(3):
         await limits.begin_login("target@example.com", f"198.51.100.{i}")
         await limits.wrong_password("target@example.com", f"198.51.100.{i}")
-    with pytest.raises(ResourceExhausted) as raised:
+    with pytest.raises(ResourceExhaustedError) as raised:
         await limits.begin_login("target@example.com", "198.51.100.99")
     assert raised.value.quota is not None and raised.value.quota.name == "login_account"
     # A signed-in password check (no address) shares the account's budget.
-    with pytest.raises(ResourceExhausted):
+    with pytest.raises(ResourceExhaustedError):
         await limits.begin_login("target@example.com", None)
 
 
@@ -86,7 +86,7 @@ async def test_address_budget_counts_every_attempt_and_recovers(redis_server: Re
     limits = limiter(redis_server.url(), login_address=(3, 1))
     for i in range(3):
         await limits.begin_login(f"user{i}@example.com", "192.0.2.1")
-    with pytest.raises(ResourceExhausted) as raised:
+    with pytest.raises(ResourceExhaustedError) as raised:
         await limits.begin_login("user9@example.com", "192.0.2.1")
     await limits.begin_login("user9@example.com", "192.0.2.2")  # another address
     await limits.begin_login("user9@example.com", None)  # an account-only check ignores addresses
@@ -97,9 +97,9 @@ async def test_address_budget_counts_every_attempt_and_recovers(redis_server: Re
 
 async def test_without_redis_sign_in_and_sign_up_fail_closed() -> None:
     limits = limiter(f"redis://127.0.0.1:{free_port()}/0")
-    with pytest.raises(Unavailable) as login:
+    with pytest.raises(UnavailableError) as login:
         await limits.begin_login("anyone@example.com", "192.0.2.1")
-    with pytest.raises(Unavailable) as register:
+    with pytest.raises(UnavailableError) as register:
         await limits.register("192.0.2.1")
     for raised in (login, register):
         assert raised.value.reason == "DEPENDENCY_UNAVAILABLE"
@@ -116,7 +116,7 @@ async def test_leases_cap_what_is_held_at_once(redis_server: Redis) -> None:
     streams = Leases(redis_client(redis_server.url()), "streams", 2, 1.0, prefix=f"test:{uuid.uuid4().hex}")
     first = await streams.take("reader", "too many streams")
     await streams.take("reader", "too many streams")
-    with pytest.raises(ResourceExhausted) as raised:
+    with pytest.raises(ResourceExhaustedError) as raised:
         await streams.take("reader", "too many streams")
     assert raised.value.quota is not None and (raised.value.quota.limit, raised.value.quota.window) == (2, 0)
     await streams.take("another reader", "too many streams")  # per owner

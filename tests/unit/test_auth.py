@@ -5,7 +5,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from common.auth import TokenSigner, TokenVerifier, generate_key_pair
-from common.errors import Unauthenticated
+from common.errors import UnauthenticatedError
 
 
 def _pair(ttl: int = 60) -> tuple[TokenSigner, TokenVerifier]:
@@ -26,7 +26,7 @@ def test_signed_token_verifies_with_public_key_only() -> None:
 def test_expired_token() -> None:
     signer, verifier = _pair(ttl=10)
     token, _ = signer.sign("user-1", "customer", now=time.time() - 3600)
-    with pytest.raises(Unauthenticated, match="expired") as raised:
+    with pytest.raises(UnauthenticatedError, match="expired") as raised:
         verifier.verify(token)
     assert raised.value.reason == "INVALID_TOKEN"
 
@@ -36,11 +36,11 @@ def test_tampered_and_foreign_tokens() -> None:
     token, _ = signer.sign("user-1", "customer")
     header, _payload, signature = token.split(".")
     forged_payload = jwt.utils.base64url_encode(b'{"sub":"user-1","role":"admin"}').decode()
-    with pytest.raises(Unauthenticated, match="invalid"):
+    with pytest.raises(UnauthenticatedError, match="invalid"):
         verifier.verify(f"{header}.{forged_payload}.{signature}")
     other_signer, _ = _pair()
     foreign, _ = other_signer.sign("user-1", "customer")
-    with pytest.raises(Unauthenticated, match="invalid"):
+    with pytest.raises(UnauthenticatedError, match="invalid"):
         verifier.verify(foreign)
 
 
@@ -51,7 +51,7 @@ def test_bearer_metadata() -> None:
     assert principal is not None
     assert principal.user_id == "user-2"
     assert verifier.principal_from_metadata([("x-request-id", "r")]) is None
-    with pytest.raises(Unauthenticated, match="Bearer"):
+    with pytest.raises(UnauthenticatedError, match="Bearer"):
         verifier.principal_from_metadata([("authorization", f"Basic {token}")])
 
 
@@ -67,7 +67,7 @@ def test_the_key_is_chosen_by_kid_from_the_key_set_and_the_set_follows_its_file(
     new_token, _ = new_signer.sign("user-2", "customer")
     assert jwt.get_unverified_header(new_token)["kid"] == new_signer.kid != old_signer.kid
     assert verifier.verify(old_token).user_id == "user-1"
-    with pytest.raises(Unauthenticated, match=f"does not know \\(kid {new_signer.kid}\\)"):
+    with pytest.raises(UnauthenticatedError, match=f"does not know \\(kid {new_signer.kid}\\)"):
         verifier.verify(new_token)
 
     _replace(key_set, old_pem + new_pem)  # the new key joins the set: both verify, no new verifier
@@ -77,7 +77,7 @@ def test_the_key_is_chosen_by_kid_from_the_key_set_and_the_set_follows_its_file(
 
     _replace(key_set, new_pem)  # the old key retired
     assert verifier.verify(new_token).user_id == "user-2"
-    with pytest.raises(Unauthenticated, match="a key this service does not know") as retired:
+    with pytest.raises(UnauthenticatedError, match="a key this service does not know") as retired:
         verifier.verify(old_token)
     assert retired.value.reason == "INVALID_TOKEN"
 
@@ -90,10 +90,10 @@ def test_a_token_without_a_kid_or_with_a_strange_one_is_refused() -> None:
     claims = {"sub": "user-1", "role": "customer", "iss": "shop", "aud": "shop", "iat": int(time.time()),
               "exp": int(time.time()) + 60}  # fmt: skip
     bare = jwt.encode(claims, signer._key, algorithm="EdDSA")
-    with pytest.raises(Unauthenticated, match="names no signing key"):
+    with pytest.raises(UnauthenticatedError, match="names no signing key"):
         verifier.verify(bare)
     odd = jwt.encode(claims, signer._key, algorithm="EdDSA", headers={"kid": "<script>\n"})
-    with pytest.raises(Unauthenticated, match=r"\(kid \?\)"):
+    with pytest.raises(UnauthenticatedError, match=r"\(kid \?\)"):
         verifier.verify(odd)
 
 

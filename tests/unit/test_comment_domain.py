@@ -11,7 +11,7 @@ import pytest
 
 from comment_svc import domain
 from comment_svc.domain import Comment, Cursor, RatingSummary
-from common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, PermissionDeniedError
 
 AUTHOR = uuid.uuid4()
 OTHER = uuid.uuid4()
@@ -39,7 +39,7 @@ def comment(**changes: object) -> Comment:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def fields(error: InvalidArgument) -> list[str]:
+def fields(error: InvalidArgumentError) -> list[str]:
     return [violation.field for violation in error.violations]
 
 
@@ -54,7 +54,7 @@ def test_body_is_trimmed_and_line_breaks_normalized() -> None:
 
 @pytest.mark.parametrize("body", ["", "   ", "\n\t \r\n"])
 def test_empty_body_is_refused(body: str) -> None:
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_new_comment(str(PRODUCT), None, body, None)
     assert fields(raised.value) == ["body"]
     assert raised.value.reason == "VALIDATION_FAILED"
@@ -63,14 +63,14 @@ def test_empty_body_is_refused(body: str) -> None:
 def test_body_length_counts_characters_after_trimming() -> None:
     assert domain.validate_new_comment(str(PRODUCT), None, " " + "é" * 5000 + " ", None).body == "é" * 5000
     assert domain.validate_new_comment(str(PRODUCT), None, "🙂" * 5000, None).body == "🙂" * 5000
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_new_comment(str(PRODUCT), None, "x" * 5001, None)
     assert "5000" in raised.value.violations[0].description
 
 
 @pytest.mark.parametrize("control", ["\x00", "\x07", "\x1b[31m", "\x7f", "\x85", "\ud800"])
 def test_control_characters_are_refused(control: str) -> None:
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_new_comment(str(PRODUCT), None, f"fine {control} text", None)
     assert fields(raised.value) == ["body"]
     assert "control characters" in raised.value.violations[0].description
@@ -78,13 +78,13 @@ def test_control_characters_are_refused(control: str) -> None:
 
 @pytest.mark.parametrize("rating", [0, 6, -1, 2**31 - 1])
 def test_rating_outside_one_to_five_is_refused(rating: int) -> None:
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_new_comment(str(PRODUCT), None, "ok", rating)
     assert fields(raised.value) == ["rating"]
 
 
 def test_replies_carry_no_rating_and_every_bad_field_is_named() -> None:
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_new_comment("not-a-uuid", "also-bad", "", 3)
     assert fields(raised.value) == ["product_id", "parent_id", "body", "rating"]
     assert "top-level" in raised.value.violations[-1].description
@@ -94,12 +94,12 @@ def test_replies_carry_no_rating_and_every_bad_field_is_named() -> None:
 
 def test_parent_must_exist_be_of_the_same_product_and_not_removed() -> None:
     new = domain.validate_new_comment(str(PRODUCT), str(uuid.uuid4()), "reply", None)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFoundError):
         domain.check_parent(None, new)
-    with pytest.raises(FailedPrecondition) as raised:
+    with pytest.raises(FailedPreconditionError) as raised:
         domain.check_parent(comment(product_id=uuid.uuid4()), new)
     assert raised.value.reason == "INVALID_STATE"
-    with pytest.raises(FailedPrecondition) as raised:
+    with pytest.raises(FailedPreconditionError) as raised:
         domain.check_parent(comment(deleted_at=T0, author_id=None, body="", rating=None), new)
     assert raised.value.metadata == {"current_state": "DELETED"}
     parent = comment()
@@ -116,13 +116,13 @@ def test_excerpt() -> None:
 
 
 def test_update_mask_is_required_and_checked() -> None:
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_change([], "x", None)
     assert fields(raised.value) == ["update_mask"]
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_change(["body", "author_id"], "x", None)
     assert "author_id" in raised.value.violations[0].description
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_change(["body", "rating"], " ", 9)
     assert fields(raised.value) == ["body", "rating"]
 
@@ -139,16 +139,16 @@ def test_author_edits_body_and_rating() -> None:
 
 def test_only_the_author_edits_and_never_a_removed_comment() -> None:
     change = domain.validate_change(["body"], "mine now", None)
-    with pytest.raises(PermissionDenied) as raised:
+    with pytest.raises(PermissionDeniedError) as raised:
         domain.apply_change(comment(), change, OTHER)
     assert raised.value.reason == "NOT_OWNER"
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(FailedPreconditionError):
         domain.apply_change(comment(deleted_at=T0, author_id=None, body="", rating=None), change, AUTHOR)
 
 
 def test_a_reply_cannot_be_given_a_rating_by_an_edit() -> None:
     reply = comment(parent_id=uuid.uuid4(), rating=None)
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.apply_change(reply, domain.validate_change(["rating"], "", 4), AUTHOR)
     assert fields(raised.value) == ["rating"]
     assert domain.apply_change(reply, domain.validate_change(["rating"], "", None), AUTHOR).changed is False
@@ -161,7 +161,7 @@ def test_deletion_rights_and_outcomes() -> None:
     assert domain.plan_deletion(comment(), AUTHOR, admin=False) == "remove"
     assert domain.plan_deletion(comment(reply_count=2), AUTHOR, admin=False) == "placeholder"
     assert domain.plan_deletion(comment(reply_count=1), OTHER, admin=True) == "placeholder"
-    with pytest.raises(PermissionDenied) as raised:
+    with pytest.raises(PermissionDeniedError) as raised:
         domain.plan_deletion(comment(), OTHER, admin=False)
     assert raised.value.reason == "NOT_OWNER"
     removed = comment(deleted_at=T0, author_id=None, body="", rating=None, reply_count=1)
@@ -169,9 +169,9 @@ def test_deletion_rights_and_outcomes() -> None:
 
 
 def test_likes_need_a_live_comment() -> None:
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFoundError):
         domain.check_likeable(None)
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(FailedPreconditionError):
         domain.check_likeable(comment(deleted_at=T0, author_id=None, body="", rating=None))
     live = comment()
     assert domain.check_likeable(live) is live
@@ -219,12 +219,12 @@ def test_average_is_rounded_half_up_to_two_decimals() -> None:
 def test_batch_ids_are_deduplicated_in_request_order() -> None:
     a, b = uuid.uuid4(), uuid.uuid4()
     assert domain.batch_product_ids([str(b), str(a), str(b).upper()]) == [b, a]
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.batch_product_ids([str(a), "nope"])
     assert fields(raised.value) == ["product_ids[1]"]
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         domain.batch_product_ids([])
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         domain.batch_product_ids([str(uuid.uuid4()) for _ in range(501)])
 
 
@@ -233,7 +233,7 @@ def test_batch_ids_are_deduplicated_in_request_order() -> None:
 
 def test_reply_limit() -> None:
     assert domain.reply_limit(0) == 3 and domain.reply_limit(7) == 7 and domain.reply_limit(50) == 20
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         domain.reply_limit(-1)
 
 
@@ -252,11 +252,11 @@ def test_page_tokens_of_another_list_or_tampered_are_refused() -> None:
     liked = domain.list_scope(PRODUCT, None, "most_liked")
     token = domain.encode_page_token(Cursor(T0, uuid.uuid4()), newest)
     for scope in (liked, domain.list_scope(uuid.uuid4(), None, "newest"), domain.list_scope(PRODUCT, OTHER, "newest")):
-        with pytest.raises(InvalidArgument) as raised:
+        with pytest.raises(InvalidArgumentError) as raised:
             domain.decode_page_token(token, scope)
         assert fields(raised.value) == ["page.page_token"]
     for bad in ("garbage!", token[:-3], "x" * 600, "eyJ2IjoxfQ"):
-        with pytest.raises(InvalidArgument):
+        with pytest.raises(InvalidArgumentError):
             domain.decode_page_token(bad, newest)
 
 

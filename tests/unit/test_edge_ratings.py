@@ -4,7 +4,7 @@ import uuid
 import grpc
 import pytest
 
-from edge.problems import HttpProblem
+from edge.problems import HttpProblemError
 from edge.ratings import RatingCache
 from edge.routes import comments
 
@@ -125,8 +125,8 @@ def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
 @pytest.mark.parametrize(
     ("error", "maybe"),
     [
-        (HttpProblem(404, "no such comment"), False),  # refused: the cache may stay
-        (HttpProblem(403, "not your comment"), False),
+        (HttpProblemError(404, "no such comment"), False),  # refused: the cache may stay
+        (HttpProblemError(403, "not your comment"), False),
         (rpc_error(grpc.StatusCode.PERMISSION_DENIED), False),
         (rpc_error(grpc.StatusCode.FAILED_PRECONDITION), False),
         (rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED), True),  # the answer was lost
@@ -135,7 +135,7 @@ def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
         (rpc_error(grpc.StatusCode.INTERNAL), True),
         (rpc_error(grpc.StatusCode.DATA_LOSS), True),
         (rpc_error(grpc.StatusCode.UNKNOWN), True),
-        (HttpProblem(503, "comment_svc is unavailable"), True),
+        (HttpProblemError(503, "comment_svc is unavailable"), True),
         (ConnectionResetError(), True),
         (asyncio.CancelledError(), True),
     ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.rpc import error_details_pb2, status_pb2
 
-from common.errors import MAX_MESSAGE_CHARS, MAX_STATUS_BYTES, OMITTED_VIOLATIONS, FieldViolation, InvalidArgument
+from common.errors import MAX_MESSAGE_CHARS, MAX_STATUS_BYTES, OMITTED_VIOLATIONS, FieldViolation, InvalidArgumentError
 
 
 def _unpack(status: status_pb2.Status) -> tuple[error_details_pb2.BadRequest, error_details_pb2.ErrorInfo]:
@@ -18,7 +18,7 @@ def _unpack(status: status_pb2.Status) -> tuple[error_details_pb2.BadRequest, er
 
 
 def test_a_small_error_is_kept_whole() -> None:
-    error = InvalidArgument("invalid a", [FieldViolation("a", "is required")], reason="VALIDATION_FAILED")
+    error = InvalidArgumentError("invalid a", [FieldViolation("a", "is required")], reason="VALIDATION_FAILED")
     bad, info = _unpack(error.to_status())
     assert [(v.field, v.description) for v in bad.field_violations] == [("a", "is required")]
     assert OMITTED_VIOLATIONS not in info.metadata
@@ -26,7 +26,7 @@ def test_a_small_error_is_kept_whole() -> None:
 
 def test_violations_past_the_budget_are_left_out_and_counted_in_order() -> None:
     violations = [FieldViolation(f"items[{n}].quantity", "must be between 1 and 100") for n in range(500)]
-    status = InvalidArgument("invalid items", violations, reason="VALIDATION_FAILED").to_status()
+    status = InvalidArgumentError("invalid items", violations, reason="VALIDATION_FAILED").to_status()
     assert status.ByteSize() <= MAX_STATUS_BYTES
     bad, info = _unpack(status)
     kept = len(bad.field_violations)
@@ -37,7 +37,7 @@ def test_violations_past_the_budget_are_left_out_and_counted_in_order() -> None:
 
 
 def test_a_huge_message_or_description_is_clipped() -> None:
-    error = InvalidArgument("x" * 100_000, [FieldViolation("f", "y" * 100_000)])
+    error = InvalidArgumentError("x" * 100_000, [FieldViolation("f", "y" * 100_000)])
     status = error.to_status()
     assert status.ByteSize() <= MAX_STATUS_BYTES
     assert len(status.message) == MAX_MESSAGE_CHARS and status.message.endswith("…")

@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shop.common.v1 import money_pb2
 from shop.events.v1 import comment_events_pb2, order_events_pb2, platform_events_pb2
 
-from common.errors import InvalidArgument
+from common.errors import InvalidArgumentError
 from notify_svc import domain
 from notify_svc.webhooks import check_target
 
@@ -78,9 +78,9 @@ def test_ids_are_stable_per_event_and_recipient_and_times_come_from_the_event() 
 
 
 def test_events_without_a_recipient_are_invalid_and_some_events_notify_nobody() -> None:
-    with pytest.raises(domain.InvalidEvent, match="user_id"):
+    with pytest.raises(domain.InvalidEventError, match="user_id"):
         domain.from_event("e", order_events_pb2.OrderPaid(order_id="o"), NOW)
-    with pytest.raises(domain.InvalidEvent, match="parent_author_id"):
+    with pytest.raises(domain.InvalidEventError, match="parent_author_id"):
         domain.from_event("e", comment_events_pb2.CommentReplied(comment_id="c"), NOW)
     assert domain.from_event("e", comment_events_pb2.CommentCreated(comment_id="c", author_id="a"), NOW) is None
     own_reply = comment_events_pb2.CommentReplied(comment_id="c", parent_author_id="a", author_id="a")
@@ -166,14 +166,14 @@ def test_page_tokens_round_trip_and_are_bound_to_their_listing() -> None:
     assert domain.decode_cursor(token, "feed") == 42
     assert domain.decode_cursor("", "feed") is None
     for bad, scope in ((token, "feed:unread"), ("garbage!", "feed"), (domain.encode_cursor(0, "feed"), "feed")):
-        with pytest.raises(InvalidArgument) as raised:
+        with pytest.raises(InvalidArgumentError) as raised:
             domain.decode_cursor(bad, scope)
         assert raised.value.violations[0].field == "page.page_token"
 
 
 def test_page_sizes() -> None:
     assert [domain.page_size(n) for n in (0, 1, 20, 100, 1000)] == [20, 1, 20, 100, 100]
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         domain.page_size(-1)
 
 
@@ -181,13 +181,13 @@ def test_stream_positions() -> None:
     assert domain.stream_position("") is None
     assert domain.stream_position(" 17 ") == 17
     for bad in ("abc", "-1", "1.5", "9" * 19):
-        with pytest.raises(InvalidArgument):
+        with pytest.raises(InvalidArgumentError):
             domain.stream_position(bad)
 
 
 def test_announcement_validation() -> None:
     assert domain.validate_announcement(" Hi ", " there ", {"url": "/x"}) == ("Hi", "there", {"url": "/x"})
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_announcement("", "x" * 5001, {str(n): "v" for n in range(21)})
     assert [v.field for v in raised.value.violations] == ["title", "body", "data"]
 
@@ -208,13 +208,13 @@ def test_webhook_urls_in_development_may_be_http_but_the_address_and_port_checks
     assert domain.validate_webhook_url("https://hooks.example.com/x", DEVELOPMENT).port == 443
     for bad in ("ftp://example.com/", "example.com/hook", "https://", "https://u:p@example.com/",
                 "https://example.com/#frag", "https://exa mple.com/", "https://example.com:99999/"):  # fmt: skip
-        with pytest.raises(InvalidArgument) as raised:
+        with pytest.raises(InvalidArgumentError) as raised:
             domain.validate_webhook_url(bad, DEVELOPMENT)
         assert raised.value.violations[0].field == "url", bad
-    with pytest.raises(InvalidArgument) as local:
+    with pytest.raises(InvalidArgumentError) as local:
         domain.validate_webhook_url("http://127.0.0.1:9000/hook", DEVELOPMENT)
     assert local.value.violations[0].description == "port 9000 is not allowed for webhooks (allowed: 80, 443)"
-    with pytest.raises(InvalidArgument) as local:
+    with pytest.raises(InvalidArgumentError) as local:
         domain.validate_webhook_url("http://127.0.0.1/hook", DEVELOPMENT)
     assert local.value.reason == domain.WEBHOOK_ADDRESS_FORBIDDEN
 
@@ -223,10 +223,10 @@ def test_an_explicit_allowance_lets_loopback_through_and_nothing_else() -> None:
     target = domain.validate_webhook_url("http://127.0.0.1:9000/hook", LOOPBACK)
     assert (target.host, target.port) == ("127.0.0.1", 9000)
     for host in ("10.1.2.3", "169.254.169.254", "[::1]", "192.168.0.10"):
-        with pytest.raises(InvalidArgument) as raised:
+        with pytest.raises(InvalidArgumentError) as raised:
             domain.validate_webhook_url(f"http://{host}:9000/hook", LOOPBACK)
         assert raised.value.reason == domain.WEBHOOK_ADDRESS_FORBIDDEN, host
-    with pytest.raises(InvalidArgument, match="webhook URL is invalid"):
+    with pytest.raises(InvalidArgumentError, match="webhook URL is invalid"):
         domain.validate_webhook_url("http://127.0.0.1:22/hook", LOOPBACK)
     assert domain.parse_ports("80, 443,8000-8999") == ((80, 80), (443, 443), (8000, 8999))
     for bad in ("", "http", "0", "443-80", "70000"):
@@ -236,12 +236,12 @@ def test_an_explicit_allowance_lets_loopback_through_and_nothing_else() -> None:
 
 def test_webhook_urls_outside_development_must_be_public_https() -> None:
     assert domain.validate_webhook_url("https://93.184.215.14/hook", PRODUCTION).host == "93.184.215.14"
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_webhook_url("http://hooks.example.com/", PRODUCTION)
     assert raised.value.reason == domain.VALIDATION_FAILED
     for host in ("127.0.0.1", "10.1.2.3", "192.168.0.10", "172.16.5.4", "169.254.169.254", "[::1]", "[fe80::1]",
                  "[fd00::1]", "[::ffff:127.0.0.1]", "0.0.0.0"):  # fmt: skip
-        with pytest.raises(InvalidArgument) as raised:
+        with pytest.raises(InvalidArgumentError) as raised:
             domain.validate_webhook_url(f"https://{host}/hook", PRODUCTION)
         assert raised.value.reason == domain.WEBHOOK_ADDRESS_FORBIDDEN, host
 
@@ -259,10 +259,10 @@ async def test_names_resolving_to_local_addresses_are_refused_in_every_mode() ->
     for policy in (PRODUCTION, DEVELOPMENT):
         for url in ("https://127.1/hook", "https://2130706433/hook", "https://0x7f000001/hook",
                     "https://localhost/hook", "https://LOCALHOST/hook"):  # fmt: skip
-            with pytest.raises(InvalidArgument) as raised:
+            with pytest.raises(InvalidArgumentError) as raised:
                 await check_target(url, policy)
             assert raised.value.reason == domain.WEBHOOK_ADDRESS_FORBIDDEN, url
-        with pytest.raises(InvalidArgument, match="does not resolve"):
+        with pytest.raises(InvalidArgumentError, match="does not resolve"):
             await check_target("https://no-such-host.invalid/hook", policy)
     checked = await check_target("http://localhost:9000/hook", LOOPBACK)
     assert str(checked.address) == "127.0.0.1"

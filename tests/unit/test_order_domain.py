@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from common.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnauthenticatedError
 from common.money import Money
 from order_svc import domain
 from order_svc.domain import CatalogEntry, Item, ShippingMethod, ShippingRule, Status
@@ -24,7 +24,7 @@ def test_state_machine() -> None:
         (Status.DELIVERED, Status.CANCELLED),
         (Status.CANCELLED, Status.PAID),
     ]:
-        with pytest.raises(FailedPrecondition) as refused:
+        with pytest.raises(FailedPreconditionError) as refused:
             domain.check_transition(current, target)
         assert refused.value.metadata == {"current_state": f"ORDER_STATUS_{current.value}"}
         assert refused.value.reason == "INVALID_STATE"
@@ -33,7 +33,7 @@ def test_state_machine() -> None:
 def test_items_are_validated() -> None:
     limits = domain.Limits(max_items=2, max_line_quantity=5)
     assert domain.validate_items([Item(f" {P1} ", 2)], limits) == [Item(P1, 2)]
-    with pytest.raises(InvalidArgument) as bad:
+    with pytest.raises(InvalidArgumentError) as bad:
         domain.validate_items([Item(P1, 0), Item(P1, 6), Item("x", 1)], limits)
     fields = [v.field for v in bad.value.violations]
     assert fields == ["items", "items[0].quantity", "items[1].product_id", "items[1].quantity", "items[2].product_id"]
@@ -64,13 +64,13 @@ def test_pricing_uses_catalog_prices_and_the_shipping_rule() -> None:
 def test_pricing_refusals() -> None:
     rule = ShippingRule()
     mixed = catalog(CatalogEntry(P1, "A", Money(1, "EUR"), True), CatalogEntry(P2, "B", Money(1, "USD"), True))
-    with pytest.raises(FailedPrecondition, match="different currencies"):
+    with pytest.raises(FailedPreconditionError, match="different currencies"):
         domain.price([Item(P1, 1), Item(P2, 1)], mixed, ShippingMethod.STANDARD, rule)
     archived = catalog(CatalogEntry(P1, "A", Money(1, "EUR"), False))
-    with pytest.raises(FailedPrecondition) as gone:
+    with pytest.raises(FailedPreconditionError) as gone:
         domain.price([Item(P1, 1)], archived, ShippingMethod.STANDARD, rule)
     assert gone.value.reason == "PRODUCT_ARCHIVED"
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFoundError):
         domain.price([Item(P2, 1)], archived, ShippingMethod.STANDARD, rule)
 
 
@@ -78,18 +78,18 @@ def test_guest_cart_tokens() -> None:
     secret, guest = b"s3cret", uuid.uuid4()
     token = domain.sign_cart_token(secret, guest, expires=2_000)
     assert domain.verify_cart_token(secret, token, now=1_000) == (guest, 2_000)
-    with pytest.raises(Unauthenticated, match="expired"):
+    with pytest.raises(UnauthenticatedError, match="expired"):
         domain.verify_cart_token(secret, token, now=2_000)
-    with pytest.raises(Unauthenticated, match="not one of ours"):
+    with pytest.raises(UnauthenticatedError, match="not one of ours"):
         domain.verify_cart_token(b"other", token, now=1_000)
     forged = domain.sign_cart_token(b"attacker", guest, expires=9_999)
-    with pytest.raises(Unauthenticated):
+    with pytest.raises(UnauthenticatedError):
         domain.verify_cart_token(secret, forged, now=1_000)
-    with pytest.raises(Unauthenticated, match="malformed"):
+    with pytest.raises(UnauthenticatedError, match="malformed"):
         domain.verify_cart_token(secret, "!!not-a-token", now=1_000)
 
 
 def test_idempotency_fingerprint_ignores_nothing_but_the_key() -> None:
     assert domain.fingerprint(b"a") == domain.fingerprint(b"a") != domain.fingerprint(b"b")
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         domain.validate_idempotency_key("x" * 256)

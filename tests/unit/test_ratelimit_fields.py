@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import grpc
 
-from common.errors import DETAILS_KEY, Quota, ResourceExhausted, problem_from_rpc_error
+from common.errors import DETAILS_KEY, Quota, ResourceExhaustedError, problem_from_rpc_error
 
 
-def as_upstream_error(error: ResourceExhausted) -> grpc.aio.AioRpcError:
+def as_upstream_error(error: ResourceExhaustedError) -> grpc.aio.AioRpcError:
     status = error.to_status()
     trailers = grpc.aio.Metadata((DETAILS_KEY, status.SerializeToString()))
     return grpc.aio.AioRpcError(error.code, grpc.aio.Metadata(), trailers, details=error.message)
 
 
 def test_a_window_refusal_becomes_429_with_the_draft_fields() -> None:
-    refusal = ResourceExhausted(
+    refusal = ResourceExhaustedError(
         "too many sign-in attempts from this address; try again later",
         reason="RATE_LIMITED",
         retry_after=41.2,
@@ -33,12 +33,14 @@ def test_a_window_refusal_becomes_429_with_the_draft_fields() -> None:
 
 
 def test_a_cap_on_what_is_held_has_no_window() -> None:
-    refusal = ResourceExhausted("too many streams", reason="RATE_LIMITED", retry_after=6, quota=Quota("streams", 2))
+    refusal = ResourceExhaustedError(
+        "too many streams", reason="RATE_LIMITED", retry_after=6, quota=Quota("streams", 2)
+    )
     headers = problem_from_rpc_error(as_upstream_error(refusal)).headers()
     assert headers["RateLimit-Policy"] == '"streams";q=2'
     assert headers["RateLimit"] == '"streams";r=0;t=6'
 
 
 def test_without_a_quota_only_retry_after() -> None:
-    refusal = ResourceExhausted("you have 10 webhooks already", reason="LIMIT_REACHED", retry_after=0.2)
+    refusal = ResourceExhaustedError("you have 10 webhooks already", reason="LIMIT_REACHED", retry_after=0.2)
     assert problem_from_rpc_error(as_upstream_error(refusal)).headers() == {"Retry-After": "1"}

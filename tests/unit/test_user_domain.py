@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 import pytest
 from shop.user.v1 import user_pb2
 
-from common.errors import InvalidArgument
+from common.errors import InvalidArgumentError
 from user_svc import domain
 from user_svc.domain import Address, Cursor, Profile, SavedAddress
 
 
-def _fields(exc: pytest.ExceptionInfo[InvalidArgument]) -> dict[str, str]:
+def _fields(exc: pytest.ExceptionInfo[InvalidArgumentError]) -> dict[str, str]:
     assert exc.value.reason == "VALIDATION_FAILED"
     return {v.field: v.description for v in exc.value.violations}
 
@@ -46,7 +46,7 @@ def test_email_is_trimmed_and_lower_cased() -> None:
     ],
 )
 def test_bad_email_syntax_is_refused(email: str) -> None:
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_email(email)
     assert "email" in _fields(raised)
 
@@ -67,7 +67,7 @@ def test_bad_email_syntax_is_refused(email: str) -> None:
     ],
 )
 def test_password_policy_names_the_failed_rule(password: str, rule: str) -> None:
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_password(password, "alice@example.com")
     message = _fields(raised)["password"]
     assert message.startswith(rule)
@@ -82,7 +82,7 @@ def test_password_policy_accepts(password: str) -> None:
 
 
 def test_registration_reports_every_bad_field_at_once() -> None:
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_registration("not-an-email", "short", "   ")
     assert set(_fields(raised)) == {"email", "password", "display_name"}
 
@@ -144,13 +144,13 @@ def test_existing_address_keeps_its_id_and_unknown_ids_are_refused() -> None:
     known = str(uuid.uuid4())
     kept = domain.validate_saved_addresses([SavedAddress(id=known, address=HOME)], [known])
     assert kept[0].id == known
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_saved_addresses([SavedAddress(id=str(uuid.uuid4()), address=HOME)], [known])
     assert "profile.shipping_addresses[0].id" in _fields(raised)
 
 
 def test_address_required_fields_one_violation_each() -> None:
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_saved_addresses([SavedAddress(address=Address(line2="c/o Bob"))], [])
     prefix = "profile.shipping_addresses[0].address."
     assert set(_fields(raised)) == {
@@ -171,16 +171,16 @@ def test_address_required_fields_one_violation_each() -> None:
 )
 def test_address_field_rules(change: dict[str, str], field: str) -> None:
     address = Address(**{**HOME.__dict__, **change})
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_saved_addresses([SavedAddress(address=address)], [])
     assert list(_fields(raised)) == [f"profile.shipping_addresses[0].address.{field}"]
 
 
 def test_at_most_ten_addresses_and_one_default() -> None:
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_saved_addresses([SavedAddress(address=HOME)] * 11, [])
     assert "at most 10" in _fields(raised)["profile.shipping_addresses"]
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.validate_saved_addresses([SavedAddress(is_default=True, address=HOME)] * 2, [])
     assert "one address may be the default" in _fields(raised)["profile.shipping_addresses"]
     assert len(domain.validate_saved_addresses([SavedAddress(address=HOME)] * 10, [])) == 10
@@ -208,13 +208,13 @@ def test_profile_update_touches_only_masked_fields() -> None:
 
 @pytest.mark.parametrize("paths", [[], ["email"], ["display_name", "role"]])
 def test_profile_update_mask_must_name_known_fields(paths: list[str]) -> None:
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.apply_profile_update(CURRENT, paths, CURRENT)
     assert "update_mask" in _fields(raised)
 
 
 def test_profile_update_reports_bad_values() -> None:
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.apply_profile_update(CURRENT, ["display_name", "phone"], Profile(" ", "555", ()))
     assert set(_fields(raised)) == {"profile.display_name", "profile.phone"}
 
@@ -227,10 +227,10 @@ def test_role_mapping() -> None:
     assert domain.role_from_proto(user_pb2.ROLE_CUSTOMER) == "customer"
     assert domain.role_to_proto("admin") == user_pb2.ROLE_ADMIN
     assert domain.role_filter_from_proto(user_pb2.ROLE_UNSPECIFIED) is None
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.role_from_proto(user_pb2.ROLE_UNSPECIFIED)
     assert "role" in _fields(raised)
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         domain.role_from_proto(42)
 
 
@@ -254,7 +254,7 @@ def test_page_size_default_clamp_and_negative() -> None:
     assert domain.page_size(0) == 20
     assert domain.page_size(7) == 7
     assert domain.page_size(1000) == 100
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.page_size(-1)
     assert "page.page_size" in _fields(raised)
 
@@ -271,19 +271,19 @@ def test_page_token_round_trip_keeps_microseconds() -> None:
 def test_page_token_is_bound_to_its_filters_and_refuses_garbage() -> None:
     cursor = Cursor(created_at=datetime.now(UTC), id=uuid.uuid4())
     token = domain.encode_page_token(cursor, domain.filters_key("ali", ""))
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.decode_page_token(token, domain.filters_key("bob", ""))
     assert "other filters" in _fields(raised)["page.page_token"]
     for garbage in ("nonsense", "e30", "!!!", token[:-3]):
-        with pytest.raises(InvalidArgument):
+        with pytest.raises(InvalidArgumentError):
             domain.decode_page_token(garbage, domain.filters_key("ali", ""))
 
 
 def test_batch_ids() -> None:
     assert domain.batch_ids(["a", "b", "a", " b "]) == ["a", "b"]
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         domain.batch_ids([])
-    with pytest.raises(InvalidArgument) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         domain.batch_ids([str(i) for i in range(101)])
     assert "at most 100" in _fields(raised)["user_ids"]
     assert len(domain.batch_ids([str(i) for i in range(100)] * 2)) == 100
