@@ -10,8 +10,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from common.telemetry import instrument_app
-from edge.api import openapi_document, route
+from edge.api import route
 from edge.middleware import RequestContext
+from edge.openapi import openapi_document
 from edge.problems import HANDLERS
 from edge.ratings import RatingCache
 from edge.routes import cart, comments, notifications, orders, payments, products, system, users

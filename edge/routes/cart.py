@@ -15,7 +15,7 @@ from shop.order.v1 import cart_pb2, order_pb2
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from edge.api import Api
+from edge.api import Api, Contract
 from edge.routes.models import Address, Money, Strict, Uuid, timestamp
 from edge.routes.orders import Order, idempotency_key
 from edge.upstreams import call_options, upstreams
@@ -115,10 +115,10 @@ def _respond(cart: cart_pb2.Cart, status: int = 200) -> Response:
     return JSONResponse(Cart.of(cart).model_dump(mode="json"), status_code=status, headers=headers)
 
 
-@api.operation(
-    "GET", "/api/v1/cart", summary="The cart, priced now", tag="cart", response=Cart, errors=(401, 503),
+@api.operation("GET", "/api/v1/cart", Contract(
+    summary="The cart, priced now", tag="cart", response=Cart, errors=(401, 503),
     headers=("X-Cart-Token",),
-)  # fmt: skip
+))  # fmt: skip
 async def get_cart(request: Request) -> Response:
     """Signed in: the user's cart. Guest: the cart named by ``X-Cart-Token`` (401
     when that token is expired or forged). Lines whose product was archived,
@@ -129,10 +129,10 @@ async def get_cart(request: Request) -> Response:
     return _respond(reply.cart)
 
 
-@api.operation(
-    "DELETE", "/api/v1/cart", summary="Empty the cart", tag="cart", response=Cart, errors=(401,),
+@api.operation("DELETE", "/api/v1/cart", Contract(
+    summary="Empty the cart", tag="cart", response=Cart, errors=(401,),
     headers=("X-Cart-Token",),
-)  # fmt: skip
+))  # fmt: skip
 async def clear_cart(request: Request) -> Response:
     reply = await upstreams(request).cart.ClearCart(
         cart_pb2.ClearCartRequest(cart_token=_token(request)), **call_options(request)
@@ -140,11 +140,11 @@ async def clear_cart(request: Request) -> Response:
     return _respond(reply.cart)
 
 
-@api.operation(
-    "POST", "/api/v1/cart/items", summary="Add a product (a guest without a token gets a new cart)", tag="cart",
+@api.operation("POST", "/api/v1/cart/items", Contract(
+    summary="Add a product (a guest without a token gets a new cart)", tag="cart",
     body=AddItem, response=Cart, errors=(401, 404, 409),
     headers=("X-Cart-Token",),
-)  # fmt: skip
+))  # fmt: skip
 async def add_item(request: Request, body: AddItem) -> Response:
     """409 when the stock cannot cover the quantity (naming the product), the
     product is archived, or it is priced in another currency than the cart."""
@@ -155,11 +155,11 @@ async def add_item(request: Request, body: AddItem) -> Response:
     return _respond(reply.cart)
 
 
-@api.operation(
-    "PATCH", "/api/v1/cart/items/{product_id}", summary="Change a line's quantity", tag="cart",
+@api.operation("PATCH", "/api/v1/cart/items/{product_id}", Contract(
+    summary="Change a line's quantity", tag="cart",
     body=SetQuantity, response=Cart, errors=(401, 404, 409),
     headers=("X-Cart-Token",),
-)  # fmt: skip
+))  # fmt: skip
 async def set_quantity(request: Request, body: SetQuantity) -> Response:
     reply = await upstreams(request).cart.UpdateItemQuantity(
         cart_pb2.UpdateItemQuantityRequest(
@@ -170,10 +170,10 @@ async def set_quantity(request: Request, body: SetQuantity) -> Response:
     return _respond(reply.cart)
 
 
-@api.operation(
-    "DELETE", "/api/v1/cart/items/{product_id}", summary="Remove a line", tag="cart", response=Cart, errors=(401,),
+@api.operation("DELETE", "/api/v1/cart/items/{product_id}", Contract(
+    summary="Remove a line", tag="cart", response=Cart, errors=(401,),
     headers=("X-Cart-Token",),
-)  # fmt: skip
+))  # fmt: skip
 async def remove_item(request: Request) -> Response:
     reply = await upstreams(request).cart.RemoveItem(
         cart_pb2.RemoveItemRequest(cart_token=_token(request), product_id=request.path_params["product_id"]),
@@ -182,11 +182,11 @@ async def remove_item(request: Request) -> Response:
     return _respond(reply.cart)
 
 
-@api.operation(
-    "GET", "/api/v1/cart/shipping-options", summary="Shipping quotes for the cart", tag="cart",
+@api.operation("GET", "/api/v1/cart/shipping-options", Contract(
+    summary="Shipping quotes for the cart", tag="cart",
     response=ShippingOptions, errors=(401,),
     headers=("X-Cart-Token",),
-)  # fmt: skip
+))  # fmt: skip
 async def shipping_options(request: Request) -> ShippingOptions:
     reply = await upstreams(request).cart.GetShippingOptions(
         cart_pb2.GetShippingOptionsRequest(cart_token=_token(request)), **call_options(request)
@@ -205,11 +205,11 @@ async def shipping_options(request: Request) -> ShippingOptions:
     )
 
 
-@api.operation(
-    "POST", "/api/v1/cart/checkout", summary="Order the cart (send an Idempotency-Key)", tag="cart",
+@api.operation("POST", "/api/v1/cart/checkout", Contract(
+    summary="Order the cart (send an Idempotency-Key)", tag="cart",
     body=CheckoutIn, response=Order, status=201, auth=True, errors=(404, 409, 422, 503),
     headers=("Idempotency-Key",), limits=("orders",),
-)  # fmt: skip
+))  # fmt: skip
 async def checkout(request: Request, body: CheckoutIn) -> Order:
     """The same saga as ``POST /api/v1/orders``. The cart is emptied only when the
     order is created and stays as it was on any failure."""

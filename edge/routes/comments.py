@@ -16,7 +16,7 @@ from shop.comment.v1 import comment_pb2
 from starlette.requests import Request
 
 from common.errors import FieldViolation
-from edge.api import Api
+from edge.api import Api, Contract
 from edge.problems import HttpProblemError, renaming_fields
 from edge.ratings import RatingCache
 from edge.routes.models import PageQuery, Strict, Uuid, timestamp
@@ -220,10 +220,10 @@ async def rating_summary(request: Request, product_id: str) -> RatingSummary | N
 # --- /api/v1/products/{product_id}/comments -------------------------------------------------------------
 
 
-@api.operation(
-    "GET", "/api/v1/products/{product_id}/comments", summary="A product's comments and reviews", tag="comments",
+@api.operation("GET", "/api/v1/products/{product_id}/comments", Contract(
+    summary="A product's comments and reviews", tag="comments",
     query=CommentsQuery, response=CommentPage, errors=(404,),
-)  # fmt: skip
+))  # fmt: skip
 async def list_comments(request: Request, query: CommentsQuery) -> CommentPage:
     """Top-level comments (newest or most liked first) with their first replies
     grouped under them; with ``parent_id``, that comment's replies, oldest first.
@@ -240,10 +240,10 @@ async def list_comments(request: Request, query: CommentsQuery) -> CommentPage:
     return CommentPage(items=[Comment.of(c) for c in reply.comments], next_page_token=reply.page.next_page_token)
 
 
-@api.operation(
-    "POST", "/api/v1/products/{product_id}/comments", summary="Post a review or a reply", tag="comments",
+@api.operation("POST", "/api/v1/products/{product_id}/comments", Contract(
+    summary="Post a review or a reply", tag="comments",
     body=CommentBody, response=Comment, status=201, auth=True, errors=(404, 409, 503), limits=("comments",),
-)  # fmt: skip
+))  # fmt: skip
 async def create_comment(request: Request, body: CommentBody) -> Comment:
     """A review (top level) may carry a ``rating``; a reply (``parent_id``) may
     not. The product must exist (404). A review is marked ``verified_purchase``
@@ -260,10 +260,10 @@ async def create_comment(request: Request, body: CommentBody) -> Comment:
     return Comment.of(reply.comment)
 
 
-@api.operation(
-    "GET", "/api/v1/products/{product_id}/rating", summary="A product's rating summary", tag="comments",
+@api.operation("GET", "/api/v1/products/{product_id}/rating", Contract(
+    summary="A product's rating summary", tag="comments",
     response=RatingSummary, errors=(400,),
-)  # fmt: skip
+))  # fmt: skip
 async def get_rating(request: Request) -> RatingSummary:
     """Count, sum, average and the histogram of 1 to 5 stars; zero for a product without ratings."""
     reply = await _call(
@@ -277,9 +277,9 @@ async def get_rating(request: Request) -> RatingSummary:
 # --- /api/v1/comments/{comment_id} ------------------------------------------------------------------------
 
 
-@api.operation(
-    "GET", "/api/v1/comments/{comment_id}", summary="One comment", tag="comments", response=Comment, errors=(400, 404),
-)  # fmt: skip
+@api.operation("GET", "/api/v1/comments/{comment_id}", Contract(
+    summary="One comment", tag="comments", response=Comment, errors=(400, 404),
+))  # fmt: skip
 async def get_comment(request: Request) -> Comment:
     reply = await _call(
         upstreams(request).comment.GetComment(
@@ -289,10 +289,10 @@ async def get_comment(request: Request) -> Comment:
     return Comment.of(reply.comment)
 
 
-@api.operation(
-    "PATCH", "/api/v1/comments/{comment_id}", summary="Edit your comment", tag="comments",
+@api.operation("PATCH", "/api/v1/comments/{comment_id}", Contract(
+    summary="Edit your comment", tag="comments",
     body=CommentPatch, response=Comment, auth=True, errors=(403, 404, 409),
-)  # fmt: skip
+))  # fmt: skip
 async def update_comment(request: Request, body: CommentPatch) -> Comment:
     """The author only (403 for anyone else); the comment is marked edited. A
     removed comment cannot be edited (409)."""
@@ -317,10 +317,10 @@ async def update_comment(request: Request, body: CommentPatch) -> Comment:
     return Comment.of(reply.comment)
 
 
-@api.operation(
-    "DELETE", "/api/v1/comments/{comment_id}", summary="Delete a comment", tag="comments",
+@api.operation("DELETE", "/api/v1/comments/{comment_id}", Contract(
+    summary="Delete a comment", tag="comments",
     status=204, auth=True, errors=(400, 403, 404),
-)  # fmt: skip
+))  # fmt: skip
 async def delete_comment(request: Request) -> None:
     """The author or an admin (403 for anyone else). A comment with replies stays
     as a removed placeholder so its thread survives; one without disappears."""
@@ -337,10 +337,10 @@ async def delete_comment(request: Request) -> None:
     rating_cache(request).drop()
 
 
-@api.operation(
-    "PUT", "/api/v1/comments/{comment_id}/like", summary="Like a comment", tag="comments",
+@api.operation("PUT", "/api/v1/comments/{comment_id}/like", Contract(
+    summary="Like a comment", tag="comments",
     response=Likes, auth=True, errors=(400, 404, 409),
-)  # fmt: skip
+))  # fmt: skip
 async def like_comment(request: Request) -> Likes:
     """One like per user; liking again changes nothing."""
     reply = await _call(
@@ -351,10 +351,10 @@ async def like_comment(request: Request) -> Likes:
     return Likes(like_count=reply.like_count, liked_by_me=reply.liked_by_me)
 
 
-@api.operation(
-    "DELETE", "/api/v1/comments/{comment_id}/like", summary="Take back a like", tag="comments",
+@api.operation("DELETE", "/api/v1/comments/{comment_id}/like", Contract(
+    summary="Take back a like", tag="comments",
     response=Likes, auth=True, errors=(400, 404),
-)  # fmt: skip
+))  # fmt: skip
 async def unlike_comment(request: Request) -> Likes:
     """Idempotent: without a like nothing changes."""
     reply = await _call(

@@ -16,7 +16,7 @@ from shop.notify.v1 import notify_pb2
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from edge.api import Api
+from edge.api import Api, Contract
 from edge.problems import HttpProblemError
 from edge.routes.models import PageQuery, Strict, Uuid, timestamp
 from edge.upstreams import call_options, upstreams
@@ -219,10 +219,10 @@ class Announcement(BaseModel):
 # --- /api/v1/notifications ---------------------------------------------------------------------------
 
 
-@api.operation(
-    "GET", "/api/v1/notifications", summary="The caller's notifications, newest first", tag="notifications",
+@api.operation("GET", "/api/v1/notifications", Contract(
+    summary="The caller's notifications, newest first", tag="notifications",
     query=NotificationsQuery, response=NotificationPage, auth=True,
-)  # fmt: skip
+))  # fmt: skip
 async def list_notifications(request: Request, query: NotificationsQuery) -> NotificationPage:
     """The feed holds the caller's own notifications and every platform announcement,
     each with its own read state; it is capped in length (the oldest fall off)."""
@@ -237,28 +237,28 @@ async def list_notifications(request: Request, query: NotificationsQuery) -> Not
     )
 
 
-@api.operation(
-    "GET", "/api/v1/notifications/unread-count", summary="How many notifications are unread", tag="notifications",
+@api.operation("GET", "/api/v1/notifications/unread-count", Contract(
+    summary="How many notifications are unread", tag="notifications",
     response=UnreadCount, auth=True,
-)  # fmt: skip
+))  # fmt: skip
 async def unread_count(request: Request) -> UnreadCount:
     reply = await upstreams(request).notify.UnreadCount(notify_pb2.UnreadCountRequest(), **call_options(request))
     return UnreadCount(unread_count=reply.unread_count)
 
 
-@api.operation(
-    "POST", "/api/v1/notifications/read-all", summary="Mark every notification read", tag="notifications",
+@api.operation("POST", "/api/v1/notifications/read-all", Contract(
+    summary="Mark every notification read", tag="notifications",
     response=UnreadCount, auth=True,
-)  # fmt: skip
+))  # fmt: skip
 async def mark_all_read(request: Request) -> UnreadCount:
     reply = await upstreams(request).notify.MarkAllRead(notify_pb2.MarkAllReadRequest(), **call_options(request))
     return UnreadCount(unread_count=reply.unread_count)
 
 
-@api.operation(
-    "POST", "/api/v1/notifications/{notification_id}/read", summary="Mark one notification read",
+@api.operation("POST", "/api/v1/notifications/{notification_id}/read", Contract(
+    summary="Mark one notification read",
     tag="notifications", response=UnreadCount, auth=True, errors=(404,),
-)  # fmt: skip
+))  # fmt: skip
 async def mark_read(request: Request) -> UnreadCount:
     """Idempotent; answers the unread count after the change."""
     reply = await upstreams(request).notify.MarkRead(
@@ -267,10 +267,10 @@ async def mark_read(request: Request) -> UnreadCount:
     return UnreadCount(unread_count=reply.unread_count)
 
 
-@api.operation(
-    "POST", "/api/v1/notifications/stream-tickets", summary="A single-use ticket that opens the live stream",
+@api.operation("POST", "/api/v1/notifications/stream-tickets", Contract(
+    summary="A single-use ticket that opens the live stream",
     tag="notifications", response=StreamTicket, status=201, auth=True,
-)  # fmt: skip
+))  # fmt: skip
 async def create_stream_ticket(request: Request) -> StreamTicket:
     """For a browser: `new EventSource(stream_url)` opens the caller's live stream
     without an Authorization header. The ticket is valid once, for about a minute;
@@ -285,12 +285,12 @@ async def create_stream_ticket(request: Request) -> StreamTicket:
     )
 
 
-@api.operation(
-    "GET", "/api/v1/notifications/stream", summary="Live notifications as server-sent events", tag="notifications",
+@api.operation("GET", "/api/v1/notifications/stream", Contract(
+    summary="Live notifications as server-sent events", tag="notifications",
     query=StreamQuery, response=Notification, response_type="text/event-stream", errors=(401,),
     security=[{"bearerAuth": []}, {"streamTicket": []}],
     headers=("Last-Event-ID",), limits=("streams",),
-)  # fmt: skip
+))  # fmt: skip
 async def stream_notifications(request: Request, query: StreamQuery) -> Response:
     """A `text/event-stream`: each notification is an event `notification` with
     `id:` its stream position and `data:` the Notification as JSON; a `:` comment
@@ -356,19 +356,19 @@ async def _events(call: Any, first: Any) -> AsyncIterator[str]:
 # --- /api/v1/webhooks -----------------------------------------------------------------------------------
 
 
-@api.operation(
-    "GET", "/api/v1/webhooks", summary="The caller's webhooks and their delivery health", tag="webhooks",
+@api.operation("GET", "/api/v1/webhooks", Contract(
+    summary="The caller's webhooks and their delivery health", tag="webhooks",
     response=WebhookList, auth=True,
-)  # fmt: skip
+))  # fmt: skip
 async def list_webhooks(request: Request) -> WebhookList:
     reply = await upstreams(request).notify.ListWebhooks(notify_pb2.ListWebhooksRequest(), **call_options(request))
     return WebhookList(items=[Webhook.of(hook) for hook in reply.webhooks])
 
 
-@api.operation(
-    "POST", "/api/v1/webhooks", summary="Register a URL that receives the caller's notifications", tag="webhooks",
+@api.operation("POST", "/api/v1/webhooks", Contract(
+    summary="Register a URL that receives the caller's notifications", tag="webhooks",
     body=WebhookBody, response=RegisteredWebhook, status=201, auth=True, errors=(429,), limits=("webhooks",),
-)  # fmt: skip
+))  # fmt: skip
 async def register_webhook(request: Request, body: WebhookBody) -> RegisteredWebhook:
     """Each notification is POSTed as JSON with `X-Shop-Timestamp` and
     `X-Shop-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`,
@@ -386,20 +386,20 @@ async def register_webhook(request: Request, body: WebhookBody) -> RegisteredWeb
     return RegisteredWebhook(webhook=Webhook.of(reply.webhook), signing_secret=reply.signing_secret)
 
 
-@api.operation(
-    "DELETE", "/api/v1/webhooks/{webhook_id}", summary="Delete a webhook; pending retries are dropped",
+@api.operation("DELETE", "/api/v1/webhooks/{webhook_id}", Contract(
+    summary="Delete a webhook; pending retries are dropped",
     tag="webhooks", status=204, auth=True, errors=(404,),
-)  # fmt: skip
+))  # fmt: skip
 async def delete_webhook(request: Request) -> None:
     await upstreams(request).notify.DeleteWebhook(
         notify_pb2.DeleteWebhookRequest(webhook_id=request.path_params["webhook_id"]), **call_options(request)
     )
 
 
-@api.operation(
-    "GET", "/api/v1/webhooks/{webhook_id}/deliveries", summary="A webhook's deliveries, newest first",
+@api.operation("GET", "/api/v1/webhooks/{webhook_id}/deliveries", Contract(
+    summary="A webhook's deliveries, newest first",
     tag="webhooks", query=DeliveriesQuery, response=DeliveryPage, auth=True, errors=(404,),
-)  # fmt: skip
+))  # fmt: skip
 async def list_deliveries(request: Request, query: DeliveriesQuery) -> DeliveryPage:
     status = (
         notify_pb2.WebhookDeliveryStatus.Value(STATUS_PREFIX + query.status.upper())
@@ -418,10 +418,10 @@ async def list_deliveries(request: Request, query: DeliveriesQuery) -> DeliveryP
 # --- /api/v1/admin/announcements -----------------------------------------------------------------------
 
 
-@api.operation(
-    "POST", "/api/v1/admin/announcements", summary="Publish an announcement to every user (admin)", tag="admin",
+@api.operation("POST", "/api/v1/admin/announcements", Contract(
+    summary="Publish an announcement to every user (admin)", tag="admin",
     body=AnnouncementBody, response=Announcement, status=201, auth=True, errors=(403, 503),
-)  # fmt: skip
+))  # fmt: skip
 async def publish_announcement(request: Request, body: AnnouncementBody) -> Announcement:
     """Published on Kafka (`shop.platform.v1`); it reaches every feed and open
     stream within moments."""

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from shop.order.v1 import order_pb2
 from starlette.requests import Request
 
-from edge.api import Api
+from edge.api import Api, Contract
 from edge.problems import HttpProblemError
 from edge.routes.models import Address, Money, PageQuery, Strict, Uuid, timestamp
 from edge.upstreams import call_options, upstreams
@@ -213,11 +213,11 @@ def _stamp(moment: datetime | None) -> Timestamp | None:
 # --- routes -----------------------------------------------------------------------
 
 
-@api.operation(
-    "POST", "/api/v1/orders", summary="Place an order (send an Idempotency-Key)", tag="orders",
+@api.operation("POST", "/api/v1/orders", Contract(
+    summary="Place an order (send an Idempotency-Key)", tag="orders",
     body=NewOrder, response=Order, status=201, auth=True, errors=(404, 409, 422, 503),
     headers=("Idempotency-Key",), limits=("orders",),
-)  # fmt: skip
+))  # fmt: skip
 async def create_order(request: Request, body: NewOrder) -> Order:
     """Prices come from the catalog at this moment, never from the client. 409
     names the product that is out of stock, archived, or priced in another currency,
@@ -236,10 +236,10 @@ async def create_order(request: Request, body: NewOrder) -> Order:
     return Order.of(reply.order)
 
 
-@api.operation(
-    "GET", "/api/v1/orders", summary="The caller's orders, newest first", tag="orders",
+@api.operation("GET", "/api/v1/orders", Contract(
+    summary="The caller's orders, newest first", tag="orders",
     query=MyOrdersQuery, response=OrderPage, auth=True,
-)  # fmt: skip
+))  # fmt: skip
 async def list_my_orders(request: Request, query: MyOrdersQuery) -> OrderPage:
     reply = await upstreams(request).order.ListMyOrders(
         order_pb2.ListMyOrdersRequest(
@@ -251,10 +251,10 @@ async def list_my_orders(request: Request, query: MyOrdersQuery) -> OrderPage:
     return OrderPage(items=[Order.of(o) for o in reply.orders], next_page_token=reply.page.next_page_token)
 
 
-@api.operation(
-    "GET", "/api/v1/orders/{order_id}", summary="One order (its buyer or an admin)", tag="orders",
+@api.operation("GET", "/api/v1/orders/{order_id}", Contract(
+    summary="One order (its buyer or an admin)", tag="orders",
     response=Order, auth=True, errors=(404,),
-)  # fmt: skip
+))  # fmt: skip
 async def get_order(request: Request) -> Order:
     reply = await upstreams(request).order.GetOrder(
         order_pb2.GetOrderRequest(order_id=request.path_params["order_id"]), **call_options(request)
@@ -262,11 +262,11 @@ async def get_order(request: Request) -> Order:
     return Order.of(reply.order)
 
 
-@api.operation(
-    "POST", "/api/v1/orders/{order_id}/pay", summary="Pay an order (send an Idempotency-Key)", tag="orders",
+@api.operation("POST", "/api/v1/orders/{order_id}/pay", Contract(
+    summary="Pay an order (send an Idempotency-Key)", tag="orders",
     body=PaymentIn, response=PaidOrder, auth=True, errors=(402, 404, 409, 422, 502),
     headers=("Idempotency-Key",),
-)  # fmt: skip
+))  # fmt: skip
 async def pay_order(request: Request, body: PaymentIn) -> PaidOrder:
     """With the test processor (``SHOP_PAYMENT_PROCESSOR=test``, the default) the
     tokens are ``tok_approve``, ``tok_decline``, ``tok_insufficient_funds``,
@@ -287,10 +287,10 @@ async def pay_order(request: Request, body: PaymentIn) -> PaidOrder:
     return PaidOrder(order=order, payment=next(p for p in order.payments if p.id == reply.payment.id))
 
 
-@api.operation(
-    "POST", "/api/v1/orders/{order_id}/cancel", summary="Cancel an unshipped order (stock back, refund)",
+@api.operation("POST", "/api/v1/orders/{order_id}/cancel", Contract(
+    summary="Cancel an unshipped order (stock back, refund)",
     tag="orders", body=CancelIn, response=Order, auth=True, errors=(404, 409),
-)  # fmt: skip
+))  # fmt: skip
 async def cancel_order(request: Request, body: CancelIn) -> Order:
     reply = await upstreams(request).order.CancelOrder(
         order_pb2.CancelOrderRequest(order_id=request.path_params["order_id"], note=body.note),
@@ -299,10 +299,10 @@ async def cancel_order(request: Request, body: CancelIn) -> Order:
     return Order.of(reply.order)
 
 
-@api.operation(
-    "POST", "/api/v1/orders/{order_id}/ship", summary="Mark a paid order shipped (admin)", tag="orders",
+@api.operation("POST", "/api/v1/orders/{order_id}/ship", Contract(
+    summary="Mark a paid order shipped (admin)", tag="orders",
     body=ShipIn, response=Order, auth=True, errors=(403, 404, 409),
-)  # fmt: skip
+))  # fmt: skip
 async def ship_order(request: Request, body: ShipIn) -> Order:
     reply = await upstreams(request).order.ShipOrder(
         order_pb2.ShipOrderRequest(
@@ -313,10 +313,10 @@ async def ship_order(request: Request, body: ShipIn) -> Order:
     return Order.of(reply.order)
 
 
-@api.operation(
-    "POST", "/api/v1/orders/{order_id}/deliver", summary="Mark a shipped order delivered (admin)", tag="orders",
+@api.operation("POST", "/api/v1/orders/{order_id}/deliver", Contract(
+    summary="Mark a shipped order delivered (admin)", tag="orders",
     response=Order, auth=True, errors=(403, 404, 409),
-)  # fmt: skip
+))  # fmt: skip
 async def deliver_order(request: Request) -> Order:
     reply = await upstreams(request).order.DeliverOrder(
         order_pb2.DeliverOrderRequest(order_id=request.path_params["order_id"]), **call_options(request)
@@ -324,10 +324,10 @@ async def deliver_order(request: Request) -> Order:
     return Order.of(reply.order)
 
 
-@api.operation(
-    "GET", "/api/v1/admin/orders", summary="All orders with filters (admin)", tag="orders",
+@api.operation("GET", "/api/v1/admin/orders", Contract(
+    summary="All orders with filters (admin)", tag="orders",
     query=AdminOrdersQuery, response=OrderPage, auth=True, errors=(403,),
-)  # fmt: skip
+))  # fmt: skip
 async def list_orders(request: Request, query: AdminOrdersQuery) -> OrderPage:
     message = order_pb2.ListOrdersRequest(
         page=query.page(),

@@ -7,7 +7,8 @@ from pydantic import BaseModel
 from shop.order.v1 import order_pb2
 from starlette.requests import Request
 
-from edge.api import Api, read_body
+from edge.api import Api, Contract
+from edge.bodies import read_body
 from edge.problems import HttpProblemError
 from edge.routes.models import Uuid
 from edge.upstreams import call_options, upstreams
@@ -24,10 +25,10 @@ class StripeEventReceipt(BaseModel):
     order_id: Uuid | None
 
 
-@api.operation(
-    "POST", "/api/v1/payments/stripe/events", summary="Stripe webhook events (signed by Stripe)", tag="payments",
+@api.operation("POST", "/api/v1/payments/stripe/events", Contract(
+    summary="Stripe webhook events (signed by Stripe)", tag="payments",
     response=StripeEventReceipt, errors=(400, 404, 413, 415, 503),
-)  # fmt: skip
+))  # fmt: skip
 async def stripe_event(request: Request) -> StripeEventReceipt:
     """Point a Stripe webhook endpoint here. The ``Stripe-Signature`` header is
     verified with the webhook signing secret (``SHOP_STRIPE_WEBHOOK_SECRET``)

@@ -15,7 +15,8 @@ from shop.product.v1 import product_pb2
 from starlette.requests import Request
 
 from common.errors import FieldViolation
-from edge.api import Api, UploadedFile
+from edge.api import Api, Contract
+from edge.bodies import UploadedFile
 from edge.problems import HttpProblemError, renaming_fields
 from edge.routes.comments import RatingSummary, rating_summary
 from edge.routes.models import Money, PageQuery, Strict, Uuid, timestamp
@@ -219,10 +220,10 @@ async def _call(call: Awaitable[T]) -> T:
 # --- /api/v1/categories -------------------------------------------------------------------------------
 
 
-@api.operation(
-    "GET", "/api/v1/categories", summary="List categories by name", tag="catalog",
+@api.operation("GET", "/api/v1/categories", Contract(
+    summary="List categories by name", tag="catalog",
     query=CategoriesQuery, response=CategoryPage,
-)  # fmt: skip
+))  # fmt: skip
 async def list_categories(request: Request, query: CategoriesQuery) -> CategoryPage:
     message = product_pb2.ListCategoriesRequest(page=query.page())
     if query.parent_id is not None:
@@ -231,10 +232,10 @@ async def list_categories(request: Request, query: CategoriesQuery) -> CategoryP
     return CategoryPage(items=[Category.of(c) for c in reply.categories], next_page_token=reply.page.next_page_token)
 
 
-@api.operation(
-    "POST", "/api/v1/categories", summary="Create a category (admin)", tag="catalog",
+@api.operation("POST", "/api/v1/categories", Contract(
+    summary="Create a category (admin)", tag="catalog",
     body=CategoryBody, response=Category, status=201, auth=True, errors=(403, 404, 409),
-)  # fmt: skip
+))  # fmt: skip
 async def create_category(request: Request, body: CategoryBody) -> Category:
     """The slug is unique (409 when taken); an unknown ``parent_id`` is 404."""
     message = product_pb2.CreateCategoryRequest(name=body.name, slug=body.slug)
@@ -247,10 +248,10 @@ async def create_category(request: Request, body: CategoryBody) -> Category:
 # --- /api/v1/products ------------------------------------------------------------------------------------
 
 
-@api.operation(
-    "GET", "/api/v1/products", summary="List, filter, search and sort products", tag="catalog",
+@api.operation("GET", "/api/v1/products", Contract(
+    summary="List, filter, search and sort products", tag="catalog",
     query=ProductsQuery, response=ProductPage, errors=(401, 403),
-)  # fmt: skip
+))  # fmt: skip
 async def list_products(request: Request, query: ProductsQuery) -> ProductPage:
     """Active products only, unless an admin asks for ``include_archived``. Page
     with ``next_page_token``; a token only works with the filters and sort that
@@ -280,10 +281,10 @@ async def list_products(request: Request, query: ProductsQuery) -> ProductPage:
     return ProductPage(items=[Product.of(p) for p in reply.products], next_page_token=reply.page.next_page_token)
 
 
-@api.operation(
-    "POST", "/api/v1/products", summary="Create a product (admin)", tag="catalog",
+@api.operation("POST", "/api/v1/products", Contract(
+    summary="Create a product (admin)", tag="catalog",
     body=ProductBody, response=Product, status=201, auth=True, errors=(403, 404),
-)  # fmt: skip
+))  # fmt: skip
 async def create_product(request: Request, body: ProductBody) -> Product:
     """The category must exist (404 otherwise). Prices are integers of minor units
     with an ISO 4217 currency."""
@@ -308,10 +309,10 @@ class ProductDetail(Product):
     rating: RatingSummary | None = Field(description="its reviews' ratings (comment_svc); null when unavailable")
 
 
-@api.operation(
-    "GET", "/api/v1/products/{product_id}", summary="One product (archived ones too)", tag="catalog",
+@api.operation("GET", "/api/v1/products/{product_id}", Contract(
+    summary="One product (archived ones too)", tag="catalog",
     response=ProductDetail, errors=(400, 404),
-)  # fmt: skip
+))  # fmt: skip
 async def get_product(request: Request) -> ProductDetail:
     """With the rating summary of its reviews."""
     product_id = request.path_params["product_id"]
@@ -324,10 +325,10 @@ async def get_product(request: Request) -> ProductDetail:
     return ProductDetail.of(reply.product, rating=rating)
 
 
-@api.operation(
-    "PATCH", "/api/v1/products/{product_id}", summary="Change a product (admin)", tag="catalog",
+@api.operation("PATCH", "/api/v1/products/{product_id}", Contract(
+    summary="Change a product (admin)", tag="catalog",
     body=ProductPatch, response=Product, auth=True, errors=(403, 404),
-)  # fmt: skip
+))  # fmt: skip
 async def update_product(request: Request, body: ProductPatch) -> Product:
     """``status`` archives (``archived``: hidden from listings, not sellable) or
     restores (``active``) a product."""
@@ -358,10 +359,10 @@ async def update_product(request: Request, body: ProductPatch) -> Product:
     return Product.of(reply.product)
 
 
-@api.operation(
-    "DELETE", "/api/v1/products/{product_id}", summary="Delete a product and its images (admin)", tag="catalog",
+@api.operation("DELETE", "/api/v1/products/{product_id}", Contract(
+    summary="Delete a product and its images (admin)", tag="catalog",
     status=204, auth=True, errors=(400, 403, 404, 409),
-)  # fmt: skip
+))  # fmt: skip
 async def delete_product(request: Request) -> None:
     """A product with units held by open orders cannot be deleted (409): archive it instead."""
     await _call(
@@ -371,10 +372,10 @@ async def delete_product(request: Request) -> None:
     )
 
 
-@api.operation(
-    "POST", "/api/v1/products/{product_id}/images", summary="Upload a product image (admin)", tag="catalog",
+@api.operation("POST", "/api/v1/products/{product_id}/images", Contract(
+    summary="Upload a product image (admin)", tag="catalog",
     form=ImageUpload, response=UploadedImage, status=201, auth=True, errors=(403, 404, 409, 413, 415),
-)  # fmt: skip
+))  # fmt: skip
 async def upload_product_image(request: Request, form: ImageUpload) -> UploadedImage:
     """``multipart/form-data`` with the image in the field ``file``. The type is
     read from the content: anything but JPEG, PNG or WebP is 415 whatever its
@@ -393,10 +394,10 @@ async def upload_product_image(request: Request, form: ImageUpload) -> UploadedI
     return UploadedImage(image=ProductImage.of(reply.image), product=Product.of(reply.product))
 
 
-@api.operation(
-    "DELETE", "/api/v1/products/{product_id}/images/{image_id}", summary="Delete a product image (admin)",
+@api.operation("DELETE", "/api/v1/products/{product_id}/images/{image_id}", Contract(
+    summary="Delete a product image (admin)",
     tag="catalog", status=204, auth=True, errors=(400, 403, 404),
-)  # fmt: skip
+))  # fmt: skip
 async def delete_product_image(request: Request) -> None:
     await _call(
         upstreams(request).product.DeleteProductImage(

@@ -13,7 +13,7 @@ from shop.user.v1 import user_pb2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from edge.api import Api
+from edge.api import Api, Contract
 from edge.problems import HttpProblemError
 from edge.upstreams import call_options, upstreams
 
@@ -29,15 +29,17 @@ class Readiness(BaseModel):
     upstreams: dict[str, str]
 
 
-@api.operation("GET", "/healthz", summary="The edge process is alive", tag="system", response=Health, upstream=False)
+@api.operation(
+    "GET", "/healthz", Contract(summary="The edge process is alive", tag="system", response=Health, upstream=False)
+)
 async def healthz(request: Request) -> Health:
     return Health(status="ok")
 
 
-@api.operation(
-    "GET", "/readyz", summary="Every service behind the edge answers its gRPC health check", tag="system",
+@api.operation("GET", "/readyz", Contract(
+    summary="Every service behind the edge answers its gRPC health check", tag="system",
     response=Readiness, errors=(503,), upstream=False,
-)  # fmt: skip
+))  # fmt: skip
 async def readyz(request: Request) -> Response:
     states = await upstreams(request).health()
     ready = all(state == "SERVING" for state in states.values())
@@ -45,9 +47,9 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
-@api.operation(
-    "GET", "/.well-known/jwks.json", summary="Public keys that verify access tokens (RFC 7517)", tag="system",
-)  # fmt: skip
+@api.operation("GET", "/.well-known/jwks.json", Contract(
+    summary="Public keys that verify access tokens (RFC 7517)", tag="system",
+))  # fmt: skip
 async def jwks(request: Request) -> Response:
     reply = await upstreams(request).user.GetJwks(user_pb2.GetJwksRequest(), **call_options(request))
     return Response(
@@ -57,7 +59,7 @@ async def jwks(request: Request) -> Response:
     )
 
 
-@api.operation("GET", "/openapi.json", summary="This API, as OpenAPI 3.1", tag="system", upstream=False)
+@api.operation("GET", "/openapi.json", Contract(summary="This API, as OpenAPI 3.1", tag="system", upstream=False))
 async def openapi(request: Request) -> Response:
     document: dict[str, Any] = request.app.state.openapi
     return JSONResponse(document)
@@ -94,10 +96,7 @@ window.ui = SwaggerUIBundle({
 @api.operation(
     "GET",
     "/docs",
-    summary="Interactive API reference (Swagger UI)",
-    tag="system",
-    content_type="text/html",
-    upstream=False,
+    Contract(summary="Interactive API reference (Swagger UI)", tag="system", content_type="text/html", upstream=False),
 )
 async def docs(request: Request) -> Response:
     """Swagger UI over ``/openapi.json``: press *Authorize*, paste an access token
@@ -111,8 +110,10 @@ def _asset(name: str) -> bytes:
     return (_SWAGGER_STATIC / name).read_bytes()
 
 
-@api.operation("GET", "/docs/assets/{asset}", summary="The files of the interactive API reference", tag="system",
-               errors=(404,), upstream=False)  # fmt: skip
+@api.operation("GET", "/docs/assets/{asset}", Contract(
+    summary="The files of the interactive API reference", tag="system",
+               errors=(404,), upstream=False,
+))  # fmt: skip
 async def docs_asset(request: Request) -> Response:
     name = request.path_params["asset"]
     media_type = DOCS_ASSETS.get(name)

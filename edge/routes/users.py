@@ -13,7 +13,7 @@ from shop.order.v1 import cart_pb2
 from shop.user.v1 import user_pb2
 from starlette.requests import Request
 
-from edge.api import Api
+from edge.api import Api, Contract
 from edge.problems import HttpProblemError
 from edge.routes.models import Address, EmailText, PageQuery, Strict, Uuid, timestamp
 from edge.upstreams import call_options, client_address, upstreams
@@ -142,10 +142,10 @@ class UserPage(BaseModel):
 # --- /api/v1/auth -------------------------------------------------------------
 
 
-@api.operation(
-    "POST", "/api/v1/auth/register", summary="Create an account and sign in", tag="auth",
+@api.operation("POST", "/api/v1/auth/register", Contract(
+    summary="Create an account and sign in", tag="auth",
     body=RegisterBody, response=Session, status=201, errors=(409, 429), limits=("register",),
-)  # fmt: skip
+))  # fmt: skip
 async def register(request: Request, body: RegisterBody) -> Session:
     """Registrations per client address are limited (429 with `Retry-After`,
     `RateLimit-Policy` and `RateLimit`). While the limiter's store is down, or the
@@ -162,11 +162,11 @@ async def register(request: Request, body: RegisterBody) -> Session:
     return Session(user=User.of(reply.user), tokens=Tokens.of(reply.tokens))
 
 
-@api.operation(
-    "POST", "/api/v1/auth/login", summary="Exchange email and password for tokens", tag="auth",
+@api.operation("POST", "/api/v1/auth/login", Contract(
+    summary="Exchange email and password for tokens", tag="auth",
     body=LoginBody, response=Session, errors=(401, 429),
     headers=("X-Cart-Token",), limits=("login-address", "login-account-address", "login-account"),
-)  # fmt: skip
+))  # fmt: skip
 async def login(request: Request, body: LoginBody) -> Session:
     """A wrong password and an unknown email get the same 401. Too many attempts
     from a client address, too many wrong passwords for an account from one address,
@@ -198,10 +198,10 @@ async def merge_guest_cart(request: Request, access_token: str) -> None:
         log.warning("guest cart not merged at sign-in", extra={"code": exc.code().name, "details": exc.details()})
 
 
-@api.operation(
-    "POST", "/api/v1/auth/refresh", summary="Rotate a refresh token", tag="auth",
+@api.operation("POST", "/api/v1/auth/refresh", Contract(
+    summary="Rotate a refresh token", tag="auth",
     body=RefreshBody, response=Tokens, errors=(401,),
-)  # fmt: skip
+))  # fmt: skip
 async def refresh(request: Request, body: RefreshBody) -> Tokens:
     """Every refresh token works once. Presenting a used one again revokes its
     whole family: every token descended from the same login."""
@@ -211,10 +211,10 @@ async def refresh(request: Request, body: RefreshBody) -> Tokens:
     return Tokens.of(reply.tokens)
 
 
-@api.operation(
-    "POST", "/api/v1/auth/logout", summary="End a session (or all of them)", tag="auth",
+@api.operation("POST", "/api/v1/auth/logout", Contract(
+    summary="End a session (or all of them)", tag="auth",
     body=LogoutBody, status=204, errors=(401,),
-)  # fmt: skip
+))  # fmt: skip
 async def logout(request: Request, body: LogoutBody) -> None:
     """Ends the session of ``refresh_token``; with ``all_sessions`` (and a bearer
     token) every session of the caller."""
@@ -229,16 +229,18 @@ async def logout(request: Request, body: LogoutBody) -> None:
 # --- /api/v1/users --------------------------------------------------------------
 
 
-@api.operation("GET", "/api/v1/users/me", summary="The caller's account", tag="users", response=User, auth=True)
+@api.operation(
+    "GET", "/api/v1/users/me", Contract(summary="The caller's account", tag="users", response=User, auth=True)
+)
 async def get_me(request: Request) -> User:
     reply = await upstreams(request).user.GetMe(user_pb2.GetMeRequest(), **call_options(request))
     return User.of(reply.user)
 
 
-@api.operation(
-    "PATCH", "/api/v1/users/me", summary="Change the caller's profile", tag="users",
+@api.operation("PATCH", "/api/v1/users/me", Contract(
+    summary="Change the caller's profile", tag="users",
     body=ProfilePatch, response=User, auth=True,
-)  # fmt: skip
+))  # fmt: skip
 async def update_me(request: Request, body: ProfilePatch) -> User:
     present = body.model_dump(exclude_unset=True)
     if not present:
@@ -258,10 +260,10 @@ async def update_me(request: Request, body: ProfilePatch) -> User:
     return User.of(reply.user)
 
 
-@api.operation(
-    "POST", "/api/v1/users/me/password", summary="Change the password; other sessions end", tag="users",
+@api.operation("POST", "/api/v1/users/me/password", Contract(
+    summary="Change the password; other sessions end", tag="users",
     body=PasswordChange, response=Tokens, auth=True,
-)  # fmt: skip
+))  # fmt: skip
 async def change_password(request: Request, body: PasswordChange) -> Tokens:
     """Answers fresh tokens for this client; every other session is revoked."""
     reply = await upstreams(request).user.ChangePassword(
@@ -271,10 +273,10 @@ async def change_password(request: Request, body: PasswordChange) -> Tokens:
     return Tokens.of(reply.tokens)
 
 
-@api.operation(
-    "GET", "/api/v1/users", summary="List accounts (admin)", tag="users",
+@api.operation("GET", "/api/v1/users", Contract(
+    summary="List accounts (admin)", tag="users",
     query=UsersQuery, response=UserPage, auth=True, errors=(403,),
-)  # fmt: skip
+))  # fmt: skip
 async def list_users(request: Request, query: UsersQuery) -> UserPage:
     reply = await upstreams(request).user.ListUsers(
         user_pb2.ListUsersRequest(
@@ -287,10 +289,10 @@ async def list_users(request: Request, query: UsersQuery) -> UserPage:
     return UserPage(items=[User.of(user) for user in reply.users], next_page_token=reply.page.next_page_token)
 
 
-@api.operation(
-    "PUT", "/api/v1/users/{user_id}/role", summary="Change an account's role (admin)", tag="users",
+@api.operation("PUT", "/api/v1/users/{user_id}/role", Contract(
+    summary="Change an account's role (admin)", tag="users",
     body=RoleChange, response=User, auth=True, errors=(403, 404, 409),
-)  # fmt: skip
+))  # fmt: skip
 async def set_role(request: Request, body: RoleChange) -> User:
     """Demoting the last admin is refused (409)."""
     reply = await upstreams(request).user.SetUserRole(

@@ -29,9 +29,9 @@ from schemathesis import GenerationMode, checks
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from devstack.cluster import Cluster
-from edge.api import openapi_document
 from edge.app import OPERATIONS
 from edge.examples import REQUEST_EXAMPLES, RESPONSE_EXAMPLES
+from edge.openapi import openapi_document
 from tests.e2e.helpers import admin_session, bearer, register
 
 EXAMPLES = 8

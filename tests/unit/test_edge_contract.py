@@ -38,7 +38,7 @@ def test_described_bodies_and_errors_resolve() -> None:
                     ref = content["schema"]["$ref"].rsplit("/", 1)[-1]
                     assert ref in schemas, f"{method} {path}: {ref} is not in components"
     register = document["paths"]["/api/v1/auth/register"]["post"]
-    # 413 and 415: every JSON body is refused when too large or not JSON (edge/api.py read_json);
+    # 413 and 415: every JSON body is refused when too large or not JSON (edge/bodies.py read_json);
     # 429: the per-address registration limit; 503 and 504: user_svc is down, busy or too slow
     assert set(register["responses"]) == {"201", "400", "409", "413", "415", "429", "503", "504"}
     assert set(document["paths"]["/healthz"]["get"]["responses"]) == {"200"}
