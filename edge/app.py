@@ -11,6 +11,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from common.telemetry import instrument_app
 from edge.api import route
+from edge.clients import Clients
 from edge.middleware import RequestContext
 from edge.openapi import openapi_document
 from edge.problems import HANDLERS
@@ -18,7 +19,6 @@ from edge.ratings import RatingCache
 from edge.routes import cart, comments, notifications, orders, payments, products, system, users
 from edge.routes.comments import RatingSummary
 from edge.settings import EdgeSettings
-from edge.upstreams import Upstreams
 
 # Every route module of the edge; a new resource adds its module here.
 ROUTE_MODULES = [system, users, products, orders, payments, cart, comments, notifications]
@@ -28,15 +28,15 @@ UPSTREAMS = sorted({name for module in ROUTE_MODULES for name in module.api.upst
 
 def create_app(settings: EdgeSettings | None = None) -> Starlette:
     settings = settings or EdgeSettings()
-    upstreams = Upstreams(settings, UPSTREAMS)
+    clients = Clients(settings, UPSTREAMS)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await upstreams.open()
+        await clients.open()
         try:
             yield
         finally:
-            await upstreams.close()
+            await clients.close()
 
     middleware = [Middleware(RequestContext)]
     if settings.cors_origins:
@@ -57,7 +57,7 @@ def create_app(settings: EdgeSettings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.upstreams = upstreams
+    app.state.clients = clients
     app.state.ratings = RatingCache[RatingSummary](settings.rating_cache_seconds)
     app.state.openapi = openapi_document(OPERATIONS, title="shop", version="1.0.0")
     instrument_app(app)

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from edge.api import Api, Contract
-from edge.routes.models import Address, Money, Strict, Uuid, timestamp
+from edge.clients import call_options, clients
+from edge.routes.models import Address, Money, Strict, Uuid, optional_datetime_of
 from edge.routes.orders import Order, idempotency_key
-from edge.upstreams import call_options, upstreams
 
 api = Api(upstreams=["order_svc"])
 
@@ -65,14 +65,14 @@ class Cart(BaseModel):
                     insufficient_stock=line.insufficient_stock,
                     unavailable=line.unavailable,
                     image_url=line.image_url,
-                    added_at=timestamp(line.added_at),
+                    added_at=optional_datetime_of(line.added_at),
                 )
                 for line in cart.lines
             ],
             subtotal=Money.of(cart.subtotal) if cart.HasField("subtotal") else None,
             item_count=cart.item_count,
             checkout_ready=cart.checkout_ready,
-            expires_at=timestamp(cart.expires_at),
+            expires_at=optional_datetime_of(cart.expires_at),
         )
 
 
@@ -123,7 +123,7 @@ async def get_cart(request: Request) -> Response:
     """Signed in: the user's cart. Guest: the cart named by ``X-Cart-Token`` (401
     when that token is expired or forged). Lines whose product was archived,
     deleted or is short of stock are flagged and block checkout."""
-    reply = await upstreams(request).cart.GetCart(
+    reply = await clients(request).cart.GetCart(
         cart_pb2.GetCartRequest(cart_token=_token(request)), **call_options(request)
     )
     return _respond(reply.cart)
@@ -134,7 +134,7 @@ async def get_cart(request: Request) -> Response:
     headers=("X-Cart-Token",),
 ))  # fmt: skip
 async def clear_cart(request: Request) -> Response:
-    reply = await upstreams(request).cart.ClearCart(
+    reply = await clients(request).cart.ClearCart(
         cart_pb2.ClearCartRequest(cart_token=_token(request)), **call_options(request)
     )
     return _respond(reply.cart)
@@ -148,7 +148,7 @@ async def clear_cart(request: Request) -> Response:
 async def add_item(request: Request, body: AddItem) -> Response:
     """409 when the stock cannot cover the quantity (naming the product), the
     product is archived, or it is priced in another currency than the cart."""
-    reply = await upstreams(request).cart.AddItem(
+    reply = await clients(request).cart.AddItem(
         cart_pb2.AddItemRequest(cart_token=_token(request), product_id=body.product_id, quantity=body.quantity),
         **call_options(request),
     )
@@ -161,7 +161,7 @@ async def add_item(request: Request, body: AddItem) -> Response:
     headers=("X-Cart-Token",),
 ))  # fmt: skip
 async def set_quantity(request: Request, body: SetQuantity) -> Response:
-    reply = await upstreams(request).cart.UpdateItemQuantity(
+    reply = await clients(request).cart.UpdateItemQuantity(
         cart_pb2.UpdateItemQuantityRequest(
             cart_token=_token(request), product_id=request.path_params["product_id"], quantity=body.quantity
         ),
@@ -175,7 +175,7 @@ async def set_quantity(request: Request, body: SetQuantity) -> Response:
     headers=("X-Cart-Token",),
 ))  # fmt: skip
 async def remove_item(request: Request) -> Response:
-    reply = await upstreams(request).cart.RemoveItem(
+    reply = await clients(request).cart.RemoveItem(
         cart_pb2.RemoveItemRequest(cart_token=_token(request), product_id=request.path_params["product_id"]),
         **call_options(request),
     )
@@ -188,7 +188,7 @@ async def remove_item(request: Request) -> Response:
     headers=("X-Cart-Token",),
 ))  # fmt: skip
 async def shipping_options(request: Request) -> ShippingOptions:
-    reply = await upstreams(request).cart.GetShippingOptions(
+    reply = await clients(request).cart.GetShippingOptions(
         cart_pb2.GetShippingOptionsRequest(cart_token=_token(request)), **call_options(request)
     )
     return ShippingOptions(
@@ -213,7 +213,7 @@ async def shipping_options(request: Request) -> ShippingOptions:
 async def checkout(request: Request, body: CheckoutIn) -> Order:
     """The same saga as ``POST /api/v1/orders``. The cart is emptied only when the
     order is created and stays as it was on any failure."""
-    reply = await upstreams(request).cart.Checkout(
+    reply = await clients(request).cart.Checkout(
         cart_pb2.CheckoutRequest(
             shipping_method=METHODS[body.shipping_method],
             shipping_address=body.shipping_address.to_proto(),

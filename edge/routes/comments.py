@@ -17,10 +17,10 @@ from starlette.requests import Request
 
 from common.errors import FieldViolation
 from edge.api import Api, Contract
+from edge.clients import call_options, clients
 from edge.problems import HttpProblemError, renaming_fields
 from edge.ratings import RatingCache
-from edge.routes.models import PageQuery, Strict, Uuid, timestamp
-from edge.upstreams import call_options, upstreams
+from edge.routes.models import PageQuery, Strict, Uuid, optional_datetime_of
 
 api = Api(upstreams=["comment_svc"])
 log = logging.getLogger("shop.edge.comments")
@@ -78,11 +78,11 @@ class Reply(BaseModel):
             "liked_by_me": message.liked_by_me,
             "verified_purchase": message.verified_purchase,
             "edited": message.edited,
-            "edited_at": timestamp(message.edited_at),
+            "edited_at": optional_datetime_of(message.edited_at),
             "deleted": message.deleted,
             "reply_count": message.reply_count,
-            "created_at": timestamp(message.created_at),
-            "updated_at": timestamp(message.updated_at),
+            "created_at": optional_datetime_of(message.created_at),
+            "updated_at": optional_datetime_of(message.updated_at),
         }
 
     @classmethod
@@ -206,7 +206,7 @@ async def rating_summary(request: Request, product_id: str) -> RatingSummary | N
         return cached
     asked_at = cache.clock()
     try:
-        reply = await upstreams(request).comment.GetRatingSummary(
+        reply = await clients(request).comment.GetRatingSummary(
             comment_pb2.GetRatingSummaryRequest(product_id=product_id), **call_options(request)
         )
     except grpc.aio.AioRpcError as exc:
@@ -236,7 +236,7 @@ async def list_comments(request: Request, query: CommentsQuery) -> CommentPage:
     )
     if query.parent_id is not None:
         message.parent_id = query.parent_id
-    reply = await _call(upstreams(request).comment.ListComments(message, **call_options(request)))
+    reply = await _call(clients(request).comment.ListComments(message, **call_options(request)))
     return CommentPage(items=[Comment.of(c) for c in reply.comments], next_page_token=reply.page.next_page_token)
 
 
@@ -254,7 +254,7 @@ async def create_comment(request: Request, body: CommentBody) -> Comment:
         product_id=request.path_params["product_id"], body=body.body, rating=body.rating, parent_id=body.parent_id
     )
     try:
-        reply = await _call(upstreams(request).comment.CreateComment(message, **call_options(request)))
+        reply = await _call(clients(request).comment.CreateComment(message, **call_options(request)))
     finally:  # also when the answer is lost: the comment may have been written
         rating_cache(request).drop(message.product_id)
     return Comment.of(reply.comment)
@@ -267,7 +267,7 @@ async def create_comment(request: Request, body: CommentBody) -> Comment:
 async def get_rating(request: Request) -> RatingSummary:
     """Count, sum, average and the histogram of 1 to 5 stars; zero for a product without ratings."""
     reply = await _call(
-        upstreams(request).comment.GetRatingSummary(
+        clients(request).comment.GetRatingSummary(
             comment_pb2.GetRatingSummaryRequest(product_id=request.path_params["product_id"]), **call_options(request)
         )
     )
@@ -282,7 +282,7 @@ async def get_rating(request: Request) -> RatingSummary:
 ))  # fmt: skip
 async def get_comment(request: Request) -> Comment:
     reply = await _call(
-        upstreams(request).comment.GetComment(
+        clients(request).comment.GetComment(
             comment_pb2.GetCommentRequest(comment_id=request.path_params["comment_id"]), **call_options(request)
         )
     )
@@ -308,7 +308,7 @@ async def update_comment(request: Request, body: CommentPatch) -> Comment:
         update_mask=FieldMask(paths=sorted(present)),
     )
     try:
-        reply = await _call(upstreams(request).comment.UpdateComment(message, **call_options(request)))
+        reply = await _call(clients(request).comment.UpdateComment(message, **call_options(request)))
     except BaseException as exc:
         if _maybe_written(exc):
             rating_cache(request).drop()  # the product is not known here
@@ -326,7 +326,7 @@ async def delete_comment(request: Request) -> None:
     as a removed placeholder so its thread survives; one without disappears."""
     try:
         await _call(
-            upstreams(request).comment.DeleteComment(
+            clients(request).comment.DeleteComment(
                 comment_pb2.DeleteCommentRequest(comment_id=request.path_params["comment_id"]), **call_options(request)
             )
         )
@@ -344,7 +344,7 @@ async def delete_comment(request: Request) -> None:
 async def like_comment(request: Request) -> Likes:
     """One like per user; liking again changes nothing."""
     reply = await _call(
-        upstreams(request).comment.LikeComment(
+        clients(request).comment.LikeComment(
             comment_pb2.LikeCommentRequest(comment_id=request.path_params["comment_id"]), **call_options(request)
         )
     )
@@ -358,7 +358,7 @@ async def like_comment(request: Request) -> Likes:
 async def unlike_comment(request: Request) -> Likes:
     """Idempotent: without a like nothing changes."""
     reply = await _call(
-        upstreams(request).comment.UnlikeComment(
+        clients(request).comment.UnlikeComment(
             comment_pb2.UnlikeCommentRequest(comment_id=request.path_params["comment_id"]), **call_options(request)
         )
     )

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from edge.api import Api, Contract
+from edge.clients import call_options, clients
 from edge.problems import HttpProblemError
-from edge.routes.models import PageQuery, Strict, Uuid, timestamp
-from edge.upstreams import call_options, upstreams
+from edge.routes.models import PageQuery, Strict, Uuid, optional_datetime_of
 
 api = Api(upstreams=["notify_svc"])
 
@@ -77,9 +77,9 @@ class Notification(BaseModel):
             body=message.body,
             data=dict(message.data),
             read=message.read,
-            created_at=timestamp(message.created_at),
+            created_at=optional_datetime_of(message.created_at),
             source_event_id=message.source_event_id,
-            source_committed_at=timestamp(message.source_committed_at),
+            source_committed_at=optional_datetime_of(message.source_committed_at),
             folded_count=message.folded_count,
         )
 
@@ -140,11 +140,11 @@ class Webhook(BaseModel):
             url=message.url,
             description=message.description,
             kinds=[kind_of(kind) for kind in message.kinds],  # type: ignore[misc]
-            created_at=timestamp(message.created_at),
+            created_at=optional_datetime_of(message.created_at),
             last_delivery_status=status_of(message.last_delivery_status),
-            last_delivery_at=timestamp(message.last_delivery_at),
-            last_success_at=timestamp(message.last_success_at),
-            last_failure_at=timestamp(message.last_failure_at),
+            last_delivery_at=optional_datetime_of(message.last_delivery_at),
+            last_success_at=optional_datetime_of(message.last_success_at),
+            last_failure_at=optional_datetime_of(message.last_failure_at),
             last_error=message.last_error,
             failed_delivery_count=message.failed_delivery_count,
         )
@@ -190,9 +190,9 @@ class Delivery(BaseModel):
             attempt_count=message.attempt_count,
             last_http_status=message.last_http_status,
             last_error=message.last_error,
-            next_attempt_at=timestamp(message.next_attempt_at),
-            created_at=timestamp(message.created_at),
-            updated_at=timestamp(message.updated_at),
+            next_attempt_at=optional_datetime_of(message.next_attempt_at),
+            created_at=optional_datetime_of(message.created_at),
+            updated_at=optional_datetime_of(message.updated_at),
         )
 
 
@@ -226,7 +226,7 @@ class Announcement(BaseModel):
 async def list_notifications(request: Request, query: NotificationsQuery) -> NotificationPage:
     """The feed holds the caller's own notifications and every platform announcement,
     each with its own read state; it is capped in length (the oldest fall off)."""
-    reply = await upstreams(request).notify.ListNotifications(
+    reply = await clients(request).notify.ListNotifications(
         notify_pb2.ListNotificationsRequest(page=query.page(), unread_only=query.unread_only),
         **call_options(request),
     )
@@ -242,7 +242,7 @@ async def list_notifications(request: Request, query: NotificationsQuery) -> Not
     response=UnreadCount, auth=True,
 ))  # fmt: skip
 async def unread_count(request: Request) -> UnreadCount:
-    reply = await upstreams(request).notify.UnreadCount(notify_pb2.UnreadCountRequest(), **call_options(request))
+    reply = await clients(request).notify.UnreadCount(notify_pb2.UnreadCountRequest(), **call_options(request))
     return UnreadCount(unread_count=reply.unread_count)
 
 
@@ -251,7 +251,7 @@ async def unread_count(request: Request) -> UnreadCount:
     response=UnreadCount, auth=True,
 ))  # fmt: skip
 async def mark_all_read(request: Request) -> UnreadCount:
-    reply = await upstreams(request).notify.MarkAllRead(notify_pb2.MarkAllReadRequest(), **call_options(request))
+    reply = await clients(request).notify.MarkAllRead(notify_pb2.MarkAllReadRequest(), **call_options(request))
     return UnreadCount(unread_count=reply.unread_count)
 
 
@@ -261,7 +261,7 @@ async def mark_all_read(request: Request) -> UnreadCount:
 ))  # fmt: skip
 async def mark_read(request: Request) -> UnreadCount:
     """Idempotent; answers the unread count after the change."""
-    reply = await upstreams(request).notify.MarkRead(
+    reply = await clients(request).notify.MarkRead(
         notify_pb2.MarkReadRequest(notification_id=request.path_params["notification_id"]), **call_options(request)
     )
     return UnreadCount(unread_count=reply.unread_count)
@@ -275,12 +275,12 @@ async def create_stream_ticket(request: Request) -> StreamTicket:
     """For a browser: `new EventSource(stream_url)` opens the caller's live stream
     without an Authorization header. The ticket is valid once, for about a minute;
     an EventSource reconnecting after it was used needs a new one."""
-    reply = await upstreams(request).notify.CreateStreamTicket(
+    reply = await clients(request).notify.CreateStreamTicket(
         notify_pb2.CreateStreamTicketRequest(), **call_options(request)
     )
     return StreamTicket(
         ticket=reply.ticket,
-        expires_at=timestamp(reply.expire_time),
+        expires_at=optional_datetime_of(reply.expire_time),
         stream_url=f"/api/v1/notifications/stream?{urlencode({'ticket': reply.ticket})}",
     )
 
@@ -311,7 +311,7 @@ async def stream_notifications(request: Request, query: StreamQuery) -> Response
     if len(last_event_id) > 32:
         raise HttpProblemError(400, "Last-Event-ID is not an event id of this stream")
     options = call_options(request)
-    call = upstreams(request).notify.Subscribe(
+    call = clients(request).notify.Subscribe(
         notify_pb2.SubscribeRequest(last_event_id=last_event_id, stream_ticket=query.ticket),
         metadata=options["metadata"],
     )
@@ -361,7 +361,7 @@ async def _events(call: Any, first: Any) -> AsyncIterator[str]:
     response=WebhookList, auth=True,
 ))  # fmt: skip
 async def list_webhooks(request: Request) -> WebhookList:
-    reply = await upstreams(request).notify.ListWebhooks(notify_pb2.ListWebhooksRequest(), **call_options(request))
+    reply = await clients(request).notify.ListWebhooks(notify_pb2.ListWebhooksRequest(), **call_options(request))
     return WebhookList(items=[Webhook.of(hook) for hook in reply.webhooks])
 
 
@@ -377,7 +377,7 @@ async def register_webhook(request: Request, body: WebhookBody) -> RegisteredWeb
     link-local are refused (400, `webhook_address_forbidden`). A user has at most a
     number of webhooks (429 `limit_reached`) and registers at most so many per window
     (429 `rate_limited`, policy `webhooks`, with `RateLimit-Policy` and `RateLimit`)."""
-    reply = await upstreams(request).notify.RegisterWebhook(
+    reply = await clients(request).notify.RegisterWebhook(
         notify_pb2.RegisterWebhookRequest(
             url=body.url, description=body.description, kinds=[kind_to_proto(kind) for kind in body.kinds]
         ),
@@ -391,7 +391,7 @@ async def register_webhook(request: Request, body: WebhookBody) -> RegisteredWeb
     tag="webhooks", status=204, auth=True, errors=(404,),
 ))  # fmt: skip
 async def delete_webhook(request: Request) -> None:
-    await upstreams(request).notify.DeleteWebhook(
+    await clients(request).notify.DeleteWebhook(
         notify_pb2.DeleteWebhookRequest(webhook_id=request.path_params["webhook_id"]), **call_options(request)
     )
 
@@ -406,7 +406,7 @@ async def list_deliveries(request: Request, query: DeliveriesQuery) -> DeliveryP
         if query.status
         else notify_pb2.WEBHOOK_DELIVERY_STATUS_UNSPECIFIED
     )
-    reply = await upstreams(request).notify.ListWebhookDeliveries(
+    reply = await clients(request).notify.ListWebhookDeliveries(
         notify_pb2.ListWebhookDeliveriesRequest(
             webhook_id=request.path_params["webhook_id"], page=query.page(), status=status
         ),
@@ -425,8 +425,8 @@ async def list_deliveries(request: Request, query: DeliveriesQuery) -> DeliveryP
 async def publish_announcement(request: Request, body: AnnouncementBody) -> Announcement:
     """Published on Kafka (`shop.platform.v1`); it reaches every feed and open
     stream within moments."""
-    reply = await upstreams(request).notify.PublishAnnouncement(
+    reply = await clients(request).notify.PublishAnnouncement(
         notify_pb2.PublishAnnouncementRequest(title=body.title, body=body.body, data=body.data),
         **call_options(request),
     )
-    return Announcement(announcement_id=reply.announcement_id, published_at=timestamp(reply.published_at))
+    return Announcement(announcement_id=reply.announcement_id, published_at=optional_datetime_of(reply.published_at))

@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, Field
 from shop.order.v1 import order_pb2
 from starlette.requests import Request
 
+from common.convert import optional_timestamp
 from edge.api import Api, Contract
+from edge.clients import call_options, clients
 from edge.problems import HttpProblemError
-from edge.routes.models import Address, Money, PageQuery, Strict, Uuid, timestamp
-from edge.upstreams import call_options, upstreams
+from edge.routes.models import Address, Money, PageQuery, Strict, Uuid, optional_datetime_of
 
 api = Api(upstreams=["order_svc"])
 
@@ -114,8 +114,8 @@ class Order(BaseModel):
                         if p.decline_reason
                         else None
                     ),
-                    created_at=timestamp(p.created_at),
-                    refunded_at=timestamp(p.refunded_at),
+                    created_at=optional_datetime_of(p.created_at),
+                    refunded_at=optional_datetime_of(p.refunded_at),
                 )
                 for p in order.payments
             ],
@@ -123,7 +123,7 @@ class Order(BaseModel):
                 Shipment(
                     carrier=order.shipment.carrier,
                     tracking_number=order.shipment.tracking_number,
-                    shipped_at=timestamp(order.shipment.shipped_at),
+                    shipped_at=optional_datetime_of(order.shipment.shipped_at),
                 )
                 if order.HasField("shipment")
                 else None
@@ -135,16 +135,16 @@ class Order(BaseModel):
                     ),
                     note=order.cancellation.note,
                     refunded=order.cancellation.refunded,
-                    cancelled_at=timestamp(order.cancellation.cancelled_at),
+                    cancelled_at=optional_datetime_of(order.cancellation.cancelled_at),
                 )
                 if order.HasField("cancellation")
                 else None
             ),
-            created_at=timestamp(order.created_at),
-            updated_at=timestamp(order.updated_at),
-            expires_at=timestamp(order.expires_at),
-            paid_at=timestamp(order.paid_at),
-            delivered_at=timestamp(order.delivered_at),
+            created_at=optional_datetime_of(order.created_at),
+            updated_at=optional_datetime_of(order.updated_at),
+            expires_at=optional_datetime_of(order.expires_at),
+            paid_at=optional_datetime_of(order.paid_at),
+            delivered_at=optional_datetime_of(order.delivered_at),
         )
 
 
@@ -202,14 +202,6 @@ def idempotency_key(request: Request) -> str:
     return key
 
 
-def _stamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 # --- routes -----------------------------------------------------------------------
 
 
@@ -224,7 +216,7 @@ async def create_order(request: Request, body: NewOrder) -> Order:
     or says that the caller holds as many unpaid orders as allowed
     (`unpaid_orders_limit`: pay or cancel one first). Too many orders placed lately
     get 429 with `Retry-After`, `RateLimit-Policy` and `RateLimit`."""
-    reply = await upstreams(request).order.CreateOrder(
+    reply = await clients(request).order.CreateOrder(
         order_pb2.CreateOrderRequest(
             items=[order_pb2.OrderItem(product_id=i.product_id, quantity=i.quantity) for i in body.items],
             shipping_address=body.shipping_address.to_proto(),
@@ -241,7 +233,7 @@ async def create_order(request: Request, body: NewOrder) -> Order:
     query=MyOrdersQuery, response=OrderPage, auth=True,
 ))  # fmt: skip
 async def list_my_orders(request: Request, query: MyOrdersQuery) -> OrderPage:
-    reply = await upstreams(request).order.ListMyOrders(
+    reply = await clients(request).order.ListMyOrders(
         order_pb2.ListMyOrdersRequest(
             page=query.page(),
             status=STATUS_TO_PROTO[query.status] if query.status else order_pb2.ORDER_STATUS_UNSPECIFIED,
@@ -256,7 +248,7 @@ async def list_my_orders(request: Request, query: MyOrdersQuery) -> OrderPage:
     response=Order, auth=True, errors=(404,),
 ))  # fmt: skip
 async def get_order(request: Request) -> Order:
-    reply = await upstreams(request).order.GetOrder(
+    reply = await clients(request).order.GetOrder(
         order_pb2.GetOrderRequest(order_id=request.path_params["order_id"]), **call_options(request)
     )
     return Order.of(reply.order)
@@ -275,7 +267,7 @@ async def pay_order(request: Request, body: PaymentIn) -> PaidOrder:
     processor confirms later (the order becomes paid by its webhook). 502: the
     processor failed (nothing charged) or did not answer (``payment_outcome_unknown``:
     retry with the same Idempotency-Key; it is never charged twice)."""
-    reply = await upstreams(request).order.PayOrder(
+    reply = await clients(request).order.PayOrder(
         order_pb2.PayOrderRequest(
             order_id=request.path_params["order_id"],
             payment_method_token=body.payment_method_token,
@@ -292,7 +284,7 @@ async def pay_order(request: Request, body: PaymentIn) -> PaidOrder:
     tag="orders", body=CancelIn, response=Order, auth=True, errors=(404, 409),
 ))  # fmt: skip
 async def cancel_order(request: Request, body: CancelIn) -> Order:
-    reply = await upstreams(request).order.CancelOrder(
+    reply = await clients(request).order.CancelOrder(
         order_pb2.CancelOrderRequest(order_id=request.path_params["order_id"], note=body.note),
         **call_options(request),
     )
@@ -304,7 +296,7 @@ async def cancel_order(request: Request, body: CancelIn) -> Order:
     body=ShipIn, response=Order, auth=True, errors=(403, 404, 409),
 ))  # fmt: skip
 async def ship_order(request: Request, body: ShipIn) -> Order:
-    reply = await upstreams(request).order.ShipOrder(
+    reply = await clients(request).order.ShipOrder(
         order_pb2.ShipOrderRequest(
             order_id=request.path_params["order_id"], carrier=body.carrier, tracking_number=body.tracking_number
         ),
@@ -318,7 +310,7 @@ async def ship_order(request: Request, body: ShipIn) -> Order:
     response=Order, auth=True, errors=(403, 404, 409),
 ))  # fmt: skip
 async def deliver_order(request: Request) -> Order:
-    reply = await upstreams(request).order.DeliverOrder(
+    reply = await clients(request).order.DeliverOrder(
         order_pb2.DeliverOrderRequest(order_id=request.path_params["order_id"]), **call_options(request)
     )
     return Order.of(reply.order)
@@ -332,10 +324,10 @@ async def list_orders(request: Request, query: AdminOrdersQuery) -> OrderPage:
     message = order_pb2.ListOrdersRequest(
         page=query.page(),
         statuses=[STATUS_TO_PROTO[query.status]] if query.status else [],
-        created_after=_stamp(query.created_after),
-        created_before=_stamp(query.created_before),
+        created_after=optional_timestamp(query.created_after),
+        created_before=optional_timestamp(query.created_before),
     )
     if query.user_id:
         message.user_id = query.user_id
-    reply = await upstreams(request).order.ListOrders(message, **call_options(request))
+    reply = await clients(request).order.ListOrders(message, **call_options(request))
     return OrderPage(items=[Order.of(o) for o in reply.orders], next_page_token=reply.page.next_page_token)

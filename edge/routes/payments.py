@@ -9,9 +9,9 @@ from starlette.requests import Request
 
 from edge.api import Api, Contract
 from edge.bodies import read_body
+from edge.clients import call_options, clients
 from edge.problems import HttpProblemError
 from edge.routes.models import Uuid
-from edge.upstreams import call_options, upstreams
 
 api = Api(upstreams=["order_svc"])
 
@@ -54,7 +54,7 @@ async def stripe_event(request: Request) -> StripeEventReceipt:
         raise HttpProblemError(400, f"the Stripe-Signature does not verify: {exc.user_message}") from exc
     except UnicodeDecodeError as exc:
         raise HttpProblemError(400, "the body is not UTF-8 text") from exc
-    reply = await upstreams(request).order.HandleStripeEvent(
+    reply = await clients(request).order.HandleStripeEvent(
         order_pb2.HandleStripeEventRequest(payload=payload, signature=signature), **call_options(request)
     )
     return StripeEventReceipt(

@@ -17,10 +17,10 @@ from starlette.requests import Request
 from common.errors import FieldViolation
 from edge.api import Api, Contract
 from edge.bodies import UploadedFile
+from edge.clients import call_options, clients
 from edge.problems import HttpProblemError, renaming_fields
 from edge.routes.comments import RatingSummary, rating_summary
-from edge.routes.models import Money, PageQuery, Strict, Uuid, timestamp
-from edge.upstreams import call_options, upstreams
+from edge.routes.models import Money, PageQuery, Strict, Uuid, optional_datetime_of
 
 api = Api(upstreams=["product_svc"])
 
@@ -68,7 +68,7 @@ class Category(BaseModel):
             name=message.name,
             slug=message.slug,
             parent_id=message.parent_id if message.HasField("parent_id") else None,
-            created_at=timestamp(message.created_at),
+            created_at=optional_datetime_of(message.created_at),
         )
 
 
@@ -93,7 +93,7 @@ class ProductImage(BaseModel):
             content_type=message.content_type,
             size_bytes=message.size_bytes,
             filename=message.filename,
-            created_at=timestamp(message.created_at),
+            created_at=optional_datetime_of(message.created_at),
         )
 
 
@@ -125,8 +125,8 @@ class Product(BaseModel):
             images=[ProductImage.of(image) for image in message.images],
             status=STATUS_OF_PROTO.get(message.status, "active"),
             weight_grams=message.weight_grams,
-            created_at=timestamp(message.created_at),
-            updated_at=timestamp(message.updated_at),
+            created_at=optional_datetime_of(message.created_at),
+            updated_at=optional_datetime_of(message.updated_at),
             **extra,
         )
 
@@ -228,7 +228,7 @@ async def list_categories(request: Request, query: CategoriesQuery) -> CategoryP
     message = product_pb2.ListCategoriesRequest(page=query.page())
     if query.parent_id is not None:
         message.parent_id = query.parent_id
-    reply = await _call(upstreams(request).product.ListCategories(message, **call_options(request)))
+    reply = await _call(clients(request).product.ListCategories(message, **call_options(request)))
     return CategoryPage(items=[Category.of(c) for c in reply.categories], next_page_token=reply.page.next_page_token)
 
 
@@ -241,7 +241,7 @@ async def create_category(request: Request, body: CategoryBody) -> Category:
     message = product_pb2.CreateCategoryRequest(name=body.name, slug=body.slug)
     if body.parent_id is not None:
         message.parent_id = body.parent_id
-    reply = await _call(upstreams(request).product.CreateCategory(message, **call_options(request)))
+    reply = await _call(clients(request).product.CreateCategory(message, **call_options(request)))
     return Category.of(reply.category)
 
 
@@ -277,7 +277,7 @@ async def list_products(request: Request, query: ProductsQuery) -> ProductPage:
         message.min_price.CopyFrom(money_pb2.Money(amount_minor=query.min_price, currency_code=currency))
     if query.max_price is not None:
         message.max_price.CopyFrom(money_pb2.Money(amount_minor=query.max_price, currency_code=currency))
-    reply = await _call(upstreams(request).product.ListProducts(message, **call_options(request)))
+    reply = await _call(clients(request).product.ListProducts(message, **call_options(request)))
     return ProductPage(items=[Product.of(p) for p in reply.products], next_page_token=reply.page.next_page_token)
 
 
@@ -289,7 +289,7 @@ async def create_product(request: Request, body: ProductBody) -> Product:
     """The category must exist (404 otherwise). Prices are integers of minor units
     with an ISO 4217 currency."""
     reply = await _call(
-        upstreams(request).product.CreateProduct(
+        clients(request).product.CreateProduct(
             product_pb2.CreateProductRequest(
                 name=body.name,
                 description=body.description,
@@ -317,7 +317,7 @@ async def get_product(request: Request) -> ProductDetail:
     """With the rating summary of its reviews."""
     product_id = request.path_params["product_id"]
     reply, rating = await asyncio.gather(
-        _call(upstreams(request).product.GetProduct(
+        _call(clients(request).product.GetProduct(
             product_pb2.GetProductRequest(product_id=product_id), **call_options(request)
         )),
         rating_summary(request, product_id),
@@ -351,7 +351,7 @@ async def update_product(request: Request, body: ProductPatch) -> Product:
     if body.price is not None:
         product.price.CopyFrom(body.price.to_proto())
     reply = await _call(
-        upstreams(request).product.UpdateProduct(
+        clients(request).product.UpdateProduct(
             product_pb2.UpdateProductRequest(product=product, update_mask=FieldMask(paths=sorted(present))),
             **call_options(request),
         )
@@ -366,7 +366,7 @@ async def update_product(request: Request, body: ProductPatch) -> Product:
 async def delete_product(request: Request) -> None:
     """A product with units held by open orders cannot be deleted (409): archive it instead."""
     await _call(
-        upstreams(request).product.DeleteProduct(
+        clients(request).product.DeleteProduct(
             product_pb2.DeleteProductRequest(product_id=request.path_params["product_id"]), **call_options(request)
         )
     )
@@ -381,7 +381,7 @@ async def upload_product_image(request: Request, form: ImageUpload) -> UploadedI
     read from the content: anything but JPEG, PNG or WebP is 415 whatever its
     name; an image over the size limit is 413."""
     reply = await _call(
-        upstreams(request).product.AddProductImage(
+        clients(request).product.AddProductImage(
             product_pb2.AddProductImageRequest(
                 product_id=request.path_params["product_id"],
                 content=form.file.data,
@@ -400,7 +400,7 @@ async def upload_product_image(request: Request, form: ImageUpload) -> UploadedI
 ))  # fmt: skip
 async def delete_product_image(request: Request) -> None:
     await _call(
-        upstreams(request).product.DeleteProductImage(
+        clients(request).product.DeleteProductImage(
             product_pb2.DeleteProductImageRequest(
                 product_id=request.path_params["product_id"], image_id=request.path_params["image_id"]
             ),

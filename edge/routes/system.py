@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from edge.api import Api, Contract
+from edge.clients import call_options, clients
 from edge.problems import HttpProblemError
-from edge.upstreams import call_options, upstreams
 
 api = Api(upstreams=["user_svc"])  # the JWKS comes from user_svc
 
@@ -41,7 +41,7 @@ async def healthz(request: Request) -> Health:
     response=Readiness, errors=(503,), upstream=False,
 ))  # fmt: skip
 async def readyz(request: Request) -> Response:
-    states = await upstreams(request).health()
+    states = await clients(request).health()
     ready = all(state == "SERVING" for state in states.values())
     body = Readiness(status="ready" if ready else "not ready", upstreams=states)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
@@ -51,7 +51,7 @@ async def readyz(request: Request) -> Response:
     summary="Public keys that verify access tokens (RFC 7517)", tag="system",
 ))  # fmt: skip
 async def jwks(request: Request) -> Response:
-    reply = await upstreams(request).user.GetJwks(user_pb2.GetJwksRequest(), **call_options(request))
+    reply = await clients(request).user.GetJwks(user_pb2.GetJwksRequest(), **call_options(request))
     return Response(
         reply.jwks_json,
         media_type="application/jwk-set+json",

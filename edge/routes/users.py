@@ -14,9 +14,9 @@ from shop.user.v1 import user_pb2
 from starlette.requests import Request
 
 from edge.api import Api, Contract
+from edge.clients import call_options, client_address, clients
 from edge.problems import HttpProblemError
-from edge.routes.models import Address, EmailText, PageQuery, Strict, Uuid, timestamp
-from edge.upstreams import call_options, client_address, upstreams
+from edge.routes.models import Address, EmailText, PageQuery, Strict, Uuid, optional_datetime_of
 
 api = Api(upstreams=["user_svc"])
 log = logging.getLogger("shop.edge")
@@ -62,8 +62,8 @@ class User(BaseModel):
                 SavedAddress(id=a.id, label=a.label, is_default=a.is_default, address=Address.of(a.address))
                 for a in user.shipping_addresses
             ],
-            created_at=timestamp(user.created_at),
-            updated_at=timestamp(user.updated_at),
+            created_at=optional_datetime_of(user.created_at),
+            updated_at=optional_datetime_of(user.updated_at),
         )
 
 
@@ -82,8 +82,8 @@ class Tokens(BaseModel):
             token_type=tokens.token_type or "Bearer",
             expires_in=tokens.expires_in,
             refresh_token=tokens.refresh_token,
-            access_token_expires_at=timestamp(tokens.access_token_expires_at),
-            refresh_token_expires_at=timestamp(tokens.refresh_token_expires_at),
+            access_token_expires_at=optional_datetime_of(tokens.access_token_expires_at),
+            refresh_token_expires_at=optional_datetime_of(tokens.refresh_token_expires_at),
         )
 
 
@@ -150,7 +150,7 @@ async def register(request: Request, body: RegisterBody) -> Session:
     """Registrations per client address are limited (429 with `Retry-After`,
     `RateLimit-Policy` and `RateLimit`). While the limiter's store is down, or the
     service is busy hashing passwords, the answer is 503 with `Retry-After`."""
-    reply = await upstreams(request).user.Register(
+    reply = await clients(request).user.Register(
         user_pb2.RegisterRequest(
             email=body.email,
             password=body.password,
@@ -174,7 +174,7 @@ async def login(request: Request, body: LoginBody) -> Session:
     `RateLimit-Policy` and `RateLimit`. Only a wrong password counts as a failure.
     While the limiter's store is down, or the service is busy, the answer is 503
     with `Retry-After`: never tokens without a limit."""
-    reply = await upstreams(request).user.Login(
+    reply = await clients(request).user.Login(
         user_pb2.LoginRequest(email=body.email, password=body.password, client_address=client_address(request)),
         **call_options(request),
     )
@@ -191,7 +191,7 @@ async def merge_guest_cart(request: Request, access_token: str) -> None:
     options = call_options(request)
     options["metadata"] = [*options["metadata"], ("authorization", f"Bearer {access_token}")]
     try:
-        await upstreams(request).cart.MergeGuestCart(
+        await clients(request).cart.MergeGuestCart(
             cart_pb2.MergeGuestCartRequest(guest_cart_token=guest_token), **options
         )
     except grpc.aio.AioRpcError as exc:
@@ -205,7 +205,7 @@ async def merge_guest_cart(request: Request, access_token: str) -> None:
 async def refresh(request: Request, body: RefreshBody) -> Tokens:
     """Every refresh token works once. Presenting a used one again revokes its
     whole family: every token descended from the same login."""
-    reply = await upstreams(request).user.Refresh(
+    reply = await clients(request).user.Refresh(
         user_pb2.RefreshRequest(refresh_token=body.refresh_token), **call_options(request)
     )
     return Tokens.of(reply.tokens)
@@ -220,7 +220,7 @@ async def logout(request: Request, body: LogoutBody) -> None:
     token) every session of the caller."""
     if not body.refresh_token and not body.all_sessions:
         raise HttpProblemError(400, "send the refresh_token of the session to end, or all_sessions: true")
-    await upstreams(request).user.Logout(
+    await clients(request).user.Logout(
         user_pb2.LogoutRequest(refresh_token=body.refresh_token, all_sessions=body.all_sessions),
         **call_options(request),
     )
@@ -233,7 +233,7 @@ async def logout(request: Request, body: LogoutBody) -> None:
     "GET", "/api/v1/users/me", Contract(summary="The caller's account", tag="users", response=User, auth=True)
 )
 async def get_me(request: Request) -> User:
-    reply = await upstreams(request).user.GetMe(user_pb2.GetMeRequest(), **call_options(request))
+    reply = await clients(request).user.GetMe(user_pb2.GetMeRequest(), **call_options(request))
     return User.of(reply.user)
 
 
@@ -253,7 +253,7 @@ async def update_me(request: Request, body: ProfilePatch) -> User:
             for a in body.shipping_addresses or []
         ],
     )
-    reply = await upstreams(request).user.UpdateProfile(
+    reply = await clients(request).user.UpdateProfile(
         user_pb2.UpdateProfileRequest(profile=profile, update_mask=FieldMask(paths=sorted(present))),
         **call_options(request),
     )
@@ -266,7 +266,7 @@ async def update_me(request: Request, body: ProfilePatch) -> User:
 ))  # fmt: skip
 async def change_password(request: Request, body: PasswordChange) -> Tokens:
     """Answers fresh tokens for this client; every other session is revoked."""
-    reply = await upstreams(request).user.ChangePassword(
+    reply = await clients(request).user.ChangePassword(
         user_pb2.ChangePasswordRequest(current_password=body.current_password, new_password=body.new_password),
         **call_options(request),
     )
@@ -278,7 +278,7 @@ async def change_password(request: Request, body: PasswordChange) -> Tokens:
     query=UsersQuery, response=UserPage, auth=True, errors=(403,),
 ))  # fmt: skip
 async def list_users(request: Request, query: UsersQuery) -> UserPage:
-    reply = await upstreams(request).user.ListUsers(
+    reply = await clients(request).user.ListUsers(
         user_pb2.ListUsersRequest(
             page=query.page(),
             query=query.query,
@@ -295,7 +295,7 @@ async def list_users(request: Request, query: UsersQuery) -> UserPage:
 ))  # fmt: skip
 async def set_role(request: Request, body: RoleChange) -> User:
     """Demoting the last admin is refused (409)."""
-    reply = await upstreams(request).user.SetUserRole(
+    reply = await clients(request).user.SetUserRole(
         user_pb2.SetUserRoleRequest(user_id=request.path_params["user_id"], role=ROLE_TO_PROTO[body.role]),
         **call_options(request),
     )

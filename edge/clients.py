@@ -1,4 +1,4 @@
-"""One long-lived ``grpc.aio`` channel per service behind the edge."""
+"""The outbound clients of the edge: one long-lived ``grpc.aio`` channel per service behind it."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from edge import forwarded
 from edge.settings import EdgeSettings
 
 
-class Upstreams:
-    """Channels and stubs, opened in the app's lifespan.  A channel connects
+class Clients:
+    """The outbound clients of the edge: channels and stubs, opened in the app's lifespan.  A channel connects
     lazily, so a stub of a service that is not running costs nothing until
     it is called (and then answers 503)."""
 
@@ -66,8 +66,8 @@ class Upstreams:
         return dict(await asyncio.gather(*(check(name, self.channels[name]) for name in self.in_use)))
 
 
-def upstreams(request: Request) -> Upstreams:
-    found: Upstreams = request.app.state.upstreams
+def clients(request: Request) -> Clients:
+    found: Clients = request.app.state.clients
     return found
 
 
