@@ -249,7 +249,7 @@ def _orders_of(dsn: str, buyers: list[str]) -> dict[str, str]:
 
 
 def _count(conn: psycopg.Connection[Any], query: str) -> int:
-    row = conn.execute(query).fetchone()  # type: ignore[call-overload]
+    row = conn.execute(query).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -191,7 +191,7 @@ def services(cluster: Cluster) -> Callable[..., Cluster]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report = yield
     if report.failed and call.when == "call":
         # A failing test shows the last lines of every shop process's log.

@@ -194,7 +194,7 @@ async def shipping_options(request: Request) -> ShippingOptions:
     return ShippingOptions(
         options=[
             ShippingQuote(
-                method=METHOD_NAMES[quote.method],  # type: ignore[arg-type]
+                method=METHOD_NAMES[quote.method],
                 price=Money.of(quote.price),
                 free_shipping=quote.free_shipping,
                 estimated_days_min=quote.estimated_days_min,

@@ -72,7 +72,7 @@ class Notification(BaseModel):
     def of(cls, message: notify_pb2.Notification) -> Notification:
         return cls(
             id=message.id,
-            kind=kind_of(message.kind),  # type: ignore[arg-type]
+            kind=kind_of(message.kind),
             title=message.title,
             body=message.body,
             data=dict(message.data),
@@ -139,7 +139,7 @@ class Webhook(BaseModel):
             id=message.id,
             url=message.url,
             description=message.description,
-            kinds=[kind_of(kind) for kind in message.kinds],  # type: ignore[misc]
+            kinds=[kind_of(kind) for kind in message.kinds],
             created_at=optional_datetime_of(message.created_at),
             last_delivery_status=status_of(message.last_delivery_status),
             last_delivery_at=optional_datetime_of(message.last_delivery_at),

@@ -88,7 +88,7 @@ class Order(BaseModel):
         return cls(
             id=order.id,
             user_id=order.user_id,
-            status=STATUS_OF_PROTO[order.status],  # type: ignore[arg-type]
+            status=STATUS_OF_PROTO[order.status],
             lines=[
                 OrderLine(
                     product_id=line.product_id,
@@ -100,7 +100,7 @@ class Order(BaseModel):
                 for line in order.lines
             ],
             shipping_address=Address.of(order.shipping_address),
-            shipping_method=METHOD_OF_PROTO.get(order.shipping_method, "standard"),  # type: ignore[arg-type]
+            shipping_method=METHOD_OF_PROTO.get(order.shipping_method, "standard"),
             subtotal=Money.of(order.subtotal),
             shipping=Money.of(order.shipping),
             total=Money.of(order.total),

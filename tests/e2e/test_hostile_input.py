@@ -39,7 +39,7 @@ class Connection:
             host, int(port), timeout=15, source_address=(source, 0) if source else None
         )
         self.http.connect()
-        self.http.auto_open = 0  # type: ignore[attr-defined]  # a closed connection raises instead of reconnecting
+        self.http.auto_open = 0  # a closed connection raises instead of reconnecting
         self.socket = self.http.sock
 
     def send(

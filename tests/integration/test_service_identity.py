@@ -43,7 +43,7 @@ def _health(channel: grpc.Channel) -> int:
 def _refused(channel: grpc.Channel) -> grpc.StatusCode:
     with channel, pytest.raises(grpc.RpcError) as raised:
         _health(channel)
-    code = raised.value.code()  # type: ignore[attr-defined]
+    code = raised.value.code()
     assert isinstance(code, grpc.StatusCode)
     return code
 

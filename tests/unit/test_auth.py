@@ -100,7 +100,7 @@ def test_a_token_without_a_kid_or_with_a_strange_one_is_refused() -> None:
 _PUBLIC = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _replace(path, content: bytes) -> None:  # type: ignore[no-untyped-def]
+def _replace(path, content: bytes) -> None:
     """Write a file the way an operator's tool or a Kubernetes volume does: a new file renamed into place."""
     staged = path.with_suffix(".new")
     staged.write_bytes(content)
