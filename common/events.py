@@ -10,8 +10,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
+from google.protobuf import symbol_database
 from google.protobuf.message import Message
-from google.protobuf.symbol_database import Default as default_symbols
 from opentelemetry import propagate
 
 # Import the event modules so their messages are known to the symbol database.
@@ -61,7 +61,7 @@ def decode(headers: Iterable[tuple[str, bytes | str | None]] | None, value: byte
     if not event_id or not event_type or value is None:
         raise UndecodableEventError("missing event-id or event-type header, or empty value")
     try:
-        cls = default_symbols().GetSymbol(event_type)
+        cls = symbol_database.Default().GetSymbol(event_type)
     except KeyError as exc:
         raise UndecodableEventError(f"unknown event type {event_type!r}") from exc
     message: Message = cls()

@@ -131,35 +131,45 @@ _ADDRESS_FIELDS: tuple[tuple[str, bool, int], ...] = (
 _POSTAL_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 -]*$")
 
 
+def _address_value(name: str, raw: str) -> str:
+    """A field of an address as it is kept: trimmed, the country code upper-cased, the phone normalized."""
+    value = raw.strip()
+    if name == "country_code":
+        return value.upper()
+    if name == "phone":
+        return normalize_phone(value)
+    return value
+
+
+def _address_field_problem(name: str, value: str, max_length: int) -> str | None:
+    """What is wrong with a given (non-empty) field of an address, if anything."""
+    control = control_problem(value)
+    if control:
+        return control
+    if name == "country_code":
+        return None if value in COUNTRY_CODES else "must be an ISO 3166-1 alpha-2 country code such as DE or US"
+    if len(value) > max_length:
+        return f"must be at most {max_length} characters"
+    if name == "postal_code":
+        return None if _POSTAL_CODE.match(value) else "may contain only letters, digits, spaces and dashes"
+    if name == "phone":
+        return phone_problem(value)
+    return None
+
+
 def validate_address(address: Address, path: str, violations: Violations) -> Address:
     """The address trimmed (country code upper-cased, phone normalized); problems go to ``violations``."""
     values: dict[str, str] = {}
     for name, required, max_length in _ADDRESS_FIELDS:
-        value = getattr(address, name).strip()
+        value = values[name] = _address_value(name, getattr(address, name))
         where = f"{path}.{name}"
-        if name == "country_code":
-            value = value.upper()
-        if name == "phone":
-            value = normalize_phone(value)
-        values[name] = value
         if not value:
             if required:
                 violations.add(where, "is required")
             continue
-        control = control_problem(value)
-        if control:
-            violations.add(where, control)
-        elif name == "country_code":
-            if value not in COUNTRY_CODES:
-                violations.add(where, "must be an ISO 3166-1 alpha-2 country code such as DE or US")
-        elif len(value) > max_length:
-            violations.add(where, f"must be at most {max_length} characters")
-        elif name == "postal_code" and not _POSTAL_CODE.match(value):
-            violations.add(where, "may contain only letters, digits, spaces and dashes")
-        elif name == "phone":
-            problem = phone_problem(value)
-            if problem:
-                violations.add(where, problem)
+        problem = _address_field_problem(name, value, max_length)
+        if problem:
+            violations.add(where, problem)
     return Address(**values)
 
 
