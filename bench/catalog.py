@@ -57,11 +57,20 @@ def seed_categories(url: str, catalog: Catalog, roots: int = 5, children: int = 
     for r in range(roots):
         root_id = str(uuid.uuid4())
         name = f"Bench department {r}"
-        docs.append(_category(root_id, name, f"bench-dept-{r}", None, [], now))
+        docs.append(_category(root_id, name, f"bench-dept-{r}", parent=None, ancestors=[], now=now))
         catalog.categories.append(root_id)
         for c in range(children):
             child_id = str(uuid.uuid4())
-            docs.append(_category(child_id, f"{name} aisle {c}", f"bench-dept-{r}-aisle-{c}", root_id, [root_id], now))
+            docs.append(
+                _category(
+                    child_id,
+                    f"{name} aisle {c}",
+                    f"bench-dept-{r}-aisle-{c}",
+                    parent=root_id,
+                    ancestors=[root_id],
+                    now=now,
+                )
+            )
             catalog.categories.append(child_id)
             catalog.leaves.append(child_id)
     with _client(url) as client:
@@ -69,7 +78,7 @@ def seed_categories(url: str, catalog: Catalog, roots: int = 5, children: int = 
 
 
 def _category(
-    category_id: str, name: str, slug: str, parent: str | None, ancestors: list[str], now: datetime
+    category_id: str, name: str, slug: str, *, parent: str | None, ancestors: list[str], now: datetime
 ) -> dict[str, Any]:
     return {
         "_id": category_id,

@@ -127,24 +127,31 @@ async def wrk(
     )
 
 
+@dataclass(frozen=True)
+class GrpcMethod:
+    """A gRPC method for ``ghz``: its full name and the ``.proto`` that declares it
+    (its imports under ``import_path``, by default the ``.proto``'s folder)."""
+
+    call: str
+    proto: Path
+    import_path: Path | None = None
+
+
 async def ghz(
     address: str,
-    call: str,
+    method: GrpcMethod,
     data: list[dict[str, Any]],
     *,
     seconds: float,
     concurrency: int,
     rps: float = 0.0,
-    proto: Path,
-    import_path: Path | None = None,
-    metadata: dict[str, str] | None = None,
     workdir: Path,
     tls: TlsFiles | None = None,
 ) -> Load:
-    """``ghz`` over ``data`` (one message per request, round robin), the method read
-    from ``proto`` (imports under ``import_path``).  ``rps`` > 0 paces the calls.
-    ``tls``: mutual TLS with that process's certificate (the shop's services); None:
-    plaintext (the reference servers)."""
+    """``ghz`` calling ``method`` over ``data`` (one message per request, round robin).
+    ``rps`` > 0 paces the calls.  ``tls``: mutual TLS with that process's certificate
+    (the shop's services); None: plaintext (the reference servers)."""
+    call = method.call
     data_file = workdir / f"ghz-{call.rsplit('/', 1)[-1]}-{address.rsplit(':', 1)[-1]}.json"
     data_file.write_text(json.dumps(data))
     argv = [
@@ -160,9 +167,7 @@ async def ghz(
     ]
     if rps > 0:
         argv.append(f"--rps={round(rps)}")
-    argv += [f"--proto={proto}", f"--import-paths={import_path or proto.parent}"]
-    if metadata:
-        argv.append(f"--metadata={json.dumps(metadata)}")
+    argv += [f"--proto={method.proto}", f"--import-paths={method.import_path or method.proto.parent}"]
     argv.append(address)
     out = await _run(argv, {}, seconds + 60)
     report = json.loads(out)

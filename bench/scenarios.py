@@ -27,7 +27,7 @@ import psycopg
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from bench import catalog as seed, loadgen, metrics as hop_metrics, procs
-from bench.loadgen import ECHO_PROTO
+from bench.loadgen import ECHO_PROTO, GrpcMethod
 from bench.notifications import Arrival, Watcher
 from bench.runner import Bench, measured, reference_server
 from devstack.paths import REPO
@@ -35,10 +35,10 @@ from devstack.paths import REPO
 log = logging.getLogger("bench")
 
 IDLE_SECONDS = 5.0
-GET_PRODUCT = "shop.product.v1.ProductService/GetProduct"
 PROTO_ROOT = REPO / "proto"
 PRODUCT_PROTO = PROTO_ROOT / "shop" / "product" / "v1" / "product.proto"
-ECHO = "bench.v1.EchoService/Echo"
+ECHO = GrpcMethod("bench.v1.EchoService/Echo", ECHO_PROTO)
+GET_PRODUCT = GrpcMethod("shop.product.v1.ProductService/GetProduct", PRODUCT_PROTO, PROTO_ROOT)
 
 
 async def run_all(bench: Bench, only: set[str] | None) -> None:
@@ -103,12 +103,12 @@ async def edge_overhead(bench: Bench) -> None:
 
     def echo(address: str, seconds: float) -> Any:
         return loadgen.ghz(address, ECHO, echo_data, seconds=seconds, concurrency=b.edge_connections,
-                           proto=ECHO_PROTO, workdir=bench.work)  # fmt: skip
+                           workdir=bench.work)  # fmt: skip
 
     def get_direct(seconds: float, concurrency: int, rps: float = 0.0) -> Any:
         return loadgen.ghz(bench.cluster.addr("product_svc"), GET_PRODUCT, product_data, seconds=seconds,
-                           concurrency=concurrency, rps=rps, proto=PRODUCT_PROTO, import_path=PROTO_ROOT,
-                           workdir=bench.work, tls=bench.cluster.tls_files("edge"))  # fmt: skip
+                           concurrency=concurrency, rps=rps, workdir=bench.work,
+                           tls=bench.cluster.tls_files("edge"))  # fmt: skip
 
     # Ceilings: the bare frameworks on this machine, nothing else running load.
     with reference_server("http", bench.work) as port:
@@ -403,7 +403,7 @@ async def _direct_get_p50(bench: Bench, ids: list[str]) -> float:
     data = [{"product_id": product_id} for product_id in ids]
     load = await loadgen.ghz(
         bench.cluster.addr("product_svc"), GET_PRODUCT, data, seconds=bench.budget.probe, concurrency=1,
-        proto=PRODUCT_PROTO, import_path=PROTO_ROOT, workdir=bench.work, tls=bench.cluster.tls_files("edge"),
+        workdir=bench.work, tls=bench.cluster.tls_files("edge"),
     )  # fmt: skip
     return load.p50_ms
 
