@@ -11,7 +11,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from web.edge_client import Problem
+from web.edge_client import ProblemError
 from web.pages import redirect, render, status_of, text
 from web.session import CART, api, call, edge, form_of, safe_next, session_of
 
@@ -31,7 +31,7 @@ async def sign_in_with(request: Request, email: str, password: str) -> dict[str,
 
 
 async def signup(request: Request) -> Response:
-    problem: Problem | None = None
+    problem: ProblemError | None = None
     values: dict[str, str] = {}
     if request.method == "POST":
         form = await form_of(request)
@@ -42,7 +42,7 @@ async def signup(request: Request) -> Response:
             await call(request, "POST", "/api/v1/auth/register", json={**values, "password": password})
             # Registering signs in but does not take a guest cart along; signing in does.
             await sign_in_with(request, values["email"], password)
-        except Problem as exc:
+        except ProblemError as exc:
             problem = exc
         else:
             return redirect(request, safe_next(request.query_params.get("next", "/")))
@@ -50,7 +50,7 @@ async def signup(request: Request) -> Response:
 
 
 async def signin(request: Request) -> Response:
-    problem: Problem | None = None
+    problem: ProblemError | None = None
     values: dict[str, str] = {}
     if request.method == "POST":
         form = await form_of(request)
@@ -58,7 +58,7 @@ async def signin(request: Request) -> Response:
         password = form.get("password")
         try:
             await sign_in_with(request, values["email"], password if isinstance(password, str) else "")
-        except Problem as exc:
+        except ProblemError as exc:
             problem = exc
         else:
             return redirect(request, safe_next(request.query_params.get("next", "/")))
@@ -72,7 +72,7 @@ async def signout(request: Request) -> Response:
     await form_of(request)
     session = session_of(request)
     if session.refresh:
-        with suppress(Problem):
+        with suppress(ProblemError):
             await call(request, "POST", "/api/v1/auth/logout", json={"refresh_token": session.refresh})
     session.signed_out()
     return redirect(request, "/")

@@ -12,14 +12,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from web.categories import category_tree
-from web.edge_client import Problem
+from web.edge_client import ProblemError
 from web.pages import decimal_text, flash, minor_units, redirect, render, status_of, text, whole_number
 from web.session import api, form_of, require_admin
 
 PRODUCT_FIELDS = ("name", "description", "category_id", "price", "currency", "stock", "weight_grams")
 
 
-def refused(exc: Problem) -> Problem:
+def refused(exc: ProblemError) -> ProblemError:
     """A problem to show beside a form; sign-in and server failures go to their own pages."""
     if exc.status == 401 or exc.status >= 500:
         raise exc
@@ -30,7 +30,7 @@ def refused(exc: Problem) -> Problem:
 
 
 async def dashboard(
-    request: Request, problem: Problem | None = None, form: str = "", values: dict[str, str] | None = None
+    request: Request, problem: ProblemError | None = None, form: str = "", values: dict[str, str] | None = None
 ) -> Response:
     await require_admin(request)
     paid = await api(request, "GET", "/api/v1/admin/orders", params={"status": "paid", "page_size": 50})
@@ -54,7 +54,7 @@ async def create_category(request: Request) -> Response:
         body["parent_id"] = values["parent_id"]
     try:
         await api(request, "POST", "/api/v1/categories", json=body)
-    except Problem as exc:
+    except ProblemError as exc:
         return await dashboard(request, refused(exc), "category", values)
     flash(request, f"Category {values['name']} created")
     return redirect(request, "/admin")
@@ -94,11 +94,11 @@ async def create_product(request: Request) -> Response:
     try:
         body = {**product_body(values), "stock": whole_number(values["stock"] or "0", "stock")}
         created = await api(request, "POST", "/api/v1/products", json=body)
-    except Problem as exc:
+    except ProblemError as exc:
         return await dashboard(request, refused(exc), "product", values)
     try:
         await upload_image(request, created["id"], form.get("image"))
-    except Problem as exc:
+    except ProblemError as exc:
         flash(request, f"The product is saved, but not its image: {refused(exc).detail}", "error")
         return redirect(request, f"/admin/products/{created['id']}")
     return redirect(request, f"/products/{created['id']}")
@@ -110,7 +110,7 @@ async def publish_announcement(request: Request) -> Response:
     values = {key: text(form, key) for key in ("title", "body")}
     try:
         await api(request, "POST", "/api/v1/admin/announcements", json=values)
-    except Problem as exc:
+    except ProblemError as exc:
         return await dashboard(request, refused(exc), "announcement", values)
     flash(request, f"Announcement “{values['title']}” published")
     return redirect(request, "/admin")
@@ -123,7 +123,7 @@ async def ship(request: Request) -> Response:
     body = {"carrier": text(form, "carrier"), "tracking_number": text(form, "tracking_number")}
     try:
         await api(request, "POST", f"/api/v1/orders/{quote(order_id, safe='')}/ship", json=body)
-    except Problem as exc:
+    except ProblemError as exc:
         return await dashboard(request, refused(exc), f"ship:{order_id}", body)
     flash(request, f"Order {order_id} shipped")
     return redirect(request, "/admin")
@@ -135,7 +135,7 @@ async def deliver(request: Request) -> Response:
     order_id = request.path_params["order_id"]
     try:
         await api(request, "POST", f"/api/v1/orders/{quote(order_id, safe='')}/deliver", json={})
-    except Problem as exc:
+    except ProblemError as exc:
         return await dashboard(request, refused(exc), f"deliver:{order_id}")
     flash(request, f"Order {order_id} delivered")
     return redirect(request, "/admin")
@@ -152,11 +152,11 @@ async def products(request: Request) -> Response:
         params["q"] = query["q"].strip()
     if query.get("page_token"):
         params["page_token"] = query["page_token"]
-    problem: Problem | None = None
+    problem: ProblemError | None = None
     page: dict[str, Any] = {"items": [], "next_page_token": ""}
     try:
         page = await api(request, "GET", "/api/v1/products", params=params)
-    except Problem as exc:
+    except ProblemError as exc:
         problem = refused(exc)
     next_url = ""
     if page["next_page_token"]:
@@ -169,7 +169,7 @@ async def products(request: Request) -> Response:
 
 
 async def edit_page(
-    request: Request, problem: Problem | None = None, form: str = "", values: dict[str, str] | None = None
+    request: Request, problem: ProblemError | None = None, form: str = "", values: dict[str, str] | None = None
 ) -> Response:
     await require_admin(request)
     product_id = request.path_params["product_id"]
@@ -200,7 +200,7 @@ async def save_product(request: Request) -> Response:
     values = product_values(await form_of(request))
     try:
         await patch(request, product_body(values))
-    except Problem as exc:
+    except ProblemError as exc:
         return await edit_page(request, refused(exc), "details", values)
     flash(request, f"{values['name']} saved")
     return redirect(request, request.url.path)
@@ -211,7 +211,7 @@ async def set_stock(request: Request) -> Response:
     values = {"stock": text(await form_of(request), "stock")}
     try:
         changed = await patch(request, {"stock": whole_number(values["stock"], "stock")})
-    except Problem as exc:
+    except ProblemError as exc:
         return await edit_page(request, refused(exc), "stock", values)
     flash(request, f"Stock set to {changed['stock']}")
     return redirect(request, request.url.path.removesuffix("/stock"))
@@ -223,7 +223,7 @@ async def set_status(request: Request) -> Response:
     status = "archived" if text(await form_of(request), "status") == "archived" else "active"
     try:
         changed = await patch(request, {"status": status})
-    except Problem as exc:
+    except ProblemError as exc:
         return await edit_page(request, refused(exc), "status")
     flash(request, f"{changed['name']} is {'archived' if status == 'archived' else 'back in the catalog'}")
     return redirect(request, request.url.path.removesuffix("/status"))
@@ -235,9 +235,9 @@ async def add_image(request: Request) -> Response:
     image = form.get("image")
     try:
         if not isinstance(image, UploadFile) or not image.filename:
-            raise Problem(400, "choose an image to upload", {"image": ["choose a JPEG, PNG or WebP file"]})
+            raise ProblemError(400, "choose an image to upload", {"image": ["choose a JPEG, PNG or WebP file"]})
         await upload_image(request, request.path_params["product_id"], image)
-    except Problem as exc:
+    except ProblemError as exc:
         return await edit_page(request, refused(exc), "images")
     flash(request, "Image added")
     return redirect(request, request.url.path.removesuffix("/images"))
@@ -250,7 +250,7 @@ async def delete_image(request: Request) -> Response:
     image_id = quote(request.path_params["image_id"], safe="")
     try:
         await api(request, "DELETE", f"/api/v1/products/{product_id}/images/{image_id}")
-    except Problem as exc:
+    except ProblemError as exc:
         return await edit_page(request, refused(exc), "images")
     flash(request, "Image deleted")
     return redirect(request, f"/admin/products/{product_id}")

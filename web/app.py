@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from web import accounts, admin, catalog, orders
-from web.edge_client import Edge, Problem
+from web.edge_client import Edge, ProblemError
 from web.pages import HERE, redirect, render
 from web.settings import WebSettings
 
@@ -60,7 +60,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def on_problem(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Problem)
+    assert isinstance(exc, ProblemError)
     if exc.status == 401:
         back = request.url.path if request.method == "GET" else "/"
         return redirect(request, "/signin?" + urlencode({"next": back}))
@@ -72,7 +72,7 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     detail = {404: "there is no such page", 405: "that is not something this page does"}.get(
         exc.status_code, str(exc.detail)
     )
-    return await render(request, "error.html", status=exc.status_code, problem=Problem(exc.status_code, detail))
+    return await render(request, "error.html", status=exc.status_code, problem=ProblemError(exc.status_code, detail))
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
@@ -134,7 +134,7 @@ def create_app(settings: WebSettings | None = None) -> Starlette:
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
-        Problem: on_problem,
+        ProblemError: on_problem,
         HTTPException: on_http_exception,
         Exception: on_unexpected,
     }

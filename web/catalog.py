@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from web.categories import category_tree
-from web.edge_client import Problem
+from web.edge_client import ProblemError
 from web.pages import flash, minor_units, redirect, render, status_of, text
 from web.session import api, form_of, session_of
 
@@ -45,7 +45,7 @@ async def catalog(request: Request) -> Response:
     for key in ("q", "category_id"):
         if values[key]:
             params[key] = values[key]
-    problem: Problem | None = None
+    problem: ProblemError | None = None
     page: dict[str, Any] = {"items": [], "next_page_token": ""}
     try:
         for key in ("min_price", "max_price"):
@@ -55,7 +55,7 @@ async def catalog(request: Request) -> Response:
         if query.get("page_token"):
             params["page_token"] = query["page_token"]
         page = await api(request, "GET", "/api/v1/products", auth=False, params=params)
-    except Problem as exc:
+    except ProblemError as exc:
         if exc.status >= 500:
             raise
         problem = exc
@@ -84,7 +84,7 @@ def product_url(product_id: str, thread: str = "", anchor: str = "") -> str:
 
 
 async def product_page(
-    request: Request, product_id: str, *, problem: Problem | None = None, values: dict[str, str] | None = None
+    request: Request, product_id: str, *, problem: ProblemError | None = None, values: dict[str, str] | None = None
 ) -> Response:
     item = await api(request, "GET", f"/api/v1/products/{quote(product_id, safe='')}", auth=False)
     thread_id = request.query_params.get("thread", "") or (values or {}).get("thread", "")
@@ -96,7 +96,7 @@ async def product_page(
         if thread_id:
             thread = await api(request, "GET", f"/api/v1/comments/{quote(thread_id, safe='')}")
             if thread["product_id"] != item["id"]:
-                raise Problem(404, "that conversation belongs to another product")
+                raise ProblemError(404, "that conversation belongs to another product")
             page = await api(request, "GET", path, params={"parent_id": thread_id, "page_size": 50})
         else:
             params = {"page_size": 20, "reply_limit": 5, "sort": request.query_params.get("sort", "newest")}
@@ -106,7 +106,7 @@ async def product_page(
             if page["next_page_token"]:
                 next_comments = product_url(product_id) + "?" + urlencode({"comments_page": page["next_page_token"]})
         comments = page["items"]
-    except Problem as exc:
+    except ProblemError as exc:
         if exc.status == 401:
             raise
         problem = problem or exc
@@ -127,7 +127,7 @@ async def post_comment(request: Request) -> Response:
     product_id = request.path_params["product_id"]
     parent_id, thread = text(form, "parent_id"), text(form, "thread")
     if not session_of(request).access:
-        raise Problem(401, "please sign in to write")
+        raise ProblemError(401, "please sign in to write")
     body: dict[str, Any] = {"body": text(form, "body")}
     if parent_id:
         body["parent_id"] = parent_id
@@ -135,7 +135,7 @@ async def post_comment(request: Request) -> Response:
         body["rating"] = int(text(form, "rating"))
     try:
         made = await api(request, "POST", f"/api/v1/products/{quote(product_id, safe='')}/comments", json=body)
-    except Problem as exc:
+    except ProblemError as exc:
         if exc.status == 401 or exc.status >= 500:
             raise
         values = {"form": parent_id or "review", "body": body["body"], "rating": text(form, "rating"), "thread": thread}
@@ -151,7 +151,7 @@ async def like(request: Request) -> Response:
     method = "DELETE" if text(form, "liked") == "true" else "PUT"
     try:
         await api(request, method, f"/api/v1/comments/{quote(comment_id, safe='')}/like")
-    except Problem as exc:
+    except ProblemError as exc:
         if exc.status == 401 or exc.status >= 500:
             raise
         flash(request, exc.detail, "error")

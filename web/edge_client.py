@@ -9,7 +9,7 @@ import httpx
 
 
 @dataclass
-class Problem(Exception):
+class ProblemError(Exception):
     """An edge answer that is not a success, as a person should read it."""
 
     status: int
@@ -20,7 +20,7 @@ class Problem(Exception):
         return self.detail
 
     @classmethod
-    def of(cls, response: httpx.Response) -> Problem:
+    def of(cls, response: httpx.Response) -> ProblemError:
         try:
             body = response.json()
         except ValueError:
@@ -33,6 +33,30 @@ class Problem(Exception):
             if isinstance(item, dict):
                 errors.setdefault(str(item.get("field", "")), []).append(str(item.get("message", "")))
         return cls(response.status_code, detail, errors)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Whom a call to the edge is made for: a user's access token, a guest's cart
+    token, and the shopper's address (for the edge's per-address limits, when it
+    trusts this process)."""
+
+    token: str = ""
+    cart_token: str = ""
+    forwarded_for: str = ""
+
+    def headers(self) -> dict[str, str]:
+        sent: dict[str, str] = {}
+        if self.forwarded_for:
+            sent["X-Forwarded-For"] = self.forwarded_for
+        if self.token:
+            sent["Authorization"] = f"Bearer {self.token}"
+        if self.cart_token:
+            sent["X-Cart-Token"] = self.cart_token
+        return sent
+
+
+ANONYMOUS = Caller()
 
 
 class Edge:
@@ -49,31 +73,23 @@ class Edge:
         method: str,
         path: str,
         *,
-        token: str = "",
-        cart_token: str = "",
+        caller: Caller = ANONYMOUS,
         json: Any = None,
         params: dict[str, Any] | None = None,
         files: dict[str, tuple[str, bytes, str]] | None = None,
         headers: dict[str, str] | None = None,
-        forwarded_for: str = "",
     ) -> httpx.Response:
-        sent = dict(headers or {})
-        if forwarded_for:  # the shopper's address, for the edge's per-address limits (when it trusts this process)
-            sent["X-Forwarded-For"] = forwarded_for
-        if token:
-            sent["Authorization"] = f"Bearer {token}"
-        if cart_token:
-            sent["X-Cart-Token"] = cart_token
+        sent = {**(headers or {}), **caller.headers()}
         try:
             return await self.http.request(method, path, json=json, params=params, files=files, headers=sent)
         except httpx.HTTPError as exc:
-            raise Problem(503, "the shop is not reachable right now; try again in a moment") from exc
+            raise ProblemError(503, "the shop is not reachable right now; try again in a moment") from exc
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The JSON body of a successful call; a :class:`Problem` otherwise."""
+        """The JSON body of a successful call; a :class:`ProblemError` otherwise."""
         response = await self.send(method, path, **kwargs)
         if response.status_code >= 400:
-            raise Problem.of(response)
+            raise ProblemError.of(response)
         if response.status_code == 204 or not response.content:
             return {}
         return response.json()

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from web.edge_client import Problem
+from web.edge_client import ProblemError
 from web.pages import flash, redirect, render, status_of, text
 from web.session import CART, api, form_of, session_of
 
@@ -25,13 +25,13 @@ async def keep_cart_token(request: Request, cart: dict[str, Any]) -> None:
         session.set(CART, session.cart)
 
 
-async def cart_page(request: Request, problem: Problem | None = None) -> Response:
+async def cart_page(request: Request, problem: ProblemError | None = None) -> Response:
     session = session_of(request)
     cart: dict[str, Any] = {"lines": [], "item_count": 0, "subtotal": None}
     if session.access or session.cart:
         try:
             cart = await api(request, "GET", "/api/v1/cart")
-        except Problem as exc:
+        except ProblemError as exc:
             if exc.status not in (401, 404):
                 raise
     return await render(request, "cart.html", status=status_of(problem), cart=cart, problem=problem)
@@ -46,7 +46,7 @@ async def cart_add(request: Request) -> Response:
         quantity = 0
     try:
         cart = await api(request, "POST", "/api/v1/cart/items", json={"product_id": product_id, "quantity": quantity})
-    except Problem as problem:
+    except ProblemError as problem:
         return await cart_page(request, problem)
     await keep_cart_token(request, cart)
     return redirect(request, "/cart")
@@ -71,7 +71,7 @@ async def checkout(request: Request) -> Response:
     session = session_of(request)
     if not session.access:
         return redirect(request, "/signin?next=/checkout")
-    problem: Problem | None = None
+    problem: ProblemError | None = None
     values: dict[str, str] = {"shipping_method": "standard", "payment_method_token": "tok_approve"}
     if request.method == "POST":
         form = await form_of(request)
@@ -83,7 +83,7 @@ async def checkout(request: Request) -> Response:
                 json={"shipping_method": values.get("shipping_method", "standard"), "shipping_address": address},
                 headers={"Idempotency-Key": values.get("idempotency_key") or str(uuid.uuid4())},
             )  # fmt: skip
-        except Problem as exc:
+        except ProblemError as exc:
             problem = exc
         else:
             token = values.get("payment_method_token", "tok_approve")
@@ -92,7 +92,7 @@ async def checkout(request: Request) -> Response:
                     request, "POST", f"/api/v1/orders/{order['id']}/pay", json={"payment_method_token": token},
                     headers={"Idempotency-Key": f"pay-{order['id']}"},
                 )  # fmt: skip
-            except Problem as exc:
+            except ProblemError as exc:
                 flash(request, exc.detail, "error")
                 return redirect(request, f"/orders/{order['id']}")
             return redirect(request, f"/orders/{order['id']}")
@@ -130,7 +130,7 @@ async def order_pay(request: Request) -> Response:
             json={"payment_method_token": text(form, "payment_method_token")},
             headers={"Idempotency-Key": str(uuid.uuid4())},
         )  # fmt: skip
-    except Problem as exc:
+    except ProblemError as exc:
         flash(request, exc.detail, "error")
     return redirect(request, f"/orders/{order_id}")
 
@@ -140,6 +140,6 @@ async def order_cancel(request: Request) -> Response:
     order_id = quote(request.path_params["order_id"], safe="")
     try:
         await api(request, "POST", f"/api/v1/orders/{order_id}/cancel", json={})
-    except Problem as exc:
+    except ProblemError as exc:
         flash(request, exc.detail, "error")
     return redirect(request, f"/orders/{order_id}")

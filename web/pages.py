@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from web.edge_client import Problem
+from web.edge_client import ProblemError
 from web.session import api, current_user, session_of
 
 HERE = Path(__file__).parent
@@ -39,7 +39,7 @@ def decimal_text(value: dict[str, Any] | None) -> str:
     return f"{Decimal(int(value['amount_minor'])) / 100:.2f}" if value else ""
 
 
-def field_errors(problem: Problem | None, name: str) -> list[str]:
+def field_errors(problem: ProblemError | None, name: str) -> list[str]:
     """The messages of a field and of the fields inside it (price -> price.amount_minor)."""
     if problem is None:
         return []
@@ -96,7 +96,7 @@ async def render(request: Request, template: str, status: int = 200, **context: 
     if user is not None:
         try:
             unread = int((await api(request, "GET", "/api/v1/notifications/unread-count")).get("unread_count", 0))
-        except Problem:
+        except ProblemError:
             unread = 0
     context.setdefault("problem", None)
     context.setdefault("values", {})
@@ -114,7 +114,7 @@ def redirect(request: Request, url: str) -> Response:
     return session_of(request).apply(RedirectResponse(url, status_code=303))
 
 
-def status_of(problem: Problem | None) -> int:
+def status_of(problem: ProblemError | None) -> int:
     """The status of a page shown again with a problem (a form that was refused)."""
     if problem is None:
         return 200
@@ -137,13 +137,13 @@ def minor_units(value: str, field: str) -> int:
     try:
         amount = Decimal(value.replace(",", "."))
     except InvalidOperation:
-        raise Problem(400, CHECK_FIELDS, {field: ["must be a number, e.g. 19.99"]}) from None
+        raise ProblemError(400, CHECK_FIELDS, {field: ["must be a number, e.g. 19.99"]}) from None
     if not amount.is_finite():
-        raise Problem(400, CHECK_FIELDS, {field: ["must be a number, e.g. 19.99"]})
+        raise ProblemError(400, CHECK_FIELDS, {field: ["must be a number, e.g. 19.99"]})
     if amount < 0:
-        raise Problem(400, CHECK_FIELDS, {field: ["must not be negative"]})
+        raise ProblemError(400, CHECK_FIELDS, {field: ["must not be negative"]})
     if amount > MAX_AMOUNT:  # else an overflow, or an integer too long to send as JSON
-        raise Problem(400, CHECK_FIELDS, {field: [f"must be at most {MAX_AMOUNT}"]})
+        raise ProblemError(400, CHECK_FIELDS, {field: [f"must be at most {MAX_AMOUNT}"]})
     return int((amount * 100).to_integral_value())
 
 
@@ -151,4 +151,4 @@ def whole_number(value: str, field: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise Problem(400, CHECK_FIELDS, {field: ["must be a whole number, e.g. 12"]}) from None
+        raise ProblemError(400, CHECK_FIELDS, {field: ["must be a whole number, e.g. 12"]}) from None

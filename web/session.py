@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from web.edge_client import Edge, Problem
+from web.edge_client import Caller, Edge, ProblemError
 
 ACCESS, REFRESH, CART, CSRF = "shop_access", "shop_refresh", "shop_cart", "shop_csrf"
 COOKIE_AGE = 30 * 24 * 3600
@@ -71,11 +71,14 @@ def session_of(request: Request) -> Session:
     return found
 
 
-async def call(request: Request, method: str, path: str, **kwargs: Any) -> Any:
+async def call(
+    request: Request, method: str, path: str, *, token: str = "", cart_token: str = "", **kwargs: Any
+) -> Any:
     """A call to the edge on behalf of this request's browser, with no credentials
-    but those in ``kwargs``; the edge hears the browser's address, not this process's."""
+    but ``token`` or ``cart_token``; the edge hears the browser's address, not this process's."""
     forwarded_for = request.client.host if request.client else ""
-    return await edge(request).call(method, path, forwarded_for=forwarded_for, **kwargs)
+    caller = Caller(token=token, cart_token=cart_token, forwarded_for=forwarded_for)
+    return await edge(request).call(method, path, caller=caller, **kwargs)
 
 
 async def api(request: Request, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> Any:
@@ -86,14 +89,14 @@ async def api(request: Request, method: str, path: str, *, auth: bool = True, **
         return await call(request, method, path, cart_token="" if session.access else session.cart, **kwargs)
     try:
         return await call(request, method, path, token=session.access, **kwargs)
-    except Problem as problem:
+    except ProblemError as problem:
         if problem.status != 401 or not session.refresh:
             raise
     try:
         tokens = await call(request, "POST", "/api/v1/auth/refresh", json={"refresh_token": session.refresh})
-    except Problem:
+    except ProblemError:
         session.signed_out()
-        raise Problem(401, "your session has ended; please sign in again") from None
+        raise ProblemError(401, "your session has ended; please sign in again") from None
     session.access, session.refresh = tokens["access_token"], tokens["refresh_token"]
     session.set(ACCESS, session.access)
     session.set(REFRESH, session.refresh)
@@ -105,7 +108,7 @@ async def current_user(request: Request) -> dict[str, Any] | None:
     if session.user is None and session.access:
         try:
             session.user = await api(request, "GET", "/api/v1/users/me")
-        except Problem:
+        except ProblemError:
             session.user = None
     return session.user
 
@@ -114,7 +117,7 @@ async def require_admin(request: Request) -> dict[str, Any]:
     """The signed-in admin; a guest is sent to sign in (401), anyone else refused (403)."""
     user = await current_user(request)
     if user is None:
-        raise Problem(401, "please sign in")
+        raise ProblemError(401, "please sign in")
     if user["role"] != "admin":
         raise HTTPException(403, "this page is for the shop's administrators")
     return user

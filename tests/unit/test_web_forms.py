@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from web.categories import build
-from web.edge_client import Problem
+from web.edge_client import ProblemError
 from web.pages import minor_units, whole_number
 
 
@@ -38,7 +38,7 @@ def test_prices_become_minor_units(typed: str, minor: int) -> None:
 
 @pytest.mark.parametrize("typed", ["abc", "-1", "NaN", "sNaN", "Infinity", "", "1e999999", "1e5000"])
 def test_a_price_that_is_not_one_is_the_fields_problem(typed: str) -> None:
-    with pytest.raises(Problem) as raised:
+    with pytest.raises(ProblemError) as raised:
         minor_units(typed, "price")
     assert raised.value.status == 400
     assert list(raised.value.errors) == ["price"]
@@ -46,6 +46,6 @@ def test_a_price_that_is_not_one_is_the_fields_problem(typed: str) -> None:
 
 def test_a_count_must_be_whole() -> None:
     assert whole_number("12", "stock") == 12
-    with pytest.raises(Problem) as raised:
+    with pytest.raises(ProblemError) as raised:
         whole_number("1.5", "stock")
     assert raised.value.errors == {"stock": ["must be a whole number, e.g. 12"]}
