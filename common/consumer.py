@@ -97,25 +97,16 @@ class ConsumedEvent:
 Handler = Callable[[ConsumedEvent], Awaitable[None]]
 
 
-@dataclass(frozen=True)
-class Pacing:
-    """How an :class:`EventConsumer` takes its messages and reports on them."""
-
-    # Messages taken per poll, at most.
-    batch_size: int = 200
-    # Seconds one poll waits for the first message.
-    poll_timeout: float = 0.5
-    # Seconds between two measurements of the lag.
-    lag_interval: float = 5.0
-    # Seconds a message being parked (copied to ``<topic>.parked``) may take to be delivered.
-    park_timeout: float = 10.0
-
-
 class EventConsumer:
     """A consumer group member: ``await EventConsumer(...).run(stop)``.
 
     One instance runs once; build a new one to run again.
     """
+
+    # Seconds one poll waits for the first message.
+    poll_timeout = 0.5
+    # Seconds a poison message being copied to ``<topic>.parked`` may take to be delivered.
+    park_timeout = 10.0
 
     def __init__(
         self,
@@ -124,21 +115,20 @@ class EventConsumer:
         group_id: str,
         topics: Sequence[str],
         handler: Handler,
+        batch_size: int = 200,
         retry_base: float = 0.2,
         retry_max: float = 30.0,
-        pacing: Pacing = Pacing(),
+        lag_interval: float = 5.0,
         **config: Any,
     ) -> None:
         self.settings = settings
         self.group_id = group_id
         self.topics = list(topics)
         self.handler = handler
-        self.batch_size = pacing.batch_size
-        self.poll_timeout = pacing.poll_timeout
+        self.batch_size = batch_size
         self.retry_base = retry_base
         self.retry_max = retry_max
-        self.lag_interval = pacing.lag_interval
-        self.park_timeout = pacing.park_timeout
+        self.lag_interval = lag_interval
         self._consumer = kafka_consumer(settings, group_id, **config)
         # Every call into librdkafka (and so every rebalance callback) runs on this one thread.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{group_id}")

@@ -20,7 +20,7 @@ from shop.events.v1 import order_events_pb2
 
 from common import events
 from common.clients import KafkaProducer
-from common.consumer import PARKED_FROM, PARKED_REASON, ConsumedEvent, EventConsumer, Pacing
+from common.consumer import PARKED_FROM, PARKED_REASON, ConsumedEvent, EventConsumer
 from devstack.servers import Kafka
 from tests.kafka_helpers import consume, kafka_settings
 
@@ -234,7 +234,7 @@ async def test_lag_per_partition_is_measured_from_the_watermarks(
     async def slow(event: ConsumedEvent) -> None:
         await asyncio.sleep(0.05)
 
-    running = consumers(topic, group, slow, pacing=Pacing(batch_size=1, lag_interval=0.0))
+    running = consumers(topic, group, slow, batch_size=1, lag_interval=0.0)
     seen: list[float] = []
     while len(running.handled) < 20:
         seen.append(sum(metric("kafka_consumer_lag", group=group, topic=topic, partition=str(p)) for p in range(3)))
