@@ -302,7 +302,7 @@ def test_image_command_starts_the_process(
         healthcheck = service["healthcheck"]["test"]
         assert healthcheck[0] == "CMD"
         result = subprocess.run(
-            d.image_argv(healthcheck[1:]), env=env, cwd=app, capture_output=True, text=True, timeout=30
+            d.image_argv(healthcheck[1:]), env=env, cwd=app, capture_output=True, text=True, timeout=30, check=False
         )
         assert result.returncode == 0, f"compose healthcheck of {package} failed: {result.stderr}"
         # Prometheus metrics where the Kubernetes scrape annotations say: a port of their own.
@@ -323,7 +323,9 @@ def test_jwt_keys_job_makes_one_key_pair(app: Path, tmp_path: Path) -> None:
     job = d.compose_service("jwt_keys")
     env = d.image_env(app, {"KEYS_DIR": str(tmp_path)})
     for _ in range(2):  # the second run keeps the pair
-        result = subprocess.run(d.image_argv(job["command"]), env=env, cwd=app, capture_output=True, text=True)
+        result = subprocess.run(
+            d.image_argv(job["command"]), env=env, cwd=app, capture_output=True, text=True, check=False
+        )
         assert result.returncode == 0, result.stderr
     private = tmp_path / "jwt_private.pem"
     assert private.stat().st_mode & 0o777 == 0o600
@@ -341,7 +343,9 @@ def test_tls_certs_job_makes_a_ca_and_one_certificate_per_process(app: Path, tmp
     argv = [{"/tls": str(certs), "/tls-ca": str(ca_keys)}.get(arg, arg) for arg in job["command"]]
     first: dict[str, bytes] = {}
     for _ in range(2):  # the second run keeps what is there
-        result = subprocess.run(d.image_argv(argv), env=d.image_env(app, {}), cwd=app, capture_output=True, text=True)
+        result = subprocess.run(
+            d.image_argv(argv), env=d.image_env(app, {}), cwd=app, capture_output=True, text=True, check=False
+        )
         assert result.returncode == 0, result.stderr
         first = first or {path.name: path.read_bytes() for path in certs.iterdir()}
     assert {path.name: path.read_bytes() for path in certs.iterdir()} == first
@@ -366,7 +370,7 @@ def test_redis_users_job_writes_the_acl(app: Path, tmp_path: Path) -> None:
     job = d.compose_service("redis_users")
     acl = tmp_path / "users.acl"
     env = d.image_env(app, {**d.compose_env("redis_users"), "ACL_FILE": str(acl)})
-    result = subprocess.run(d.image_argv(job["command"]), env=env, cwd=app, capture_output=True, text=True)
+    result = subprocess.run(d.image_argv(job["command"]), env=env, cwd=app, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     port = free_port()
     argv = [binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--aclfile", str(acl)]
@@ -390,7 +394,9 @@ def test_create_bucket_job(s3: S3, app: Path) -> None:
     bucket = f"deploy-{uuid.uuid4().hex[:12]}"
     env = d.image_env(app, {**d.compose_env("create_bucket"), **s3.admin_env(), "SHOP_S3_BUCKET": bucket})
     for _ in range(2):  # idempotent
-        result = subprocess.run(d.image_argv(job["command"]), env=env, cwd=app, capture_output=True, text=True)
+        result = subprocess.run(
+            d.image_argv(job["command"]), env=env, cwd=app, capture_output=True, text=True, check=False
+        )
         assert result.returncode == 0, result.stderr
     client = boto3.client(
         "s3",

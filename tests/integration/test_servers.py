@@ -21,7 +21,7 @@ from sqlalchemy import text
 from common.clients import KafkaProducer, kafka_consumer, mongo_client, pg_engine, redis_client, s3_client
 from common.settings import S3Settings
 from devstack.docstore import FerretDB
-from devstack.servers import S3 as S3Server, Jaeger, Kafka, Postgres, Redis
+from devstack.servers import S3, Jaeger, Kafka, Postgres, Redis
 from tests.kafka_helpers import kafka_settings
 
 
@@ -96,7 +96,7 @@ async def test_redis(redis_server: Redis) -> None:
         await client.aclose()
 
 
-def test_s3_put_get_presigned(s3: S3Server) -> None:
+def test_s3_put_get_presigned(s3: S3) -> None:
     settings = S3Settings(
         s3_endpoint=s3.endpoint,
         s3_access_key=s3.admin_env()["SHOP_S3_ACCESS_KEY"],

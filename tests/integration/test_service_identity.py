@@ -145,12 +145,16 @@ def test_a_process_without_tls_material_stops_with_a_clear_message(stack: Cluste
     env["SHOP_ENV"] = mode
     if package == "edge" and mode == "production":  # production takes real payments only
         env.update(SHOP_PAYMENT_PROCESSOR="stripe", SHOP_STRIPE_WEBHOOK_SECRET="whsec_identity_test")
-    ran = subprocess.run([sys.executable, "-m", package], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    ran = subprocess.run(
+        [sys.executable, "-m", package], env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
     assert ran.returncode != 0
     assert f"{package}: SHOP_TLS_CA_FILE, SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE not set" in ran.stderr
     # A file that cannot be read is named, its contents never shown.
     env.update(stack.tls_env(package), SHOP_TLS_KEY_FILE="/nonexistent/key.pem")
-    ran = subprocess.run([sys.executable, "-m", package], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    ran = subprocess.run(
+        [sys.executable, "-m", package], env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
     assert ran.returncode != 0
     assert "cannot read the TLS private key file /nonexistent/key.pem" in ran.stderr
     assert "BEGIN" not in ran.stderr
