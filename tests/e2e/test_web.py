@@ -72,12 +72,8 @@ async def signed_in_admin(stack: Cluster, browser: Any) -> tuple[Any, str]:
     return page, email
 
 
-async def test_guest_buys_and_admin_ships(stack: Cluster, browser: Any, tmp_path: Path) -> None:
-    web = f"http://{stack.addr('web')}"
-    word = uuid.uuid4().hex[:6]
-
-    # The admin makes a category and a product with an image through the admin page.
-    admin, admin_email = await signed_in_admin(stack, browser)
+async def _admin_makes_a_product(admin: Any, web: str, word: str, tmp_path: Path) -> None:
+    """The admin makes a category and a product with an image through the admin page."""
     await admin.goto(f"{web}/admin")
     await admin.get_by_label("Category name").fill(f"Teaware {word}")
     await admin.get_by_label("Slug (e.g. tea-cups)").fill(f"teaware-{word}")
@@ -96,7 +92,9 @@ async def test_guest_buys_and_admin_ships(stack: Cluster, browser: Any, tmp_path
     picture = admin.locator(".gallery img").first
     assert await picture.evaluate("img => img.complete && img.naturalWidth") == 96, "the image loads from storage"
 
-    # Two more products in the category, through the edge's API as the admin.
+
+async def _two_more_products(stack: Cluster, admin_email: str, word: str) -> None:
+    """Two more products in the category, through the edge's API as the admin."""
     async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as http:
         login = await http.post("/api/v1/auth/login", json={"email": admin_email, "password": PASSWORD})
         token = {"Authorization": f"Bearer {login.json()['tokens']['access_token']}"}
@@ -113,9 +111,10 @@ async def test_guest_buys_and_admin_ships(stack: Cluster, browser: Any, tmp_path
             )  # fmt: skip
             assert made.status_code == 201, made.text
 
-    # A guest browses the category (cheapest first, two to a page, then the next page),
-    # filters by price, searches and adds the product to a guest cart.
-    guest = await (await browser.new_context(viewport={"width": 1000, "height": 760})).new_page()
+
+async def _guest_browses_and_fills_a_cart(guest: Any, web: str, word: str) -> None:
+    """A guest browses the category (cheapest first, two to a page, then the next page),
+    filters by price, searches and adds the product to a guest cart."""
     await guest.goto(web)
     await guest.get_by_role("link", name="Catalog").click()
     await guest.get_by_label("Category").select_option(label=f"Teaware {word}")
@@ -148,7 +147,9 @@ async def test_guest_buys_and_admin_ships(stack: Cluster, browser: Any, tmp_path
     cookies = {c["name"]: c for c in await guest.context.cookies()}
     assert cookies["shop_cart"]["httpOnly"] and cookies["shop_cart"]["sameSite"] == "Lax"
 
-    # Signing up keeps the cart.
+
+async def _signing_up_keeps_the_cart(guest: Any, word: str) -> None:
+    """Signing up keeps the cart."""
     await guest.get_by_role("link", name="Sign up").click()
     await guest.get_by_label("Email").fill(unique_email())
     await guest.get_by_label("Your name").fill("Ann")
@@ -159,7 +160,9 @@ async def test_guest_buys_and_admin_ships(stack: Cluster, browser: Any, tmp_path
     assert f"Glazed teapot {word}" in await guest.locator("#cart").inner_text()
     assert await guest.locator("#subtotal").inner_text() == "49.00 EUR"
 
-    # Checkout with an address, a shipping option and the test card: the order is paid.
+
+async def _checkout_pays(guest: Any, web: str) -> str:
+    """Checkout with an address, a shipping option and the test card: the order is paid (its id)."""
     await guest.get_by_role("link", name="Check out").click()
     labels = {"recipient_name": "Full name", "line1": "Street and number", "city": "City",
               "postal_code": "Postal code", "country_code": "Country code (e.g. DE)"}  # fmt: skip
@@ -174,8 +177,11 @@ async def test_guest_buys_and_admin_ships(stack: Cluster, browser: Any, tmp_path
     await guest.get_by_role("link", name="Orders").click()
     assert order_id[:8] in await guest.locator("table").inner_text()
     await guest.goto(f"{web}/orders/{order_id}")
+    return order_id
 
-    # The admin ships it; the shopper's open page hears of it live (the bell's stream).
+
+async def _admin_ships_and_delivers(admin: Any, guest: Any, web: str, order_id: str) -> None:
+    """The admin ships it; the shopper's open page hears of it live (the bell's stream)."""
     before = int(await guest.locator("#bell-count").inner_text())
     await admin.goto(f"{web}/admin")
     ship = admin.locator(f"form.ship[data-order='{order_id}']")
@@ -193,6 +199,19 @@ async def test_guest_buys_and_admin_ships(stack: Cluster, browser: Any, tmp_path
     assert f"Order {order_id} delivered" in await admin.get_by_role("status").inner_text()
     await guest.reload()
     assert await guest.locator("#order-status").inner_text() == "delivered"
+
+
+async def test_guest_buys_and_admin_ships(stack: Cluster, browser: Any, tmp_path: Path) -> None:
+    web = f"http://{stack.addr('web')}"
+    word = uuid.uuid4().hex[:6]
+    admin, admin_email = await signed_in_admin(stack, browser)
+    await _admin_makes_a_product(admin, web, word, tmp_path)
+    await _two_more_products(stack, admin_email, word)
+    guest = await (await browser.new_context(viewport={"width": 1000, "height": 760})).new_page()
+    await _guest_browses_and_fills_a_cart(guest, web, word)
+    await _signing_up_keeps_the_cart(guest, word)
+    order_id = await _checkout_pays(guest, web)
+    await _admin_ships_and_delivers(admin, guest, web, order_id)
 
 
 async def test_bad_input_shows_the_fields_message(stack: Cluster, browser: Any) -> None:
@@ -305,12 +324,9 @@ async def sign_up(page: Any, web: str, name: str) -> None:
     await page.get_by_role("button", name=f"Sign out ({name})").wait_for()
 
 
-async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser: Any, tmp_path: Path) -> None:
-    web = f"http://{stack.addr('web')}"
-    word = uuid.uuid4().hex[:6]
-    admin, admin_email = await signed_in_admin(stack, browser)
-
-    # A subcategory made on the admin page, under a top-level one.
+async def _admin_makes_categories(admin: Any, web: str, word: str) -> None:
+    """A subcategory made on the admin page, under a top-level one; a slug the catalog
+    refuses gets the service's message next to the slug."""
     await admin.goto(f"{web}/admin")
     for name, parent in ((f"Kitchen {word}", "None (top level)"), (f"Kettles {word}", f"Kitchen {word}")):
         await admin.get_by_label("Category name").fill(name)
@@ -328,13 +344,19 @@ async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser
     slug = admin.get_by_label("Slug (e.g. tea-cups)")
     assert await slug.input_value() == "Not A Slug!", "the form keeps what was typed"
 
+
+async def _kettle(stack: Cluster, admin_email: str, word: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Kettles category and a product in it, made through the edge's API."""
     async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as http:
         categories = (await http.get("/api/v1/categories?page_size=100")).json()["items"]
         kettles = next(c for c in categories if c["name"] == f"Kettles {word}")
         login = await http.post("/api/v1/auth/login", json={"email": admin_email, "password": PASSWORD})
         product = await make_product(http, bearer(login.json()), kettles["id"], f"Kettle {word}")
+    return kettles, product
 
-    # Edit: the admin finds it in the product list and changes its name and price.
+
+async def _admin_edits_and_sets_stock(admin: Any, web: str, word: str) -> None:
+    """Edit: the admin finds the product in the list and changes its name and price; then its stock."""
     await admin.goto(f"{web}/admin")
     await admin.get_by_role("navigation", name="Admin").get_by_role("link", name="Products").click()
     await admin.get_by_label("Find products").fill(f"kettle {word}")
@@ -356,7 +378,9 @@ async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser
     await admin.get_by_role("button", name="Set stock").click()
     await expect(admin.locator("#flash")).to_contain_text("Stock set to 17")
 
-    # Images: a file that is not an image is refused and says why; a PNG is added, then deleted.
+
+async def _admin_adds_and_deletes_an_image(admin: Any, tmp_path: Path) -> None:
+    """Images: a file that is not an image is refused and says why; a PNG is added, then deleted."""
     fake = tmp_path / "kettle.png"
     fake.write_text("not a picture")
     await admin.get_by_label("Add an image (JPEG, PNG or WebP)").set_input_files(str(fake))
@@ -372,7 +396,11 @@ async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser
     await expect(admin.locator("#flash")).to_contain_text("Image deleted")
     await expect(admin.locator(".thumbs img")).to_have_count(0)
 
-    shopper = await (await browser.new_context()).new_page()
+
+async def _shopper_sees_the_edit(
+    shopper: Any, web: str, word: str, *, product: dict[str, Any], kettles: dict[str, Any]
+) -> None:
+    """A shopper sees the new name, price and stock."""
     await sign_up(shopper, web, "Cleo")
     await shopper.goto(f"{web}/products/{product['id']}")
     assert await shopper.get_by_role("heading", level=1).inner_text() == f"Copper kettle {word}"
@@ -381,7 +409,9 @@ async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser
     await shopper.goto(f"{web}/catalog?category_id={kettles['id']}")
     assert await shopper.locator("#results .card .name").all_inner_texts() == [f"Copper kettle {word}"]
 
-    # Archive: it leaves the catalog; its page says it is no longer sold.
+
+async def _archived(admin: Any, shopper: Any, web: str, word: str, product: dict[str, Any]) -> None:
+    """Archive: it leaves the catalog; its page says it is no longer sold."""
     await admin.get_by_role("button", name="Archive product").click()
     await expect(admin.locator("#product-status")).to_have_text("archived")
     await shopper.reload()
@@ -392,7 +422,9 @@ async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser
     await admin.goto(f"{web}/admin/products?q=kettle+{word}")
     assert await admin.locator(f"tr[data-product='{product['id']}'] .state").inner_text() == "archived"
 
-    # An announcement reaches the open page of a shopper live, then the notification list.
+
+async def _announcement_reaches_the_shopper(admin: Any, shopper: Any, web: str, word: str) -> None:
+    """An announcement reaches the open page of a shopper live, then the notification list."""
     before = int(await shopper.locator("#bell-count").inner_text())
     await admin.goto(f"{web}/admin")
     await admin.get_by_label("Title").fill(f"Kettle week {word}")
@@ -410,9 +442,23 @@ async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser
     await expect(shopper.locator("#bell-count")).to_have_text("0")
 
 
-async def test_category_tree_likes_and_replies(stack: Cluster, browser: Any) -> None:
+async def test_admin_edits_stocks_archives_and_announces(stack: Cluster, browser: Any, tmp_path: Path) -> None:
     web = f"http://{stack.addr('web')}"
     word = uuid.uuid4().hex[:6]
+    admin, admin_email = await signed_in_admin(stack, browser)
+    await _admin_makes_categories(admin, web, word)
+    kettles, product = await _kettle(stack, admin_email, word)
+    await _admin_edits_and_sets_stock(admin, web, word)
+    await _admin_adds_and_deletes_an_image(admin, tmp_path)
+    shopper = await (await browser.new_context()).new_page()
+    await _shopper_sees_the_edit(shopper, web, word, product=product, kettles=kettles)
+    await _archived(admin, shopper, web, word, product)
+    await _announcement_reaches_the_shopper(admin, shopper, web, word)
+
+
+async def _garden(stack: Cluster, word: str) -> dict[str, Any]:
+    """A category with a subcategory and a product in each; the one in the
+    subcategory (answered: the watering can) has a review."""
     async with admin_api(stack) as (http, token):
         root = (await http.post("/api/v1/categories", headers=token,
                                 json={"name": f"Garden {word}", "slug": f"garden-{word}"})).json()  # fmt: skip
@@ -429,9 +475,11 @@ async def test_category_tree_likes_and_replies(stack: Cluster, browser: Any) -> 
             json={"body": f"Pours evenly {word}", "rating": 5},
         )  # fmt: skip
         assert review.status_code == 201, review.text
+    return can
 
-    # The tree: the top-level category holds both products, its subcategory only its own.
-    page = await (await browser.new_context()).new_page()
+
+async def _guest_browses_the_tree(page: Any, web: str, word: str) -> None:
+    """The tree: the top-level category holds both products, its subcategory only its own."""
     await page.goto(f"{web}/catalog")
     tree = page.get_by_role("navigation", name="Browse")
     await tree.get_by_role("link", name=f"Garden {word}").click()
@@ -451,7 +499,9 @@ async def test_category_tree_likes_and_replies(stack: Cluster, browser: Any) -> 
     assert f"Garden {word}" in await page.get_by_role("navigation", name="Breadcrumb").inner_text()
     assert await page.get_by_role("button", name="Like").count() == 0, "a guest is asked to sign in instead"
 
-    # Signed in: like the review, reply to it; both are there after a reload.
+
+async def _signed_in_likes_the_review(page: Any, web: str, word: str, can: dict[str, Any]) -> tuple[Any, Any]:
+    """Signed in: like the review; it stays liked after a reload.  Answers the review's thread and like button."""
     await sign_up(page, web, "Dana")
     await page.goto(f"{web}/products/{can['id']}")
     thread = page.locator(".review", has_text=f"Pours evenly {word}")  # a locator: found again after each reload
@@ -462,8 +512,12 @@ async def test_category_tree_likes_and_replies(stack: Cluster, browser: Any) -> 
     await page.reload()
     assert await like.get_attribute("aria-pressed") == "true"
     assert await like.locator(".likes").inner_text() == "1"
+    return thread, like
 
-    # A blank reply is refused with the message next to its box, then a real one is posted.
+
+async def _reply_and_take_the_like_back(page: Any, thread: Any, like: Any, word: str) -> None:
+    """A blank reply is refused with the message next to its box, then a real one is posted
+    (and liked); then the like on the review is taken back."""
     await thread.locator("summary").focus()
     await page.keyboard.press("Enter")  # a reply box opens from the keyboard
     await thread.get_by_label("Your reply").fill("   ")
@@ -483,6 +537,16 @@ async def test_category_tree_likes_and_replies(stack: Cluster, browser: Any) -> 
     await like.click()
     await expect(like).to_have_attribute("aria-pressed", "false")
     assert await like.locator(".likes").inner_text() == "0"
+
+
+async def test_category_tree_likes_and_replies(stack: Cluster, browser: Any) -> None:
+    web = f"http://{stack.addr('web')}"
+    word = uuid.uuid4().hex[:6]
+    can = await _garden(stack, word)
+    page = await (await browser.new_context()).new_page()
+    await _guest_browses_the_tree(page, web, word)
+    thread, like = await _signed_in_likes_the_review(page, web, word, can)
+    await _reply_and_take_the_like_back(page, thread, like, word)
 
 
 UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
