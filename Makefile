@@ -10,7 +10,7 @@ help:
 	@echo "make down      stop a cluster started by 'make up' in another terminal"
 	@echo "make status    what runs where"
 	@echo "make gen       regenerate gen/ from proto/ (buf generate, buf.gen.yaml)"
-	@echo "make lint      ruff, mypy, buf lint, buf breaking (proto/ against the previous commit)"
+	@echo "make lint      ruff, mypy, the import boundaries (lint-imports), buf lint, buf breaking (proto/ against the previous commit)"
 	@echo "make bench     set up the load tools, run every benchmark scenario (bench/BASELINE.md)"
 
 deps:
@@ -35,6 +35,7 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports --no-logo
 	.venv/bin/buf lint
 	bash scripts/check_breaking.sh
 
@@ -45,7 +46,7 @@ check-gen:
 	bash scripts/check_gen.sh
 
 clean:
-	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 # The deployable stack (compose/, deploy/k8s/), checked offline: compose config, every process's
 # environment against its settings class, the image's command lines against real servers,
