@@ -36,12 +36,6 @@ def stack(services) -> Cluster:
     return services("user_svc", "notify_svc", "edge")
 
 
-@pytest.fixture
-async def http(stack: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as client:
-        yield client
-
-
 def readme_page() -> str:
     text = README.read_text()
     found = re.search(r"<!-- browser-example:[^>]*-->\n```html\n(.*?)```", text, re.S)

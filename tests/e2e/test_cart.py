@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,12 +19,6 @@ ADDRESS = {"recipient_name": "Ann Buyer", "line1": "1 Main St", "city": "Berlin"
 @pytest.fixture(scope="module")
 def stack(services) -> Cluster:
     return services("user_svc", "product_svc", "order_svc", "edge")
-
-
-@pytest.fixture
-async def http(stack: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as client:
-        yield client
 
 
 class Admin:

@@ -4,7 +4,6 @@ document that declares the bearer scheme its *Authorize* button uses (issue 21).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 
 import httpx
@@ -17,12 +16,6 @@ from tests.e2e.helpers import assert_problem
 @pytest.fixture(scope="module")
 def stack(services) -> Cluster:
     return services("user_svc", "edge")
-
-
-@pytest.fixture
-async def http(stack: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as client:
-        yield client
 
 
 class _Links(HTMLParser):

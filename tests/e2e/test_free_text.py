@@ -5,14 +5,13 @@ with the field's violation."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from devstack.cluster import Cluster
-from tests.e2e.helpers import PASSWORD, admin_session, assert_problem, bearer, register, unique_email
+from tests.e2e.helpers import PASSWORD, assert_problem, bearer, register, unique_email
 
 BELL = "\u0007"
 ADDRESS = {"recipient_name": "Ann Buyer", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
@@ -22,17 +21,6 @@ ADDRESS = {"recipient_name": "Ann Buyer", "line1": "1 Main St", "city": "Berlin"
 @pytest.fixture(scope="module")
 def stack(services) -> Cluster:
     return services("user_svc", "product_svc", "order_svc", "notify_svc", "edge")
-
-
-@pytest.fixture
-async def http(stack: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-async def admin(http: httpx.AsyncClient, stack: Cluster) -> dict[str, Any]:
-    return await admin_session(http, stack)
 
 
 def violation(response: httpx.Response, field: str) -> str:

@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port
 from devstack.servers import Redis
-from tests.e2e.helpers import PASSWORD, admin_session, assert_problem, bearer, register, unique_email
+from tests.e2e.helpers import PASSWORD, assert_problem, bearer, register, unique_email
 
 ADDRESS = {"recipient_name": "Ann Buyer", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
            "country_code": "DE"}  # fmt: skip
@@ -131,12 +131,6 @@ def own_database(cluster: Cluster) -> str:
 @pytest.fixture(scope="module")
 def stack(services: Callable[..., Cluster]) -> Cluster:
     return services("user_svc", "product_svc", "order_svc", "comment_svc", "notify_svc", "edge")
-
-
-@pytest.fixture
-async def http(stack: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as client:
-        yield client
 
 
 @dataclass
@@ -316,11 +310,6 @@ async def test_sign_in_and_sign_up_fail_closed_while_redis_is_down(own_redis: Re
 
 
 # --- orders, comments, webhooks, streams (the suite's per-user limits) ------------------------------------
-
-
-@pytest.fixture
-async def admin(http: httpx.AsyncClient, stack: Cluster) -> dict[str, Any]:
-    return await admin_session(http, stack)
 
 
 async def new_product(http: httpx.AsyncClient, admin: dict[str, Any], stock: int = 100) -> str:

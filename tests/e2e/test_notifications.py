@@ -11,14 +11,13 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from devstack.cluster import Cluster
-from tests.e2e.helpers import admin_session, assert_problem, bearer, register
+from tests.e2e.helpers import assert_problem, bearer, register
 from tests.waiting import Receiver
 
 ADDRESS = {"recipient_name": "Ann Buyer", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
@@ -28,17 +27,6 @@ ADDRESS = {"recipient_name": "Ann Buyer", "line1": "1 Main St", "city": "Berlin"
 @pytest.fixture(scope="module")
 def stack(services) -> Cluster:
     return services("user_svc", "notify_svc", "edge")
-
-
-@pytest.fixture
-async def http(stack: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-async def admin(http: httpx.AsyncClient, stack: Cluster) -> dict[str, Any]:
-    return await admin_session(http, stack)
 
 
 class Stream:

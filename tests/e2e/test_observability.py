@@ -10,7 +10,6 @@ import secrets
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -28,12 +27,6 @@ CHAIN = ("user_svc", "product_svc", "order_svc", "notify_svc", "edge")
 @pytest.fixture(scope="module")
 def stack(services, jaeger: Jaeger) -> Cluster:
     return services(*CHAIN)
-
-
-@pytest.fixture
-async def http(stack: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as client:
-        yield client
 
 
 def _trace(jaeger: Jaeger, trace_id: str) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -28,12 +27,6 @@ SECRET = DEV_SECRETS["stripe_webhook_secret"]
 @pytest.fixture(scope="module")
 def stack(services) -> Cluster:
     return services("user_svc", "product_svc", "order_svc", "edge")
-
-
-@pytest.fixture
-async def http(stack: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as client:
-        yield client
 
 
 class Shop:

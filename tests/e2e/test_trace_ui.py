@@ -8,7 +8,6 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -30,12 +29,6 @@ def zipkin(cluster: Cluster) -> Zipkin:
 def stack(services: Any, jaeger: Jaeger, zipkin: Zipkin) -> Cluster:
     cluster: Cluster = services("user_svc", "edge")
     return cluster
-
-
-@pytest.fixture
-async def http(stack: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://{stack.addr('edge')}", timeout=30) as client:
-        yield client
 
 
 def _zipkin_trace(zipkin: Zipkin, trace_id: str) -> list[dict[str, Any]]:
