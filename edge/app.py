@@ -1,4 +1,4 @@
-"""The edge application: routes, middleware, error handling, upstream channels."""
+"""The edge application: routes, middleware, error handling, the clients of the services (edge/clients.py)."""
 
 from __future__ import annotations
 
