@@ -16,7 +16,6 @@ import getpass
 import logging
 import os
 import sys
-from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from shop.user.v1 import user_pb2, user_pb2_grpc
@@ -24,16 +23,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common import migrations, telemetry
 from common.clients import pg_engine, redis_client
-from common.errors import DomainError
+from common.errors import InvalidArgumentError
 from common.grpc_server import GrpcServer, serve
 from common.migrations import SchemaNotCurrentError
 from common.ratelimit import Limiter, Window
 from common.settings import load_settings
-from user_svc import domain
+from user_svc.accounts import Accounts
+from user_svc.domain.accounts import (
+    AdminOutcome,
+    display_name_problem,
+    email_problem,
+    normalize_email,
+    password_problem,
+)
 from user_svc.keys import KeyFileError, TokenKeys, load_private_key, token_keys
 from user_svc.passwords import Passwords
 from user_svc.ratelimit import SignInLimiter, SignInLimits
-from user_svc.server import TokenPolicy, UserService
+from user_svc.server import UserService
+from user_svc.sessions import Sessions, TokenPolicy
 from user_svc.settings import UserSettings
 from user_svc.store import Store
 
@@ -95,35 +102,20 @@ def sign_in_limits(settings: UserSettings) -> SignInLimits:
     )
 
 
-async def bootstrap_admin(settings: UserSettings, store: Store, passwords: Passwords) -> None:
+async def bootstrap_admin(settings: UserSettings, accounts: Accounts) -> None:
     """The configured first admin, created when missing."""
     assert settings.bootstrap_admin_email and settings.bootstrap_admin_password
     try:
-        email = domain.validate_email(settings.bootstrap_admin_email, "SHOP_BOOTSTRAP_ADMIN_EMAIL")
-    except DomainError as exc:
-        raise StartupError(f"SHOP_BOOTSTRAP_ADMIN_EMAIL {exc.violations[0].description}") from exc
-    existing = await store.user_by_email(email)
-    if existing is not None:
-        if existing.role != domain.ADMIN:
-            log.warning(
-                "the bootstrap admin email belongs to a customer account; not promoting it "
-                "(use `python -m user_svc create-admin` to do that on purpose)"
-            )
-        return
-    problem = domain.password_problem(settings.bootstrap_admin_password, email)
-    if problem:
-        raise StartupError(f"SHOP_BOOTSTRAP_ADMIN_PASSWORD is {problem}")
-    password_hash = await passwords.hash(settings.bootstrap_admin_password)
-    user, outcome = await store.ensure_admin(
-        email=email, display_name="Administrator", password_hash=password_hash, promote=False
-    )
-    log.info("bootstrap admin", extra={"user_id": str(user.id), "outcome": outcome})
+        await accounts.bootstrap_admin(settings.bootstrap_admin_email, settings.bootstrap_admin_password)
+    except InvalidArgumentError as exc:
+        problem = exc.violations[0]
+        raise StartupError(f"{problem.field} {problem.description}") from exc
 
 
-async def _purge_refresh_tokens(store: Store) -> None:
+async def _purge_refresh_tokens(sessions: Sessions) -> None:
     while True:
         try:
-            purged = await store.purge_refresh_tokens(datetime.now(UTC) - timedelta(days=1))
+            purged = await sessions.purge_expired()
             if purged:
                 log.info("purged expired refresh tokens", extra={"count": purged})
         except Exception as exc:  # the next round tries again
@@ -141,8 +133,9 @@ async def run(settings: UserSettings, *, stopping: asyncio.Event | None = None) 
             keys = load_keys(settings)
             passwords = make_passwords(settings)
             store = Store(engine)
+            accounts = Accounts(store=store, passwords=passwords)
             if settings.bootstrap_admin_email:
-                await bootstrap_admin(settings, store, passwords)
+                await bootstrap_admin(settings, accounts)
         except (StartupError, KeyFileError) as exc:
             return _fail(str(exc))
         try:
@@ -150,24 +143,22 @@ async def run(settings: UserSettings, *, stopping: asyncio.Event | None = None) 
         except Exception as exc:  # sign-in and sign-up answer UNAVAILABLE until Redis is back
             log.warning("Redis is not reachable at start; sign-in and sign-up wait for it", exc_info=exc)
 
-        limiter = SignInLimiter(Limiter(redis, prefix="shop:user"), sign_in_limits(settings))
-        servicer = UserService(
+        sessions = Sessions(
             store=store,
+            accounts=accounts,
             passwords=passwords,
-            limiter=limiter,
+            limiter=SignInLimiter(Limiter(redis, prefix="shop:user"), sign_in_limits(settings)),
             keys=keys,
-            policy=TokenPolicy(
-                refresh_ttl=settings.refresh_token_ttl,
-                jwks_max_age=settings.jwks_max_age,
-            ),
+            policy=TokenPolicy(refresh_ttl=settings.refresh_token_ttl, jwks_max_age=settings.jwks_max_age),
         )
+        servicer = UserService(accounts=accounts, sessions=sessions)
         server = GrpcServer(settings, keys.verifier)
         server.add(
             user_pb2_grpc.add_UserServiceServicer_to_server,
             servicer,
             user_pb2.DESCRIPTOR.services_by_name["UserService"],
         )
-        purge = asyncio.create_task(_purge_refresh_tokens(store))
+        purge = asyncio.create_task(_purge_refresh_tokens(sessions))
         log.info("token key", extra={"kid": keys.kid})
         await serve(server, stopping=stopping)
         return 0
@@ -198,16 +189,28 @@ def read_password() -> str | None:
     return first
 
 
+ADMIN_MESSAGES = {
+    AdminOutcome.CREATED: "created admin",
+    AdminOutcome.PROMOTED: "promoted to admin",
+    AdminOutcome.UPDATED: "set a new password for admin",
+    AdminOutcome.UNCHANGED: "already an admin",
+}
+
+
+def admin_input_problem(email: str, display_name: str) -> str | None:
+    """What is wrong with create-admin's arguments (normalized), or None."""
+    problem = email_problem(email)
+    if problem:
+        return f"--email {problem}"
+    problem = display_name_problem(display_name)
+    return f"--display-name {problem}" if problem else None
+
+
 async def create_admin(settings: UserSettings, email_given: str, display_name: str, reset_password: bool) -> int:
-    email = domain.normalize_email(email_given)
-    problem = domain.email_problem(email)
+    email, name = normalize_email(email_given), display_name.strip()
+    problem = admin_input_problem(email, name)
     if problem:
-        print(f"create-admin: --email {problem}", file=sys.stderr)
-        return 2
-    name = display_name.strip()
-    problem = domain.display_name_problem(name)
-    if problem:
-        print(f"create-admin: --display-name {problem}", file=sys.stderr)
+        print(f"create-admin: {problem}", file=sys.stderr)
         return 2
     engine = pg_engine(settings.database_url, pool_size=1)
     try:
@@ -216,30 +219,20 @@ async def create_admin(settings: UserSettings, email_given: str, display_name: s
         except StartupError as exc:
             print(f"create-admin: {exc}", file=sys.stderr)
             return 1
-        store = Store(engine)
-        existing = await store.user_by_email(email)
-        password_hash = None
-        if existing is None or reset_password:
+        accounts = Accounts(store=Store(engine), passwords=make_passwords(settings))
+        password = None
+        if await accounts.needs_admin_password(email, reset_password=reset_password):
             password = read_password()
             if password is None:
                 return 2
-            problem = domain.password_problem(password, email)
+            problem = password_problem(password, email)
             if problem:
                 print(f"create-admin: the password is {problem}", file=sys.stderr)
                 return 2
-            password_hash = await make_passwords(settings).hash(password)
-        user, outcome = await store.ensure_admin(
-            email=email, display_name=name, password_hash=password_hash, promote=True
-        )
+        user, outcome = await accounts.ensure_admin(email=email, display_name=name, password=password, promote=True)
     finally:
         await engine.dispose()
-    messages = {
-        "created": "created admin",
-        "promoted": "promoted to admin",
-        "updated": "set a new password for admin",
-        "unchanged": "already an admin",
-    }
-    print(f"{messages.get(outcome, outcome)} {user.email} (id {user.id})")
+    print(f"{ADMIN_MESSAGES.get(outcome, outcome.value)} {user.email} (id {user.id})")
     return 0
 
 

@@ -3,14 +3,18 @@
 The only module of user_svc that knows SQL.  The schema itself is managed by
 Alembic (``migrations/user/``); the tables below describe it for queries and
 for ``alembic revision --autogenerate``.
+
+Each method of :class:`Store` is one transaction; a use case that needs several
+steps atomically takes a :class:`Work` from ``Store.unit_of_work()``.  Rows come
+back as the domain's aggregates (``User``, ``RefreshToken``); the rules about
+them (the last admin, a refresh token's validity) are the domain's.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -37,10 +41,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from common.errors import AlreadyExistsError, FailedPreconditionError, NotFoundError, UnauthenticatedError
-from user_svc.domain import ADMIN, CUSTOMER, Cursor, Profile, SavedAddress
-
-log = logging.getLogger("shop.user.store")
+from common.errors import AlreadyExistsError
+from user_svc.domain.accounts import ADMIN, CUSTOMER, Profile, SavedAddress, User, UserCursor
+from user_svc.domain.sessions import NewRefreshToken, RefreshToken
 
 metadata = MetaData()
 
@@ -92,36 +95,9 @@ Index("refresh_tokens_expires_at_idx", refresh_tokens.c.expires_at)
 ROLE_CHANGE_LOCK = 0x5553_4552_524F_4C45  # "USERROLE"
 
 
-@dataclass(frozen=True)
-class UserRecord:
-    id: uuid.UUID
-    email: str
-    password_hash: str
-    display_name: str
-    phone: str
-    role: str
-    shipping_addresses: tuple[SavedAddress, ...]
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def profile(self) -> Profile:
-        return Profile(self.display_name, self.phone, self.shipping_addresses)
-
-
-@dataclass(frozen=True)
-class NewRefreshToken:
-    """A refresh token to store: its hash and expiry (the family is a new sign-in
-    unless given)."""
-
-    token_hash: str
-    expires_at: datetime
-    family_id: uuid.UUID = field(default_factory=uuid.uuid4)
-
-
-def _record(row: Row[Any]) -> UserRecord:
+def _user(row: Row[Any]) -> User:
     m = row._mapping
-    return UserRecord(
+    return User(
         id=m["id"],
         email=m["email"],
         password_hash=m["password_hash"],
@@ -134,118 +110,178 @@ def _record(row: Row[Any]) -> UserRecord:
     )
 
 
+def _refresh_token(row: Row[Any]) -> RefreshToken:
+    m = row._mapping
+    return RefreshToken(
+        id=m["id"],
+        family_id=m["family_id"],
+        user_id=m["user_id"],
+        expires_at=m["expires_at"],
+        used_at=m["used_at"],
+        revoked_at=m["revoked_at"],
+    )
+
+
 def _constraint(exc: sa_exc.IntegrityError) -> str | None:
     diag = getattr(exc.orig, "diag", None)
     return getattr(diag, "constraint_name", None)
 
 
-INVALID_REFRESH = "the refresh token is invalid, expired or revoked; sign in again"
-REUSED_REFRESH = (
-    "this refresh token was already used; every session of that sign-in has been ended for safety; sign in again"
-)
+def _by_email(email: str) -> Any:
+    return func.lower(users.c.email) == email.lower()
+
+
+class Work:
+    """The steps of one transaction (``Store.unit_of_work()``): committed together
+    when the block ends, rolled back when it raises."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    # -- users
+    async def insert_user(self, *, email: str, password_hash: str, display_name: str, role: str = CUSTOMER) -> User:
+        """A new account; ALREADY_EXISTS when the email is taken."""
+        try:
+            row = (
+                await self._conn.execute(
+                    users.insert()
+                    .values(
+                        id=uuid.uuid4(), email=email, password_hash=password_hash, display_name=display_name, role=role
+                    )
+                    .returning(*users.c)
+                )
+            ).one()
+        except sa_exc.IntegrityError as exc:
+            if _constraint(exc) == "users_email_key":
+                raise AlreadyExistsError("an account with this email already exists") from exc
+            raise
+        return _user(row)
+
+    async def user_by_id(self, user_id: uuid.UUID) -> User | None:
+        row = (await self._conn.execute(select(users).where(users.c.id == user_id))).first()
+        return _user(row) if row else None
+
+    async def user_for_update(self, user_id: uuid.UUID) -> User | None:
+        """The account, locked until the end of the transaction."""
+        row = (await self._conn.execute(select(users).where(users.c.id == user_id).with_for_update())).first()
+        return _user(row) if row else None
+
+    async def user_by_email_for_update(self, email: str) -> User | None:
+        row = (await self._conn.execute(select(users).where(_by_email(email)).with_for_update())).first()
+        return _user(row) if row else None
+
+    async def _update(self, user_id: uuid.UUID, **values: Any) -> User:
+        statement = update(users).where(users.c.id == user_id).values(**values, updated_at=func.now())
+        return _user((await self._conn.execute(statement.returning(*users.c))).one())
+
+    async def update_profile(self, user_id: uuid.UUID, profile: Profile) -> User:
+        return await self._update(
+            user_id,
+            display_name=profile.display_name,
+            phone=profile.phone,
+            shipping_addresses=[item.to_json() for item in profile.shipping_addresses],
+        )
+
+    async def update_role(self, user_id: uuid.UUID, role: str, *, password_hash: str | None = None) -> User:
+        """A new role (and password hash, when given)."""
+        values: dict[str, Any] = {"role": role}
+        if password_hash is not None:
+            values["password_hash"] = password_hash
+        return await self._update(user_id, **values)
+
+    async def set_password(self, user_id: uuid.UUID, password_hash: str) -> bool:
+        """A new password hash; False when the account no longer exists."""
+        result = await self._conn.execute(
+            update(users).where(users.c.id == user_id).values(password_hash=password_hash, updated_at=func.now())
+        )
+        return bool(result.rowcount)
+
+    async def lock_role_changes(self) -> None:
+        """Serialize role changes until the end of the transaction."""
+        await self._conn.execute(select(func.pg_advisory_xact_lock(ROLE_CHANGE_LOCK)))
+
+    async def count_admins(self) -> int:
+        return int(
+            (
+                await self._conn.execute(select(func.count()).select_from(users).where(users.c.role == ADMIN))
+            ).scalar_one()
+        )
+
+    # -- refresh tokens
+    async def add_refresh_token(self, user_id: uuid.UUID, token: NewRefreshToken) -> None:
+        await self._conn.execute(
+            refresh_tokens.insert().values(
+                id=uuid.uuid4(),
+                family_id=token.family_id,
+                user_id=user_id,
+                token_hash=token.token_hash,
+                expires_at=token.expires_at,
+            )
+        )
+
+    async def refresh_token_for_update(self, token_hash: str) -> RefreshToken | None:
+        """The token with this hash, locked: of two concurrent rotations of one
+        token only the first finds it unused."""
+        row = (
+            await self._conn.execute(
+                select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash).with_for_update()
+            )
+        ).first()
+        return _refresh_token(row) if row else None
+
+    async def mark_used(self, token_id: uuid.UUID) -> None:
+        await self._conn.execute(
+            update(refresh_tokens).where(refresh_tokens.c.id == token_id).values(used_at=func.now())
+        )
+
+    async def _revoke(self, where: Any) -> int:
+        result = await self._conn.execute(
+            update(refresh_tokens).where(where, refresh_tokens.c.revoked_at.is_(None)).values(revoked_at=func.now())
+        )
+        return int(result.rowcount)
+
+    async def revoke_family(self, family_id: uuid.UUID) -> int:
+        """End one session (every token of one sign-in); how many tokens were live."""
+        return await self._revoke(refresh_tokens.c.family_id == family_id)
+
+    async def revoke_sessions(self, user_id: uuid.UUID) -> int:
+        """End every session of an account."""
+        return await self._revoke(refresh_tokens.c.user_id == user_id)
+
+    async def family_of(self, token_hash: str) -> uuid.UUID | None:
+        statement = select(refresh_tokens.c.family_id).where(refresh_tokens.c.token_hash == token_hash)
+        family: uuid.UUID | None = (await self._conn.execute(statement)).scalar_one_or_none()
+        return family
 
 
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    # -- users
-    async def create_user(
-        self,
-        *,
-        email: str,
-        password_hash: str,
-        display_name: str,
-        role: str = CUSTOMER,
-        refresh: NewRefreshToken | None = None,
-    ) -> UserRecord:
-        """A new account (and its first refresh token, in the same transaction)."""
-        try:
-            async with self.engine.begin() as conn:
-                row = (
-                    await conn.execute(
-                        users.insert()
-                        .values(
-                            id=uuid.uuid4(),
-                            email=email,
-                            password_hash=password_hash,
-                            display_name=display_name,
-                            role=role,
-                        )
-                        .returning(*users.c)
-                    )
-                ).one()
-                user = _record(row)
-                if refresh is not None:
-                    await self._insert_refresh(conn, user.id, refresh)
-                return user
-        except sa_exc.IntegrityError as exc:
-            if _constraint(exc) == "users_email_key":
-                raise AlreadyExistsError("an account with this email already exists") from exc
-            raise
-
-    async def user_by_id(self, user_id: uuid.UUID) -> UserRecord | None:
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[Work]:
+        """One transaction: committed when the block ends, rolled back when it raises."""
         async with self.engine.begin() as conn:
-            row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
-        return _record(row) if row else None
+            yield Work(conn)
 
-    async def user_by_email(self, email: str) -> UserRecord | None:
+    # -- single steps, each a transaction of its own
+    async def user_by_id(self, user_id: uuid.UUID) -> User | None:
+        async with self.unit_of_work() as work:
+            return await work.user_by_id(user_id)
+
+    async def user_by_email(self, email: str) -> User | None:
         async with self.engine.begin() as conn:
-            row = (await conn.execute(select(users).where(func.lower(users.c.email) == email.lower()))).first()
-        return _record(row) if row else None
+            row = (await conn.execute(select(users).where(_by_email(email)))).first()
+        return _user(row) if row else None
 
-    async def users_by_ids(self, user_ids: Sequence[uuid.UUID]) -> list[UserRecord]:
+    async def users_by_ids(self, user_ids: Sequence[uuid.UUID]) -> list[User]:
         if not user_ids:
             return []
         async with self.engine.begin() as conn:
             rows = (await conn.execute(select(users).where(users.c.id.in_(list(user_ids))))).all()
-        return [_record(row) for row in rows]
+        return [_user(row) for row in rows]
 
-    async def update_profile(self, user_id: uuid.UUID, change: Callable[[Profile], Profile]) -> UserRecord | None:
-        """Apply ``change`` to the current profile under a row lock (so concurrent
-        edits of the address list never lose one another's ids)."""
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(select(users).where(users.c.id == user_id).with_for_update())).first()
-            if row is None:
-                return None
-            new = change(_record(row).profile)
-            updated = (
-                await conn.execute(
-                    update(users)
-                    .where(users.c.id == user_id)
-                    .values(
-                        display_name=new.display_name,
-                        phone=new.phone,
-                        shipping_addresses=[item.to_json() for item in new.shipping_addresses],
-                        updated_at=func.now(),
-                    )
-                    .returning(*users.c)
-                )
-            ).one()
-        return _record(updated)
-
-    async def replace_password_hash(self, user_id: uuid.UUID, old_hash: str, new_hash: str) -> bool:
-        """Upgrade a hash to new parameters, unless the password changed meanwhile."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(users)
-                .where(users.c.id == user_id, users.c.password_hash == old_hash)
-                .values(password_hash=new_hash)
-            )
-        return bool(result.rowcount)
-
-    async def change_password(self, user_id: uuid.UUID, new_hash: str, refresh: NewRefreshToken) -> None:
-        """New password, every session revoked, one new session: all or nothing."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(users).where(users.c.id == user_id).values(password_hash=new_hash, updated_at=func.now())
-            )
-            if not result.rowcount:
-                raise NotFoundError("the account no longer exists")
-            await self._revoke(conn, refresh_tokens.c.user_id == user_id)
-            await self._insert_refresh(conn, user_id, refresh)
-
-    async def list_users(self, *, limit: int, after: Cursor | None, query: str, role: str | None) -> list[UserRecord]:
+    async def list_users(self, *, limit: int, after: UserCursor | None, query: str, role: str | None) -> list[User]:
         """Newest first; ``query`` is a lower-case prefix of email or display name."""
         stmt = select(users)
         if query:
@@ -262,166 +298,31 @@ class Store:
         stmt = stmt.order_by(users.c.created_at.desc(), users.c.id.desc()).limit(limit)
         async with self.engine.begin() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [_record(row) for row in rows]
+        return [_user(row) for row in rows]
 
-    async def set_role(self, user_id: uuid.UUID, role: str) -> UserRecord:
-        """Change a role; refuses to demote the last admin (role changes are
-        serialized, so two admins demoting each other cannot leave none)."""
+    async def replace_password_hash(self, user_id: uuid.UUID, old_hash: str, new_hash: str) -> bool:
+        """Upgrade a hash to new parameters, unless the password changed meanwhile."""
         async with self.engine.begin() as conn:
-            await conn.execute(select(func.pg_advisory_xact_lock(ROLE_CHANGE_LOCK)))
-            row = (await conn.execute(select(users).where(users.c.id == user_id).with_for_update())).first()
-            if row is None:
-                raise NotFoundError("no user with this id")
-            current = _record(row)
-            if current.role == role:
-                return current
-            if current.role == ADMIN:
-                admins = (
-                    await conn.execute(select(func.count()).select_from(users).where(users.c.role == ADMIN))
-                ).scalar_one()
-                if admins <= 1:
-                    raise FailedPreconditionError(
-                        "this is the last admin: make another user admin first", reason="LAST_ADMIN"
-                    )
-            updated = (
-                await conn.execute(
-                    update(users)
-                    .where(users.c.id == user_id)
-                    .values(role=role, updated_at=func.now())
-                    .returning(*users.c)
-                )
-            ).one()
-        return _record(updated)
-
-    async def ensure_admin(
-        self, *, email: str, display_name: str, password_hash: str | None, promote: bool
-    ) -> tuple[UserRecord, str]:
-        """Create an admin, or (with ``promote``) make the existing account one, and
-        set its password when a hash is given.  Returns the account and what
-        happened: "created", "promoted", "updated", "unchanged" or "exists"."""
-        async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(select(users).where(func.lower(users.c.email) == email).with_for_update())
-            ).first()
-            if row is None:
-                if password_hash is None:
-                    raise NotFoundError("no account with this email; a password is needed to create it")
-                created = (
-                    await conn.execute(
-                        users.insert()
-                        .values(
-                            id=uuid.uuid4(),
-                            email=email,
-                            password_hash=password_hash,
-                            display_name=display_name,
-                            role=ADMIN,
-                        )
-                        .returning(*users.c)
-                    )
-                ).one()
-                return _record(created), "created"
-            current = _record(row)
-            if not promote:
-                return current, "exists"
-            values: dict[str, Any] = {}
-            if current.role != ADMIN:
-                values["role"] = ADMIN
-            if password_hash is not None:
-                values["password_hash"] = password_hash
-                await self._revoke(conn, refresh_tokens.c.user_id == current.id)
-            if not values:
-                return current, "unchanged"
-            updated = (
-                await conn.execute(
-                    update(users)
-                    .where(users.c.id == current.id)
-                    .values(**values, updated_at=func.now())
-                    .returning(*users.c)
-                )
-            ).one()
-        return _record(updated), "promoted" if "role" in values else "updated"
-
-    # -- refresh tokens
-    async def _insert_refresh(self, conn: AsyncConnection, user_id: uuid.UUID, token: NewRefreshToken) -> None:
-        await conn.execute(
-            refresh_tokens.insert().values(
-                id=uuid.uuid4(),
-                family_id=token.family_id,
-                user_id=user_id,
-                token_hash=token.token_hash,
-                expires_at=token.expires_at,
+            result = await conn.execute(
+                update(users)
+                .where(users.c.id == user_id, users.c.password_hash == old_hash)
+                .values(password_hash=new_hash)
             )
-        )
-
-    async def _revoke(self, conn: AsyncConnection, where: Any) -> int:
-        result = await conn.execute(
-            update(refresh_tokens).where(where, refresh_tokens.c.revoked_at.is_(None)).values(revoked_at=func.now())
-        )
-        return int(result.rowcount)
+        return bool(result.rowcount)
 
     async def add_refresh_token(self, user_id: uuid.UUID, token: NewRefreshToken) -> None:
-        async with self.engine.begin() as conn:
-            await self._insert_refresh(conn, user_id, token)
-
-    async def rotate_refresh_token(
-        self, token_hash: str, new_hash: str, new_expires_at: datetime, now: datetime
-    ) -> UserRecord:
-        """Exchange a refresh token for a new one of the same family.
-
-        The row is locked (``FOR UPDATE``), so of two concurrent rotations of one
-        token only the first succeeds; the second finds it used.  Presenting a
-        used token again is reuse: the whole family is revoked (committed) and
-        the call fails with REFRESH_TOKEN_REUSED.
-        """
-        reused = False
-        async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash).with_for_update()
-                )
-            ).first()
-            if row is None:
-                raise UnauthenticatedError(INVALID_REFRESH, reason="INVALID_TOKEN")
-            token = row._mapping
-            if token["used_at"] is not None:
-                revoked = await self._revoke(conn, refresh_tokens.c.family_id == token["family_id"])
-                log.warning(
-                    "refresh token reuse: family revoked",
-                    extra={"user_id": str(token["user_id"]), "family_id": str(token["family_id"]), "revoked": revoked},
-                )
-                reused = True
-            elif token["revoked_at"] is not None or token["expires_at"] <= now:
-                raise UnauthenticatedError(INVALID_REFRESH, reason="INVALID_TOKEN")
-            else:
-                user_row = (await conn.execute(select(users).where(users.c.id == token["user_id"]))).first()
-                if user_row is None:
-                    raise UnauthenticatedError(INVALID_REFRESH, reason="INVALID_TOKEN")
-                await conn.execute(
-                    update(refresh_tokens).where(refresh_tokens.c.id == token["id"]).values(used_at=func.now())
-                )
-                await self._insert_refresh(
-                    conn,
-                    token["user_id"],
-                    NewRefreshToken(token_hash=new_hash, expires_at=new_expires_at, family_id=token["family_id"]),
-                )
-                return _record(user_row)
-        # Outside the transaction: the family's revocation is committed first.
-        assert reused
-        raise UnauthenticatedError(REUSED_REFRESH, reason="REFRESH_TOKEN_REUSED")
+        async with self.unit_of_work() as work:
+            await work.add_refresh_token(user_id, token)
 
     async def revoke_session(self, token_hash: str) -> int:
         """End the session (token family) of a refresh token; 0 when unknown."""
-        async with self.engine.begin() as conn:
-            family = (
-                await conn.execute(select(refresh_tokens.c.family_id).where(refresh_tokens.c.token_hash == token_hash))
-            ).scalar_one_or_none()
-            if family is None:
-                return 0
-            return await self._revoke(conn, refresh_tokens.c.family_id == family)
+        async with self.unit_of_work() as work:
+            family = await work.family_of(token_hash)
+            return 0 if family is None else await work.revoke_family(family)
 
     async def revoke_all_sessions(self, user_id: uuid.UUID) -> int:
-        async with self.engine.begin() as conn:
-            return await self._revoke(conn, refresh_tokens.c.user_id == user_id)
+        async with self.unit_of_work() as work:
+            return await work.revoke_sessions(user_id)
 
     async def purge_refresh_tokens(self, expired_before: datetime) -> int:
         """Forget tokens that expired before the given time (they can no longer be

@@ -146,7 +146,7 @@ def stack(services: Callable[..., Cluster]) -> Cluster:
 @pytest.fixture(scope="module")
 async def stub(stack: Cluster) -> AsyncIterator[Stub]:
     async with stack.channel("user_svc") as channel:
-        yield user_pb2_grpc.UserServiceStub(channel)  # type: ignore[misc]
+        yield user_pb2_grpc.UserServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ async def private(stack: Cluster) -> AsyncIterator[Private]:
         async with stack.channel(f"127.0.0.1:{port}") as channel:
             yield Private(
                 f"127.0.0.1:{port}", database, admin_email, admin_password, user_pb2_grpc.UserServiceStub(channel)
-            )  # type: ignore[arg-type]
+            )
     finally:
         process.stop()
 
@@ -673,7 +673,7 @@ async def test_a_client_address_from_another_caller_than_the_edge_is_ignored(pri
     await register(private.stub, email)
     results = []
     async with stack.channel(private.addr, identity="order_svc") as channel:
-        other: Stub = user_pb2_grpc.UserServiceStub(channel)  # type: ignore[assignment]
+        other: Stub = user_pb2_grpc.UserServiceStub(channel)
         for _ in range(6):  # SHOP_LOGIN_ADDRESS_LIMIT=5 per 2 s; a new made-up address each time
             try:
                 await login(other, email, PASSWORD, ip())

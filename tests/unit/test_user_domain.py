@@ -1,4 +1,4 @@
-"""The pure account rules of user_svc (user_svc/domain.py)."""
+"""The pure account and session rules of user_svc (user_svc/domain/), and its role mapping (user_svc/convert.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 import pytest
 from shop.user.v1 import user_pb2
 
+from common import paging, validation
 from common.errors import InvalidArgumentError
-from user_svc import domain
-from user_svc.domain import Address, Cursor, Profile, SavedAddress
+from common.validation import Address
+from user_svc import convert
+from user_svc.domain import accounts as domain, sessions
+from user_svc.domain.accounts import Profile, SavedAddress, UserCursor
 
 
 def _fields(exc: pytest.ExceptionInfo[InvalidArgumentError]) -> dict[str, str]:
@@ -115,8 +118,8 @@ def test_display_name(name: str, ok: bool) -> None:
     ],
 )
 def test_phone_is_e164(raw: str, normalized: str, ok: bool) -> None:
-    assert domain.normalize_phone(raw) == normalized
-    assert (domain.phone_problem(normalized) is None) is ok
+    assert validation.normalize_phone(raw) == normalized
+    assert (validation.phone_problem(normalized) is None) is ok
 
 
 # --- addresses ------------------------------------------------------------------------
@@ -223,27 +226,27 @@ def test_profile_update_reports_bad_values() -> None:
 
 
 def test_role_mapping() -> None:
-    assert domain.role_from_proto(user_pb2.ROLE_ADMIN) == "admin"
-    assert domain.role_from_proto(user_pb2.ROLE_CUSTOMER) == "customer"
-    assert domain.role_to_proto("admin") == user_pb2.ROLE_ADMIN
-    assert domain.role_filter_from_proto(user_pb2.ROLE_UNSPECIFIED) is None
+    assert convert.role_from_proto(user_pb2.ROLE_ADMIN) == "admin"
+    assert convert.role_from_proto(user_pb2.ROLE_CUSTOMER) == "customer"
+    assert convert.role_to_proto("admin") == user_pb2.ROLE_ADMIN
+    assert convert.role_filter_from_proto(user_pb2.ROLE_UNSPECIFIED) is None
     with pytest.raises(InvalidArgumentError) as raised:
-        domain.role_from_proto(user_pb2.ROLE_UNSPECIFIED)
+        convert.role_from_proto(user_pb2.ROLE_UNSPECIFIED)
     assert "role" in _fields(raised)
     with pytest.raises(InvalidArgumentError):
-        domain.role_from_proto(42)
+        convert.role_from_proto(42)
 
 
 # --- refresh tokens ------------------------------------------------------------------------
 
 
 def test_refresh_tokens_are_random_and_hashed() -> None:
-    tokens = {domain.new_refresh_token() for _ in range(100)}
+    tokens = {sessions.new_refresh_token() for _ in range(100)}
     assert len(tokens) == 100
     token = tokens.pop()
     assert len(token) >= 43  # 256 bits
-    digest = domain.hash_refresh_token(token)
-    assert digest == domain.hash_refresh_token(token)
+    digest = sessions.hash_refresh_token(token)
+    assert digest == sessions.hash_refresh_token(token)
     assert len(digest) == 64 and token not in digest
 
 
@@ -251,32 +254,32 @@ def test_refresh_tokens_are_random_and_hashed() -> None:
 
 
 def test_page_size_default_clamp_and_negative() -> None:
-    assert domain.page_size(0) == 20
-    assert domain.page_size(7) == 7
-    assert domain.page_size(1000) == 100
+    assert paging.page_size(0) == 20
+    assert paging.page_size(7) == 7
+    assert paging.page_size(1000) == 100
     with pytest.raises(InvalidArgumentError) as raised:
-        domain.page_size(-1)
+        paging.page_size(-1)
     assert "page.page_size" in _fields(raised)
 
 
 def test_page_token_round_trip_keeps_microseconds() -> None:
-    cursor = Cursor(created_at=datetime(2025, 3, 4, 5, 6, 7, 891234, tzinfo=UTC), id=uuid.uuid4())
-    key = domain.filters_key("ali", "admin")
-    token = domain.encode_page_token(cursor, key)
-    assert domain.decode_page_token(token, key) == cursor
-    assert domain.decode_page_token("", key) is None
+    cursor = UserCursor(created_at=datetime(2025, 3, 4, 5, 6, 7, 891234, tzinfo=UTC), id=uuid.uuid4())
+    key = domain.list_scope("ali", "admin")
+    token = domain.encode_cursor(cursor, key)
+    assert domain.decode_cursor(token, key) == cursor
+    assert domain.decode_cursor("", key) is None
     assert str(cursor.id) not in token and "2025" not in token  # opaque
 
 
 def test_page_token_is_bound_to_its_filters_and_refuses_garbage() -> None:
-    cursor = Cursor(created_at=datetime.now(UTC), id=uuid.uuid4())
-    token = domain.encode_page_token(cursor, domain.filters_key("ali", ""))
+    cursor = UserCursor(created_at=datetime.now(UTC), id=uuid.uuid4())
+    token = domain.encode_cursor(cursor, domain.list_scope("ali", ""))
     with pytest.raises(InvalidArgumentError) as raised:
-        domain.decode_page_token(token, domain.filters_key("bob", ""))
+        domain.decode_cursor(token, domain.list_scope("bob", ""))
     assert "other filters" in _fields(raised)["page.page_token"]
     for garbage in ("nonsense", "e30", "!!!", token[:-3]):
         with pytest.raises(InvalidArgumentError):
-            domain.decode_page_token(garbage, domain.filters_key("ali", ""))
+            domain.decode_cursor(garbage, domain.list_scope("ali", ""))
 
 
 def test_batch_ids() -> None:
@@ -297,12 +300,12 @@ def test_batch_ids() -> None:
     [("ipv4:127.0.0.1:5000", "127.0.0.1"), ("ipv6:[::1]:5000", "::1"), ("unix:/tmp/sock", "unix:/tmp/sock")],
 )
 def test_peer_host(peer: str, host: str) -> None:
-    assert domain.peer_host(peer) == host
+    assert sessions.peer_host(peer) == host
 
 
 def test_address_bucket_groups_ipv6_by_64() -> None:
-    assert domain.address_bucket("203.0.113.7") == "203.0.113.7"
-    assert domain.address_bucket("2001:db8:1:2:aaaa::1") == domain.address_bucket("2001:db8:1:2:bbbb::2")
-    assert domain.address_bucket("2001:db8:1:2::1") != domain.address_bucket("2001:db8:1:3::1")
-    assert domain.address_bucket("::ffff:203.0.113.7") == "203.0.113.7"
-    assert domain.address_bucket("") == "unknown"
+    assert sessions.address_bucket("203.0.113.7") == "203.0.113.7"
+    assert sessions.address_bucket("2001:db8:1:2:aaaa::1") == sessions.address_bucket("2001:db8:1:2:bbbb::2")
+    assert sessions.address_bucket("2001:db8:1:2::1") != sessions.address_bucket("2001:db8:1:3::1")
+    assert sessions.address_bucket("::ffff:203.0.113.7") == "203.0.113.7"
+    assert sessions.address_bucket("") == "unknown"

@@ -1,4 +1,6 @@
-"""The rules of accounts: plain Python, no I/O.
+"""The rules of accounts and their aggregate, the user: email and password
+policy, profiles and saved addresses, roles, listing.  Plain Python: no I/O, no
+protobuf, no database types.
 
 Validation failures raise :class:`~common.errors.InvalidArgumentError` with one
 :class:`~common.errors.FieldViolation` per bad field (paths relative to the
@@ -8,44 +10,36 @@ reason ``VALIDATION_FAILED``.
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
+import enum
 import re
-import secrets
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from shop.user.v1 import user_pb2
-
-from common import validation
-from common.errors import FieldViolation, InvalidArgumentError
-
-# The shared rules (common/validation.py), used through this module too.
+from common import paging
+from common.errors import (
+    FailedPreconditionError,
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 from common.validation import (
-    COUNTRY_CODES as COUNTRY_CODES,
-    MAX_PAGE_SIZE as MAX_PAGE_SIZE,
-    VALIDATION_FAILED as VALIDATION_FAILED,
-    Address as Address,
-    Cursor as Cursor,
-    Violations as Violations,
-    control_problem as control_problem,
-    decode_page_token as decode_page_token,
-    encode_page_token as encode_page_token,
-    filters_key as filters_key,
-    invalid as invalid,
-    normalize_phone as normalize_phone,
-    page_size as page_size,
-    parse_uuid as parse_uuid,
-    phone_problem as phone_problem,
-    validate_address as validate_address,
+    Address,
+    Violations,
+    control_problem,
+    invalid,
+    normalize_phone,
+    parse_uuid,
+    phone_problem,
+    validate_address,
 )
 
-
-def require_uuid(value: str, path: str) -> uuid.UUID:
-    return validation.require_uuid(value, path, "a user id")
+if TYPE_CHECKING:
+    from common.auth import Principal
 
 
 # --- email -----------------------------------------------------------------
@@ -273,52 +267,88 @@ def apply_profile_update(current: Profile, paths: Sequence[str], new: Profile) -
     return result
 
 
-# --- roles ---------------------------------------------------------------------
+# --- accounts --------------------------------------------------------------------
 
 CUSTOMER = "customer"
 ADMIN = "admin"
-_ROLE_BY_PROTO: dict[int, str] = {user_pb2.ROLE_CUSTOMER: CUSTOMER, user_pb2.ROLE_ADMIN: ADMIN}
-_PROTO_BY_ROLE: dict[str, user_pb2.Role.ValueType] = {CUSTOMER: user_pb2.ROLE_CUSTOMER, ADMIN: user_pb2.ROLE_ADMIN}
 
 
-def role_from_proto(value: int, path: str = "role") -> str:
-    role = _ROLE_BY_PROTO.get(value)
-    if role is None:
-        raise invalid(FieldViolation(path, "must be ROLE_CUSTOMER or ROLE_ADMIN"))
-    return role
+@dataclass(frozen=True)
+class User:
+    """An account: who it is, its credentials' hash, its profile and its role."""
+
+    id: uuid.UUID
+    email: str
+    password_hash: str
+    display_name: str
+    phone: str
+    role: str
+    shipping_addresses: tuple[SavedAddress, ...]
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def profile(self) -> Profile:
+        return Profile(self.display_name, self.phone, self.shipping_addresses)
 
 
-def role_filter_from_proto(value: int, path: str = "role") -> str | None:
-    """A list filter: ROLE_UNSPECIFIED means every role."""
-    if value == user_pb2.ROLE_UNSPECIFIED:
-        return None
-    return role_from_proto(value, path)
+def no_account() -> UnauthenticatedError:
+    """A valid access token whose account is gone (or whose subject is no user id)."""
+    return UnauthenticatedError("the access token names no account; sign in again", reason="INVALID_TOKEN")
 
 
-def role_to_proto(role: str) -> user_pb2.Role.ValueType:
-    return _PROTO_BY_ROLE.get(role, user_pb2.ROLE_UNSPECIFIED)
+def no_such_user() -> NotFoundError:
+    return NotFoundError("no user with this id")
 
 
-# --- refresh tokens -------------------------------------------------------------
+def check_may_read(principal: Principal, user_ids: Sequence[str]) -> None:
+    """Readers of other accounts: an admin or the account's owner.  Internal
+    callers (e.g. comment_svc resolving author names) need a service identity,
+    which the shared auth does not have yet; until then they call as an admin."""
 
-REFRESH_TOKEN_MAX = 256
+    def same(raw: str) -> str:
+        return str(parse_uuid(raw) or raw)
 
-
-def new_refresh_token() -> str:
-    """An opaque refresh token (256 random bits); only its hash is stored."""
-    return secrets.token_urlsafe(32)
-
-
-def hash_refresh_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    if not principal.is_admin and any(same(user_id) != same(principal.user_id) for user_id in user_ids):
+        raise PermissionDeniedError("only an admin or the account's owner may read an account", reason="NOT_OWNER")
 
 
-def refresh_expiry(now: datetime, ttl_seconds: int) -> datetime:
-    return now + timedelta(seconds=ttl_seconds)
+def is_demotion(current: User, role: str) -> bool:
+    return current.role == ADMIN and role != ADMIN
 
 
-# --- ids and paging ---------------------------------------------------------------
+def check_demotion(admins: int) -> None:
+    """The last admin is never demoted (``admins``: how many there are now)."""
+    if admins <= 1:
+        raise FailedPreconditionError("this is the last admin: make another user admin first", reason="LAST_ADMIN")
 
+
+class AdminOutcome(enum.StrEnum):
+    """What making an account an admin did (create-admin, the bootstrap admin)."""
+
+    CREATED = "created"
+    PROMOTED = "promoted"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    EXISTS = "exists"
+
+
+def admin_outcome(current: User | None, *, new_password: bool, promote: bool) -> AdminOutcome:
+    """Create an admin when ``current`` is None (a password is needed), or (with
+    ``promote``) make the existing account one and set its password when a new
+    one is given; without ``promote`` an existing account stays as it is."""
+    if current is None:
+        if not new_password:
+            raise NotFoundError("no account with this email; a password is needed to create it")
+        return AdminOutcome.CREATED
+    if not promote:
+        return AdminOutcome.EXISTS
+    if current.role != ADMIN:
+        return AdminOutcome.PROMOTED
+    return AdminOutcome.UPDATED if new_password else AdminOutcome.UNCHANGED
+
+
+# --- ids, listing and paging ----------------------------------------------------------
 
 MAX_BATCH = 100
 
@@ -345,31 +375,48 @@ def list_query(raw: str, path: str = "query") -> str:
     return query
 
 
-# --- client addresses (login rate limit) -------------------------------------------
+@dataclass(frozen=True)
+class UserCursor:
+    """Position after the last user of a page, in (created_at, id) descending order."""
+
+    created_at: datetime
+    id: uuid.UUID
 
 
-def peer_host(peer: str) -> str:
-    """The host of a gRPC peer string: "ipv4:127.0.0.1:5000" -> "127.0.0.1",
-    "ipv6:[::1]:5000" -> "::1"; anything else is returned as given."""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rpartition(":")[0] or rest
-    if kind == "ipv6":
-        host = rest.rpartition(":")[0] if rest.startswith("[") else rest
-        return host.strip("[]") or rest
-    return peer
+@dataclass(frozen=True)
+class UserQuery:
+    """A page of the user list: at most ``page_size`` users after ``page_token``,
+    whose email or display name starts with ``query``, of one role or all."""
+
+    page_size: int
+    page_token: str
+    query: str
+    role: str | None
 
 
-def address_bucket(address: str) -> str:
-    """The rate-limit bucket of a client address: the IPv4 address itself, the
-    /64 network for IPv6 (one subscriber usually holds a whole /64)."""
-    candidate = address.strip()
-    try:
-        ip = ipaddress.ip_address(candidate.strip("[]"))
-    except ValueError:
-        return candidate[:100] or "unknown"
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
-    return str(ip)
+@dataclass(frozen=True)
+class UserPage:
+    users: list[User]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class UserBatch:
+    users: list[User]
+    missing_ids: list[str]
+
+
+def list_scope(query: str, role: str | None) -> str:
+    """What a page token of the user list is bound to: its filters."""
+    return paging.scope(query, role or "")
+
+
+def encode_cursor(cursor: UserCursor, scope: str) -> str:
+    return paging.encode_page_token({"t": paging.micros(cursor.created_at), "i": cursor.id.hex}, scope)
+
+
+def decode_cursor(token: str, scope: str) -> UserCursor | None:
+    position = paging.decode_page_token(token, scope)
+    if position is None:
+        return None
+    return UserCursor(created_at=position.moment("t"), id=position.identifier("i"))
