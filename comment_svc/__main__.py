@@ -16,10 +16,11 @@ import sys
 
 from shop.comment.v1 import comment_pb2, comment_pb2_grpc
 
+from comment_svc.clients import Clients
+from comment_svc.comments import Comments
 from comment_svc.server import CommentService
 from comment_svc.settings import CommentSettings
 from comment_svc.store import Store
-from comment_svc.upstreams import Upstreams
 from common import grpc_server
 from common.clients import KafkaProducer, pg_engine, redis_client
 from common.grpc_server import GrpcServer, serve
@@ -48,7 +49,7 @@ async def run(settings: CommentSettings, *, stopping: asyncio.Event | None = Non
         except SchemaNotCurrentError as exc:
             return _fail(str(exc))
         stop = stopping or asyncio.Event()
-        upstreams = Upstreams(settings)
+        clients = Clients(settings)
         producer = KafkaProducer(settings)
         relay = asyncio.create_task(OutboxRelay(engine, producer).run(stop))
         try:
@@ -56,10 +57,12 @@ async def run(settings: CommentSettings, *, stopping: asyncio.Event | None = Non
             server.add(
                 comment_pb2_grpc.add_CommentServiceServicer_to_server,
                 CommentService(
-                    store=Store(engine),
-                    upstreams=upstreams,
-                    limiter=Limiter(redis, prefix="shop:comment"),
-                    create_window=Window("comments", settings.comment_create_limit, settings.comment_create_window),
+                    Comments(
+                        store=Store(engine),
+                        clients=clients,
+                        limiter=Limiter(redis, prefix="shop:comment"),
+                        create_window=Window("comments", settings.comment_create_limit, settings.comment_create_window),
+                    )
                 ),
                 comment_pb2.DESCRIPTOR.services_by_name["CommentService"],
             )
@@ -74,7 +77,7 @@ async def run(settings: CommentSettings, *, stopping: asyncio.Event | None = Non
                 log.exception("the outbox relay failed")
             with contextlib.suppress(Exception):
                 await producer.close(flush_seconds=RELAY_STOP_GRACE)
-            await upstreams.close()
+            await clients.close()
         return 0
     finally:
         await redis.aclose()

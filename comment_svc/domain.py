@@ -8,17 +8,16 @@ PERMISSION_DENIED (``NOT_OWNER``) and FAILED_PRECONDITION (``INVALID_STATE``).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
+from common import paging
 from common.errors import FailedPreconditionError, FieldViolation, NotFoundError, PermissionDeniedError
-from common.validation import Violations, control_problem, invalid, parse_uuid
+from common.validation import Violations, control_problem, invalid, parse_uuid, require_uuid, uuid_problem
 
 BODY_MAX = 5000  # characters, after trimming
 RATING_MIN, RATING_MAX = 1, 5
@@ -27,32 +26,9 @@ EXCERPT_MAX = 200  # characters of a reply in CommentReplied
 REPLY_LIMIT_DEFAULT = 3
 REPLY_LIMIT_MAX = 20
 BATCH_MAX = 500
-PAGE_TOKEN_MAX = 512
 UPDATE_PATHS = ("body", "rating")
 
 Sort = Literal["newest", "most_liked"]
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
-
-
-# --- ids ---------------------------------------------------------------------------------
-
-
-def id_problem(value: str, what: str) -> str | None:
-    if not value.strip():
-        return "is required"
-    if parse_uuid(value) is None:
-        return f"must be a {what} id (UUID)"
-    return None
-
-
-def require_uuid(value: str, path: str, what: str) -> uuid.UUID:
-    problem = id_problem(value, what)
-    parsed = parse_uuid(value)
-    if problem or parsed is None:
-        raise invalid(FieldViolation(path, problem or "must be a UUID"))
-    return parsed
 
 
 # --- body and rating ------------------------------------------------------------------------
@@ -125,14 +101,24 @@ class NewComment:
     rating: int | None
 
 
+@dataclass(frozen=True)
+class Authorship:
+    """Who writes a new comment, as the other services tell: the account, its
+    display name ("" when unknown) and whether they received the product."""
+
+    author_id: uuid.UUID
+    display_name: str
+    verified_purchase: bool
+
+
 def validate_new_comment(product_id: str, parent_id: str | None, body: str, rating: int | None) -> NewComment:
     """The request of CreateComment, checked before anything is asked of anyone."""
     violations = Violations()
-    problem = id_problem(product_id, "product")
+    problem = uuid_problem(product_id, "a product id")
     if problem:
         violations.add("product_id", problem)
     if parent_id is not None:
-        problem = id_problem(parent_id, "comment")
+        problem = uuid_problem(parent_id, "a comment id")
         if problem:
             violations.add("parent_id", problem)
     text = normalize_body(body)
@@ -230,17 +216,29 @@ def apply_change(comment: Comment, change: Change, user_id: uuid.UUID) -> Edit:
 
 # --- deletion --------------------------------------------------------------------------------
 
-Deletion = Literal["already", "placeholder", "remove"]
+
+class Deletion(StrEnum):
+    """What deleting a comment does."""
+
+    ALREADY = "already"  # it is a removed placeholder already: nothing
+    PLACEHOLDER = "placeholder"  # it has replies: a "removed" placeholder holds the thread together
+    REMOVE = "remove"  # the row goes
 
 
 def plan_deletion(comment: Comment, user_id: uuid.UUID, *, admin: bool) -> Deletion:
     """What deleting a comment does: nothing (already a placeholder), keep a
     "removed" placeholder (it has replies), or remove the row."""
     if comment.deleted:
-        return "already"
+        return Deletion.ALREADY
     if comment.author_id != user_id and not admin:
         raise PermissionDeniedError("only the author or an admin may delete a comment", reason="NOT_OWNER")
-    return "placeholder" if comment.reply_count > 0 else "remove"
+    return Deletion.PLACEHOLDER if comment.reply_count > 0 else Deletion.REMOVE
+
+
+def left_empty(parent: Comment) -> bool:
+    """Whether a parent losing one reply is a removed placeholder with nothing left
+    to hold together (and goes too)."""
+    return parent.deleted and parent.reply_count - 1 <= 0
 
 
 def check_likeable(comment: Comment | None) -> Comment:
@@ -327,6 +325,27 @@ def reply_limit(requested: int, path: str = "reply_limit") -> int:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """Which list a page is of: a product's top-level comments in an order, or a
+    comment's direct replies (oldest first, whatever the order asked)."""
+
+    product_id: uuid.UUID
+    parent_id: uuid.UUID | None = None
+    sort: Sort = "newest"
+
+    @property
+    def by_likes(self) -> bool:
+        return self.parent_id is None and self.sort == "most_liked"
+
+    @property
+    def scope(self) -> str:
+        """What a page token is valid for: the same product, parent and order."""
+        if self.parent_id is not None:
+            return paging.scope("comments", self.product_id.hex, self.parent_id.hex, "replies")
+        return paging.scope("comments", self.product_id.hex, self.sort)
+
+
+@dataclass(frozen=True)
 class Cursor:
     """Position after the last item of a page: (like_count,) created_at, id in the
     list's order (most liked: like_count set; newest and replies: None)."""
@@ -336,59 +355,60 @@ class Cursor:
     like_count: int | None = None
 
     @classmethod
-    def after(cls, comment: Comment, sort: Sort | None) -> Cursor:
-        return cls(comment.created_at, comment.id, comment.like_count if sort == "most_liked" else None)
+    def after(cls, comment: Comment, listing: Listing) -> Cursor:
+        return cls(comment.created_at, comment.id, comment.like_count if listing.by_likes else None)
 
 
-def list_scope(product_id: uuid.UUID, parent_id: uuid.UUID | None, sort: Sort) -> str:
-    """What a page token is valid for: the same product, parent and order."""
-    if parent_id is not None:
-        return f"{product_id.hex}/{parent_id.hex}/replies"
-    return f"{product_id.hex}/{sort}"
-
-
-def encode_page_token(cursor: Cursor, scope: str) -> str:
-    micros = (cursor.created_at - EPOCH) // MICROSECOND
-    data: dict[str, object] = {"v": 1, "t": micros, "i": cursor.id.hex, "s": scope}
+def cursor_token(cursor: Cursor, listing: Listing) -> str:
+    """The page token (common/paging.py) holding ``cursor`` for this list."""
+    position: dict[str, paging.Scalar] = {"t": paging.micros(cursor.created_at), "i": cursor.id.hex}
     if cursor.like_count is not None:
-        data["l"] = cursor.like_count
-    payload = json.dumps(data, separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+        position["l"] = cursor.like_count
+    return paging.encode_page_token(position, listing.scope)
 
 
-def decode_page_token(token: str, scope: str, path: str = "page.page_token") -> Cursor | None:
+def read_cursor(token: str, listing: Listing, path: str = paging.PAGE_TOKEN_PATH) -> Cursor | None:
     """The cursor in ``token`` (None for an empty token); INVALID_ARGUMENT when it is
-    malformed or was issued for another list."""
-    token = token.strip()
-    if not token:
+    malformed or was issued for another list (most liked tokens carry a like count)."""
+    position = paging.decode_page_token(token, listing.scope, path)
+    if position is None:
         return None
-    bad = invalid(FieldViolation(path, "is not a page token of this list; start again without one"))
-    if len(token) > PAGE_TOKEN_MAX:
-        raise bad
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if not isinstance(data, dict) or data.get("v") != 1:
-            raise bad
-        micros = data["t"]
-        likes = data.get("l")
-        if not isinstance(micros, int) or (likes is not None and not isinstance(likes, int)):
-            raise bad
-        created_at = EPOCH + micros * MICROSECOND
-        cursor = Cursor(created_at=created_at, id=uuid.UUID(hex=str(data["i"])), like_count=likes)
-        issued_for = str(data["s"])
-    except (ValueError, KeyError, TypeError, OverflowError, OSError, binascii.Error, UnicodeDecodeError):
-        raise bad from None
-    if issued_for != scope or (cursor.like_count is not None) != scope.endswith("/most_liked"):
-        raise bad
-    return cursor
+    likes = position.optional_integer("l")
+    if (likes is not None) != listing.by_likes:
+        raise paging.not_a_token(path)
+    return Cursor(created_at=position.moment("t"), id=position.identifier("i"), like_count=likes)
 
 
-def next_page(rows: Sequence[Comment], size: int, sort: Sort | None, scope: str) -> tuple[list[Comment], str]:
+@dataclass(frozen=True)
+class ListQuery:
+    """A checked ListComments request."""
+
+    listing: Listing
+    size: int
+    per_parent: int
+    after: Cursor | None
+
+
+def list_query(
+    *, product_id: str, parent_id: str | None, sort: Sort | None, page_size: int, page_token: str, replies: int
+) -> ListQuery:
+    """The ListComments request, checked field by field (the first bad one is named)."""
+    product = require_uuid(product_id, "product_id", "a product id")
+    parent = require_uuid(parent_id, "parent_id", "a comment id") if parent_id is not None else None
+    if sort is None:
+        raise invalid(FieldViolation("sort", "unknown sort order"))
+    size = paging.page_size(page_size)
+    per_parent = reply_limit(replies)
+    listing = Listing(product, parent, sort)
+    return ListQuery(listing, size, per_parent, read_cursor(page_token, listing))
+
+
+def next_page(rows: Sequence[Comment], size: int, listing: Listing) -> tuple[list[Comment], str]:
     """The page (rows were fetched with limit size + 1) and the token of the next one."""
     page = list(rows[:size])
     if len(rows) <= size or not page:
         return page, ""
-    return page, encode_page_token(Cursor.after(page[-1], sort), scope)
+    return page, cursor_token(Cursor.after(page[-1], listing), listing)
 
 
 def group_replies(replies: Iterable[Comment]) -> dict[uuid.UUID, list[Comment]]:

@@ -1,7 +1,8 @@
 """The events comment_svc publishes on ``shop.comments.v1``.
 
-They are written to the outbox (``common.outbox.add_event``) in the transaction
-of the change they describe, and the shared ``OutboxRelay`` publishes them.
+The use cases (``comment_svc/comments.py``) write them to the outbox through the
+unit of work of the change they describe (``common.outbox.add_event``, in the same
+transaction), and the shared ``OutboxRelay`` publishes them.
 Every event is keyed by the id of the comment it is about (the reply for
 CommentCreated/CommentReplied of a reply, the liked comment for CommentLiked),
 as ``proto/shop/events/v1/comment_events.proto`` specifies, so one comment's
@@ -13,22 +14,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from shop.events.v1 import comment_events_pb2
-from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from comment_svc.domain import Comment, excerpt
+from common.convert import timestamp
 from common.events import COMMENTS_TOPIC
-from common.outbox import add_event
 
 TOPIC = COMMENTS_TOPIC
 
-
-def _stamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+Event = comment_events_pb2.CommentCreated | comment_events_pb2.CommentReplied | comment_events_pb2.CommentLiked
 
 
 def comment_created(comment: Comment) -> comment_events_pb2.CommentCreated:
@@ -39,7 +33,7 @@ def comment_created(comment: Comment) -> comment_events_pb2.CommentCreated:
         author_id=str(comment.author_id or ""),
         rating=comment.rating,
         verified_purchase=comment.verified_purchase,
-        occurred_at=_stamp(comment.created_at),
+        occurred_at=timestamp(comment.created_at),
     )
 
 
@@ -56,7 +50,7 @@ def comment_replied(reply: Comment, parent: Comment) -> comment_events_pb2.Comme
         author_id=str(reply.author_id or ""),
         author_display_name=reply.author_display_name,
         body_excerpt=excerpt(reply.body),
-        occurred_at=_stamp(reply.created_at),
+        occurred_at=timestamp(reply.created_at),
     )
 
 
@@ -70,15 +64,5 @@ def comment_liked(
         liker_id=str(liker_id),
         liker_display_name=liker_display_name,
         like_count=like_count,
-        occurred_at=_stamp(at),
+        occurred_at=timestamp(at),
     )
-
-
-async def publish(
-    conn: AsyncConnection,
-    outbox: Table,
-    comment_id: uuid.UUID,
-    message: comment_events_pb2.CommentCreated | comment_events_pb2.CommentReplied | comment_events_pb2.CommentLiked,
-) -> str:
-    """Write one event in the caller's transaction (published after commit)."""
-    return await add_event(conn, outbox, topic=TOPIC, key=str(comment_id), message=message)

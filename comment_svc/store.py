@@ -1,5 +1,7 @@
 """Persistence of comments, likes and rating summaries in PostgreSQL (SQLAlchemy
-Core, async).  The only module of comment_svc that knows SQL.
+Core, async).  The only module of comment_svc that knows SQL: it hands out the
+unit of work the use cases (``comment_svc/comments.py``) write through, and
+returns domain objects; the rules stay in ``comment_svc/domain.py``.
 
 The schema is managed by Alembic (``migrations/comment/``); the tables below
 describe it for queries and for ``alembic revision --autogenerate``.
@@ -7,8 +9,8 @@ describe it for queries and for ``alembic revision --autogenerate``.
 Exactness under concurrency comes from row locks, not from retries:
 
 * every write to a comment first locks its row (``FOR NO KEY UPDATE``, or
-  ``FOR UPDATE`` to delete it), then reads it, so rights, state and the old
-  rating are checked against what is committed;
+  ``FOR UPDATE`` to delete it) and reads it (:meth:`Work.locked`), so rights,
+  state and the old rating are checked against what is committed;
 * a like is a row of ``comment_likes`` (primary key (comment_id, user_id)):
   ``INSERT … ON CONFLICT DO NOTHING`` tells whether it is new, and only then is
   ``comments.like_count`` incremented, in the same transaction, under the
@@ -21,16 +23,19 @@ Exactness under concurrency comes from row locks, not from retries:
 
 Locks are always taken child before parent and comment before summary, so two
 writers never wait on each other in a circle.  Events go to the outbox in the
-same transactions (see ``comment_svc/events.py``).
+same transactions (:meth:`Work.publish`; see ``comment_svc/events.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
+from google.protobuf.message import Message
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -58,10 +63,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from comment_svc import domain, events
-from comment_svc.domain import Comment, Cursor, RatingDelta, RatingSummary, Sort
-from common.errors import NotFoundError
-from common.outbox import outbox_table
+from comment_svc import domain
+from comment_svc.domain import Comment, Cursor, Edit, NewComment, RatingDelta, RatingSummary, Sort
+from common.events import COMMENTS_TOPIC
+from common.outbox import add_event, outbox_table
 
 log = logging.getLogger("shop.comment.store")
 
@@ -191,196 +196,127 @@ def _summary(product_id: uuid.UUID, row: Row[Any] | None) -> RatingSummary:
     return RatingSummary(product_id, count=m["rating_count"], sum=m["rating_sum"], histogram=histogram)
 
 
-class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        # Every read below is one statement: on an autocommit connection it is
-        # one round trip, without the BEGIN and ROLLBACK of an implicit transaction.
-        self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+class Work:
+    """One transaction of writes (from :meth:`Store.unit_of_work`): committed when
+    the ``async with`` block ends, rolled back when it raises."""
 
-    @staticmethod
-    async def _locked(conn: AsyncConnection, comment_id: uuid.UUID, *, key: bool = False) -> Comment | None:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def locked(self, comment_id: uuid.UUID, *, key: bool = False) -> Comment | None:
         """The comment, its row locked until the transaction ends (``key``: FOR
         UPDATE, needed to delete it; else FOR NO KEY UPDATE)."""
         query = select(comments).where(comments.c.id == comment_id)
         query = query.with_for_update() if key else query.with_for_update(key_share=True)
-        row = (await conn.execute(query)).one_or_none()
+        row = (await self._conn.execute(query)).one_or_none()
         return _comment(row) if row else None
 
-    # -- writes
-    async def create_comment(
-        self, new: domain.NewComment, *, author_id: uuid.UUID, author_display_name: str, verified_purchase: bool
-    ) -> Comment:
-        """Store a review or reply, count it in its parent and its product's
-        summary, and write CommentCreated (and CommentReplied) to the outbox."""
-        async with self.engine.begin() as conn:
-            parent: Comment | None = None
-            if new.parent_id is not None:
-                parent = domain.check_parent(await self._locked(conn, new.parent_id), new)
-            row = (
-                await conn.execute(
-                    comments.insert()
-                    .values(
-                        id=uuid.uuid4(),
-                        product_id=new.product_id,
-                        parent_id=new.parent_id,
-                        author_id=author_id,
-                        author_display_name=author_display_name,
-                        body=new.body,
-                        rating=new.rating,
-                        verified_purchase=verified_purchase,
-                        # The time of the insert, not of the transaction's start.
-                        created_at=func.clock_timestamp(),
-                        updated_at=func.clock_timestamp(),
-                    )
-                    .returning(*comments.c)
+    async def insert(self, new: NewComment, author: domain.Authorship) -> Comment:
+        row = (
+            await self._conn.execute(
+                comments.insert()
+                .values(
+                    id=uuid.uuid4(),
+                    product_id=new.product_id,
+                    parent_id=new.parent_id,
+                    author_id=author.author_id,
+                    author_display_name=author.display_name,
+                    body=new.body,
+                    rating=new.rating,
+                    verified_purchase=author.verified_purchase,
+                    # The time of the insert, not of the transaction's start.
+                    created_at=func.clock_timestamp(),
+                    updated_at=func.clock_timestamp(),
                 )
-            ).one()
-            comment = _comment(row)
-            if parent is not None:
-                await conn.execute(
-                    update(comments).where(comments.c.id == parent.id).values(reply_count=comments.c.reply_count + 1)
-                )
-            await self._rate(conn, new.product_id, domain.rating_delta(None, new.rating))
-            await events.publish(conn, outbox, comment.id, events.comment_created(comment))
-            if parent is not None:
-                replied = events.comment_replied(comment, parent)
-                if replied is not None:
-                    await events.publish(conn, outbox, comment.id, replied)
-            return comment
+                .returning(*comments.c)
+            )
+        ).one()
+        return _comment(row)
 
-    async def update_comment(self, comment_id: uuid.UUID, user_id: uuid.UUID, change: domain.Change) -> Comment:
-        """The author's edit; the summary follows a changed rating."""
-        async with self.engine.begin() as conn:
-            current = await self._locked(conn, comment_id)
-            if current is None:
-                raise NotFoundError("no comment with this id")
-            edit = domain.apply_change(current, change, user_id)
-            if not edit.changed:
-                return current
-            row = (
-                await conn.execute(
+    async def edit(self, comment_id: uuid.UUID, edit: Edit) -> Comment:
+        """The new body and rating, marked edited."""
+        row = (
+            await self._conn.execute(
+                update(comments)
+                .where(comments.c.id == comment_id)
+                .values(body=edit.body, rating=edit.rating, edited_at=func.now(), updated_at=func.now())
+                .returning(*comments.c)
+            )
+        ).one()
+        return _comment(row)
+
+    async def blank(self, comment_id: uuid.UUID) -> None:
+        """Turn the comment into a "removed" placeholder: no author, body or rating."""
+        await self._conn.execute(
+            update(comments)
+            .where(comments.c.id == comment_id)
+            .values(
+                author_id=None,
+                author_display_name="",
+                body="",
+                rating=None,
+                verified_purchase=False,
+                deleted_at=func.now(),
+                updated_at=func.now(),
+            )
+        )
+
+    async def remove(self, comment_id: uuid.UUID) -> None:
+        await self._conn.execute(delete(comments).where(comments.c.id == comment_id))
+
+    async def count_reply(self, parent_id: uuid.UUID, step: int) -> None:
+        """One reply more (+1) or fewer (-1) for the parent."""
+        await self._conn.execute(
+            update(comments).where(comments.c.id == parent_id).values(reply_count=comments.c.reply_count + step)
+        )
+
+    async def add_like(self, comment_id: uuid.UUID, user_id: uuid.UUID) -> datetime | None:
+        """Record the user's like; when it was made, or None when it existed already."""
+        added = (
+            await self._conn.execute(
+                insert(comment_likes)
+                .values(comment_id=comment_id, user_id=user_id)
+                .on_conflict_do_nothing(index_elements=["comment_id", "user_id"])
+                .returning(comment_likes.c.created_at)
+            )
+        ).one_or_none()
+        return None if added is None else added.created_at
+
+    async def remove_like(self, comment_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        """Drop the user's like; whether there was one."""
+        removed = (
+            await self._conn.execute(
+                delete(comment_likes)
+                .where(comment_likes.c.comment_id == comment_id, comment_likes.c.user_id == user_id)
+                .returning(comment_likes.c.user_id)
+            )
+        ).one_or_none()
+        return removed is not None
+
+    async def count_like(self, comment_id: uuid.UUID, step: int) -> int:
+        """One like more (+1) or fewer (-1) on the comment; the count after it."""
+        return int(
+            (
+                await self._conn.execute(
                     update(comments)
                     .where(comments.c.id == comment_id)
-                    .values(body=edit.body, rating=edit.rating, edited_at=func.now(), updated_at=func.now())
-                    .returning(*comments.c)
+                    .values(like_count=comments.c.like_count + step)
+                    .returning(comments.c.like_count)
                 )
-            ).one()
-            await self._rate(conn, current.product_id, domain.rating_delta(current.rating, edit.rating))
-            return _comment(row)
+            ).scalar_one()
+        )
 
-    async def delete_comment(self, comment_id: uuid.UUID, user_id: uuid.UUID, *, admin: bool) -> domain.Deletion:
-        """Remove a comment (the author or an admin): a placeholder when it has
-        replies, else the row; a removed placeholder left without replies goes too."""
-        async with self.engine.begin() as conn:
-            current = await self._locked(conn, comment_id, key=True)
-            if current is None:
-                raise NotFoundError("no comment with this id")
-            plan = domain.plan_deletion(current, user_id, admin=admin)
-            if plan == "placeholder":
-                await conn.execute(
-                    update(comments)
-                    .where(comments.c.id == comment_id)
-                    .values(
-                        author_id=None,
-                        author_display_name="",
-                        body="",
-                        rating=None,
-                        verified_purchase=False,
-                        deleted_at=func.now(),
-                        updated_at=func.now(),
-                    )
-                )
-            elif plan == "remove":
-                await conn.execute(delete(comments).where(comments.c.id == comment_id))
-                await self._prune_ancestors(conn, current.parent_id)
-            if plan != "already":
-                await self._rate(conn, current.product_id, domain.rating_delta(current.rating, None))
-            return plan
-
-    async def _prune_ancestors(self, conn: AsyncConnection, parent_id: uuid.UUID | None) -> None:
-        """One reply fewer for the parent; a removed placeholder with no replies
-        left has nothing to hold together any more and is removed, up the thread."""
-        while parent_id is not None:
-            parent = await self._locked(conn, parent_id, key=True)
-            if parent is None:
-                return
-            remaining = parent.reply_count - 1
-            if parent.deleted and remaining <= 0:
-                await conn.execute(delete(comments).where(comments.c.id == parent_id))
-                parent_id = parent.parent_id
-                continue
-            await conn.execute(
-                update(comments).where(comments.c.id == parent_id).values(reply_count=comments.c.reply_count - 1)
-            )
-            return
-
-    async def like(self, comment_id: uuid.UUID, user_id: uuid.UUID, liker_display_name: str) -> int:
-        """Add the user's like (once); the like count after it."""
-        async with self.engine.begin() as conn:
-            comment = domain.check_likeable(await self._locked(conn, comment_id))
-            added = (
-                await conn.execute(
-                    insert(comment_likes)
-                    .values(comment_id=comment_id, user_id=user_id)
-                    .on_conflict_do_nothing(index_elements=["comment_id", "user_id"])
-                    .returning(comment_likes.c.created_at)
-                )
-            ).one_or_none()
-            if added is None:
-                return comment.like_count
-            count = int(
-                (
-                    await conn.execute(
-                        update(comments)
-                        .where(comments.c.id == comment_id)
-                        .values(like_count=comments.c.like_count + 1)
-                        .returning(comments.c.like_count)
-                    )
-                ).scalar_one()
-            )
-            liked = events.comment_liked(comment, user_id, liker_display_name, count, added.created_at)
-            await events.publish(conn, outbox, comment_id, liked)
-            return count
-
-    async def unlike(self, comment_id: uuid.UUID, user_id: uuid.UUID) -> int:
-        """Remove the user's like if there is one; the like count after it."""
-        async with self.engine.begin() as conn:
-            comment = await self._locked(conn, comment_id)
-            if comment is None:
-                raise NotFoundError("no comment with this id")
-            removed = (
-                await conn.execute(
-                    delete(comment_likes)
-                    .where(comment_likes.c.comment_id == comment_id, comment_likes.c.user_id == user_id)
-                    .returning(comment_likes.c.user_id)
-                )
-            ).one_or_none()
-            if removed is None:
-                return comment.like_count
-            return int(
-                (
-                    await conn.execute(
-                        update(comments)
-                        .where(comments.c.id == comment_id)
-                        .values(like_count=comments.c.like_count - 1)
-                        .returning(comments.c.like_count)
-                    )
-                ).scalar_one()
-            )
-
-    @staticmethod
-    async def _rate(conn: AsyncConnection, product_id: uuid.UUID, delta: RatingDelta) -> None:
+    async def rate(self, product_id: uuid.UUID, delta: RatingDelta) -> None:
         """Apply a rating change to the product's summary, under the summary row's
         lock.  (Not one INSERT … ON CONFLICT DO UPDATE: PostgreSQL checks the
         constraints of the row it would insert, and a delta alone is no valid row.)"""
         if delta.empty:
             return
-        await conn.execute(
+        await self._conn.execute(
             insert(rating_summaries).values(product_id=product_id).on_conflict_do_nothing(index_elements=["product_id"])
         )
         table = rating_summaries.c
-        await conn.execute(
+        await self._conn.execute(
             update(rating_summaries)
             .where(table.product_id == product_id)
             .values(
@@ -391,9 +327,28 @@ class Store:
             )
         )
 
+    async def publish(self, comment_id: uuid.UUID, message: Message) -> str:
+        """Write one event, keyed by the comment it is about, to the outbox in this
+        transaction (published after commit); its event id."""
+        return await add_event(self._conn, outbox, topic=COMMENTS_TOPIC, key=str(comment_id), message=message)
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        # Every read below is one statement: on an autocommit connection it is
+        # one round trip, without the BEGIN and ROLLBACK of an implicit transaction.
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[Work]:
+        """A transaction of writes: ``async with store.unit_of_work() as work: ...``."""
+        async with self._engine.begin() as conn:
+            yield Work(conn)
+
     # -- reads
     async def get_comment(self, comment_id: uuid.UUID) -> Comment | None:
-        async with self.reader.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (await conn.execute(select(comments).where(comments.c.id == comment_id))).one_or_none()
         return _comment(row) if row else None
 
@@ -412,7 +367,7 @@ class Store:
             query = query.order_by(c.created_at.desc(), c.id.desc())
             if after is not None:
                 query = query.where(tuple_(c.created_at, c.id) < (after.created_at, after.id))
-        async with self.reader.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = (await conn.execute(query.limit(limit))).all()
         return [_comment(row) for row in rows]
 
@@ -422,7 +377,7 @@ class Store:
         query = select(comments).where(c.parent_id == parent_id).order_by(c.created_at, c.id)
         if after is not None:
             query = query.where(tuple_(c.created_at, c.id) > (after.created_at, after.id))
-        async with self.reader.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = (await conn.execute(query.limit(limit))).all()
         return [_comment(row) for row in rows]
 
@@ -442,7 +397,7 @@ class Store:
             .lateral("replies")
         )
         query = select(replies).select_from(parents.join(replies, true()))
-        async with self.reader.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_comment(row) for row in rows]
 
@@ -453,7 +408,7 @@ class Store:
         query = select(comment_likes.c.comment_id).where(
             comment_likes.c.user_id == user_id, comment_likes.c.comment_id.in_(list(comment_ids))
         )
-        async with self.reader.connect() as conn:
+        async with self._reader.connect() as conn:
             return set((await conn.scalars(query)).all())
 
     async def rating_summaries(self, product_ids: Sequence[uuid.UUID]) -> list[RatingSummary]:
@@ -461,6 +416,6 @@ class Store:
         if not product_ids:
             return []
         query = select(rating_summaries).where(rating_summaries.c.product_id.in_(list(product_ids)))
-        async with self.reader.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = {row.product_id: row for row in (await conn.execute(query)).all()}
         return [_summary(product_id, rows.get(product_id)) for product_id in product_ids]

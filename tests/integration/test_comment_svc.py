@@ -50,7 +50,7 @@ def stack(services: Callable[..., Cluster]) -> Cluster:
 @pytest.fixture(scope="module")
 async def stub(stack: Cluster) -> AsyncIterator[Stub]:
     async with stack.channel("comment_svc") as channel:
-        yield comment_pb2_grpc.CommentServiceStub(channel)  # type: ignore[misc]
+        yield comment_pb2_grpc.CommentServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
@@ -553,7 +553,7 @@ async def test_product_svc_down_is_unavailable_and_order_svc_down_is_not_verifie
     nowhere = f"127.0.0.1:{free_port()}"
     no_catalog = await asyncio.to_thread(private, SHOP_PRODUCT_SVC_ADDR=nowhere, SHOP_UPSTREAM_TIMEOUT="1.5")
     async with stack.channel(no_catalog) as channel:
-        down: Stub = comment_pb2_grpc.CommentServiceStub(channel)  # type: ignore[assignment]
+        down: Stub = comment_pb2_grpc.CommentServiceStub(channel)
         code, problem = await fails(post(down, ann, product, "Can anyone hear me?", rating=3))
         assert code == grpc.StatusCode.UNAVAILABLE
         assert problem.reason == "DEPENDENCY_UNAVAILABLE" and problem.extra["dependency"] == "product_svc"
@@ -561,7 +561,7 @@ async def test_product_svc_down_is_unavailable_and_order_svc_down_is_not_verifie
 
     no_orders = await asyncio.to_thread(private, SHOP_ORDER_SVC_ADDR=nowhere, SHOP_UPSTREAM_TIMEOUT="1.5")
     async with stack.channel(no_orders) as channel:
-        stub: Stub = comment_pb2_grpc.CommentServiceStub(channel)  # type: ignore[assignment]
+        stub: Stub = comment_pb2_grpc.CommentServiceStub(channel)
         review = await post(stub, ann, product, "Stored, just not verified", rating=4)
         assert not review.verified_purchase
     log = (stack.root / "logs").glob("comment_svc-private-*.log")
@@ -571,7 +571,7 @@ async def test_product_svc_down_is_unavailable_and_order_svc_down_is_not_verifie
 async def test_stops_cleanly_on_sigterm(private: Callable[..., str], stack: Cluster, ann: Caller, product: str) -> None:
     address = await asyncio.to_thread(private)
     async with stack.channel(address) as channel:
-        stub: Stub = comment_pb2_grpc.CommentServiceStub(channel)  # type: ignore[assignment]
+        stub: Stub = comment_pb2_grpc.CommentServiceStub(channel)
         await post(stub, ann, product, "Written just before the stop", rating=5)
     [process] = private.processes  # type: ignore[attr-defined]
     assert process.popen is not None

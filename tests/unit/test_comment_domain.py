@@ -238,35 +238,35 @@ def test_reply_limit() -> None:
 
 
 def test_page_tokens_round_trip_to_the_microsecond() -> None:
-    scope = domain.list_scope(PRODUCT, None, "most_liked")
+    scope = domain.Listing(PRODUCT, None, "most_liked")
     cursor = Cursor(T0 + timedelta(microseconds=1), uuid.uuid4(), like_count=12)
-    assert domain.decode_page_token(domain.encode_page_token(cursor, scope), scope) == cursor
-    newest = domain.list_scope(PRODUCT, None, "newest")
+    assert domain.read_cursor(domain.cursor_token(cursor, scope), scope) == cursor
+    newest = domain.Listing(PRODUCT, None, "newest")
     plain = Cursor(datetime(2031, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), uuid.uuid4())
-    assert domain.decode_page_token(domain.encode_page_token(plain, newest), newest) == plain
-    assert domain.decode_page_token("", newest) is None
+    assert domain.read_cursor(domain.cursor_token(plain, newest), newest) == plain
+    assert domain.read_cursor("", newest) is None
 
 
 def test_page_tokens_of_another_list_or_tampered_are_refused() -> None:
-    newest = domain.list_scope(PRODUCT, None, "newest")
-    liked = domain.list_scope(PRODUCT, None, "most_liked")
-    token = domain.encode_page_token(Cursor(T0, uuid.uuid4()), newest)
-    for scope in (liked, domain.list_scope(uuid.uuid4(), None, "newest"), domain.list_scope(PRODUCT, OTHER, "newest")):
+    newest = domain.Listing(PRODUCT, None, "newest")
+    liked = domain.Listing(PRODUCT, None, "most_liked")
+    token = domain.cursor_token(Cursor(T0, uuid.uuid4()), newest)
+    for scope in (liked, domain.Listing(uuid.uuid4(), None, "newest"), domain.Listing(PRODUCT, OTHER, "newest")):
         with pytest.raises(InvalidArgumentError) as raised:
-            domain.decode_page_token(token, scope)
+            domain.read_cursor(token, scope)
         assert fields(raised.value) == ["page.page_token"]
     for bad in ("garbage!", token[:-3], "x" * 600, "eyJ2IjoxfQ"):
         with pytest.raises(InvalidArgumentError):
-            domain.decode_page_token(bad, newest)
+            domain.read_cursor(bad, newest)
 
 
 def test_next_page_token_only_when_more_rows_exist() -> None:
     rows = [comment(created_at=T0 - timedelta(seconds=n), like_count=10 - n) for n in range(4)]
-    scope = domain.list_scope(PRODUCT, None, "most_liked")
-    page, token = domain.next_page(rows, 3, "most_liked", scope)
+    scope = domain.Listing(PRODUCT, None, "most_liked")
+    page, token = domain.next_page(rows, 3, scope)
     assert page == rows[:3]
-    assert domain.decode_page_token(token, scope) == Cursor(rows[2].created_at, rows[2].id, like_count=8)
-    assert domain.next_page(rows, 4, "most_liked", scope) == (rows, "")
+    assert domain.read_cursor(token, scope) == Cursor(rows[2].created_at, rows[2].id, like_count=8)
+    assert domain.next_page(rows, 4, scope) == (rows, "")
 
 
 def test_replies_are_grouped_under_their_parent_oldest_first() -> None:

@@ -37,14 +37,14 @@ if TYPE_CHECKING:
     OrderStub = order_pb2_grpc.OrderServiceAsyncStub
     UserStub = user_pb2_grpc.UserServiceAsyncStub
 
-log = logging.getLogger("shop.comment.upstreams")
+log = logging.getLogger("shop.comment.clients")
 
 Metadata = Sequence[tuple[str, str]]
 
 NAME_CACHE_MAX = 10_000
 
 
-class Upstreams:
+class Clients:
     def __init__(self, settings: CommentSettings) -> None:
         self.timeout = settings.upstream_timeout
         self.lookup_timeout = settings.display_name_timeout
@@ -55,9 +55,9 @@ class Upstreams:
             grpc_client.channel(settings.order_svc_addr, tls),
             grpc_client.channel(settings.user_svc_addr, tls),
         ]
-        self.product: ProductStub = product_pb2_grpc.ProductServiceStub(self.channels[0])  # type: ignore[assignment]
-        self.order: OrderStub = order_pb2_grpc.OrderServiceStub(self.channels[1])  # type: ignore[assignment]
-        self.user: UserStub = user_pb2_grpc.UserServiceStub(self.channels[2])  # type: ignore[assignment]
+        self.product: ProductStub = product_pb2_grpc.ProductServiceStub(self.channels[0])
+        self.order: OrderStub = order_pb2_grpc.OrderServiceStub(self.channels[1])
+        self.user: UserStub = user_pb2_grpc.UserServiceStub(self.channels[2])
         self._names: dict[uuid.UUID, tuple[float, str]] = {}
 
     async def close(self) -> None:
