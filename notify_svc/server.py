@@ -108,7 +108,7 @@ class NotificationService(notify_pb2_grpc.NotificationServiceServicer):
     async def ListWebhooks(
         self, request: notify_pb2.ListWebhooksRequest, context: Context
     ) -> notify_pb2.ListWebhooksResponse:
-        hooks = await self.webhooks.list(_caller())
+        hooks = await self.webhooks.of_user(_caller())
         return notify_pb2.ListWebhooksResponse(webhooks=[convert.webhook_to_proto(hook) for hook in hooks])
 
     @callers("edge")

@@ -82,7 +82,7 @@ class Webhooks:
                 )
         return hook
 
-    async def list(self, user: str) -> list[Webhook]:
+    async def of_user(self, user: str) -> list[Webhook]:
         with self.store.available():
             return await self.store.webhooks.of_user(user)
 
