@@ -1,5 +1,9 @@
 """What notify_svc consumes (order, comment and platform events) and publishes
-(AnnouncementPublished on ``shop.platform.v1``)."""
+(AnnouncementPublished on ``shop.platform.v1``).
+
+The consumed events are read here (:func:`draft_of`: the message's values in,
+the domain's rules in ``domain/drafts.py`` decide the notification); the
+handler hands the draft to the feed's use case, which stores it."""
 
 from __future__ import annotations
 

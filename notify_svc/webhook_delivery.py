@@ -231,11 +231,8 @@ class Deliverer:
                 DELIVERED.labels("webhook").inc()
             elif outcome.status == FAILED:
                 FAILED_TOTAL.inc()
-                log.warning(
-                    "webhook delivery failed for good",
-                    extra={"delivery_id": delivery.id, "webhook_id": hook.id, "attempts": attempt,
-                           "error": outcome.error},
-                )  # fmt: skip
+                facts = {"delivery_id": delivery.id, "webhook_id": hook.id, "attempts": attempt}
+                log.warning("webhook delivery failed for good", extra={**facts, "error": outcome.error})
             await deliveries.record_attempt(delivery, outcome)
         except Exception as exc:
             log.warning("webhook attempt could not be recorded", exc_info=exc, extra={"delivery_id": delivery_id})
