@@ -23,11 +23,15 @@ from common.consumer import EventConsumer
 from common.grpc_server import GrpcServer, serve
 from common.ratelimit import Leases, Limiter, Window
 from common.waits import wait_or_stop
+from notify_svc.domain.webhooks import RetryPolicy
 from notify_svc.events import TOPICS, AnnouncementPublisher, NotificationHandler
-from notify_svc.server import NotificationService, StreamPolicy
+from notify_svc.notifications import Notifications, StreamPolicy
+from notify_svc.server import NotificationService
 from notify_svc.settings import NotifySettings
-from notify_svc.store import Limits, Store
-from notify_svc.webhooks import Deliverer, Fanout
+from notify_svc.store import Store
+from notify_svc.store.limits import Limits
+from notify_svc.webhook_delivery import Deliverer, Fanout
+from notify_svc.webhooks import Webhooks
 
 log = logging.getLogger("shop.notify")
 
@@ -63,7 +67,22 @@ async def run(settings: NotifySettings, *, stopping: asyncio.Event | None = None
     stop = stopping or asyncio.Event()
     store = build_store(settings)
     producer = KafkaProducer(settings, **{"message.timeout.ms": 10_000})
-    handler = NotificationHandler(store)
+    notifications = Notifications(
+        store,
+        AnnouncementPublisher(producer, timeout=12.0),
+        policy=StreamPolicy(heartbeat=settings.heartbeat_interval, ticket_seconds=settings.stream_ticket_seconds),
+        stopping=stop,
+        streams=Leases(
+            store.redis, "streams", settings.stream_limit, settings.stream_lease_seconds, prefix="shop:notify"
+        ),
+    )
+    webhooks = Webhooks(
+        store,
+        policy=settings.webhook_policy(),
+        limiter=Limiter(store.redis, prefix="shop:notify"),
+        window=Window("webhooks", settings.webhook_register_limit, settings.webhook_register_window),
+    )
+    handler = NotificationHandler(notifications)
 
     def consume(stop: asyncio.Event) -> Awaitable[None]:
         consumer = EventConsumer(
@@ -83,24 +102,13 @@ async def run(settings: NotifySettings, *, stopping: asyncio.Event | None = None
         store,
         wake=wake,
         policy=settings.webhook_policy(),
-        max_attempts=settings.webhook_max_attempts,
-        retry_base=settings.webhook_retry_base,
-        retry_max=settings.webhook_retry_max,
+        retry=RetryPolicy(
+            max_attempts=settings.webhook_max_attempts, base=settings.webhook_retry_base, cap=settings.webhook_retry_max
+        ),
         timeout=settings.webhook_timeout,
         concurrency=settings.webhook_concurrency,
     )
-    servicer = NotificationService(
-        store,
-        AnnouncementPublisher(producer, timeout=12.0),
-        webhooks=settings.webhook_policy(),
-        policy=StreamPolicy(heartbeat=settings.heartbeat_interval, ticket_seconds=settings.stream_ticket_seconds),
-        stopping=stop,
-        limiter=Limiter(store.redis, prefix="shop:notify"),
-        webhook_window=Window("webhooks", settings.webhook_register_limit, settings.webhook_register_window),
-        streams=Leases(
-            store.redis, "streams", settings.stream_limit, settings.stream_lease_seconds, prefix="shop:notify"
-        ),
-    )
+    servicer = NotificationService(notifications, webhooks)
     server = GrpcServer(settings)
     server.add(
         notify_pb2_grpc.add_NotificationServiceServicer_to_server,
@@ -108,7 +116,7 @@ async def run(settings: NotifySettings, *, stopping: asyncio.Event | None = None
         notify_pb2.DESCRIPTOR.services_by_name["NotificationService"],
     )
     try:
-        await store.redis.ping()
+        await store.ping()
     except Exception as exc:
         log.warning("Redis is not reachable at start", exc_info=exc)
     tasks = [
@@ -123,7 +131,7 @@ async def run(settings: NotifySettings, *, stopping: asyncio.Event | None = None
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await producer.close(flush_seconds=2)
-        await store.redis.aclose()
+        await store.close()
 
 
 def main() -> int:

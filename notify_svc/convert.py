@@ -1,26 +1,19 @@
-"""Stored records to protos (used by the servicer and by the webhook worker)."""
+"""Proto ⇄ domain for notify_svc (used by the servicer and by the webhook worker)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 from shop.notify.v1 import notify_pb2
 
+from common.convert import timestamp_from_micros
 from notify_svc import domain
-from notify_svc.store import Delivery, Webhook
+from notify_svc.domain.webhooks import RETRYING, Delivery, StatusFilter, Webhook
 
 KIND_PREFIX = "NOTIFICATION_KIND_"
 STATUS_PREFIX = "WEBHOOK_DELIVERY_STATUS_"
-
-
-def timestamp(micros: int) -> Timestamp | None:
-    if not micros:
-        return None
-    stamp = Timestamp()
-    stamp.FromMicroseconds(micros)
-    return stamp
 
 
 def kind_to_proto(kind: str) -> notify_pb2.NotificationKind.ValueType:
@@ -40,6 +33,10 @@ def kind_of_proto(value: int) -> str | None:
     return kind if kind in domain.KINDS else None
 
 
+def kinds_of_proto(values: Iterable[int]) -> list[str | None]:
+    return [kind_of_proto(value) for value in values]
+
+
 def status_to_proto(status: str) -> notify_pb2.WebhookDeliveryStatus.ValueType:
     try:
         return notify_pb2.WebhookDeliveryStatus.Value(STATUS_PREFIX + status)
@@ -54,6 +51,13 @@ def status_of_proto(value: int) -> str | None:
     return notify_pb2.WebhookDeliveryStatus.Name(value).removeprefix(STATUS_PREFIX)  # type: ignore[arg-type]
 
 
+def status_filter_of_proto(value: int) -> StatusFilter:
+    try:
+        return StatusFilter(status_of_proto(value))
+    except ValueError:
+        return StatusFilter(None, known=False)
+
+
 def notification_to_proto(note: domain.Notification, *, read: bool) -> notify_pb2.Notification:
     return notify_pb2.Notification(
         id=note.id,
@@ -62,11 +66,15 @@ def notification_to_proto(note: domain.Notification, *, read: bool) -> notify_pb
         body=note.body,
         data=note.data,
         read=read,
-        created_at=timestamp(note.created_at_us),
+        created_at=timestamp_from_micros(note.created_at_us),
         source_event_id=note.source_event_id,
-        source_committed_at=timestamp(note.source_committed_at_us),
+        source_committed_at=timestamp_from_micros(note.source_committed_at_us),
         folded_count=note.folded_count,
     )
+
+
+def feed_item_to_proto(item: domain.FeedItem) -> notify_pb2.Notification:
+    return notification_to_proto(item.notification, read=item.read)
 
 
 def webhook_body(note: domain.Notification) -> bytes:
@@ -81,11 +89,11 @@ def webhook_to_proto(hook: Webhook) -> notify_pb2.Webhook:
         url=hook.url,
         description=hook.description,
         kinds=[kind_to_proto(kind) for kind in hook.kinds],
-        created_at=timestamp(hook.created_at_us),
+        created_at=timestamp_from_micros(hook.created_at_us),
         last_delivery_status=status_to_proto(hook.last_status),
-        last_delivery_at=timestamp(hook.last_delivery_at_us),
-        last_success_at=timestamp(hook.last_success_at_us),
-        last_failure_at=timestamp(hook.last_failure_at_us),
+        last_delivery_at=timestamp_from_micros(hook.last_delivery_at_us),
+        last_success_at=timestamp_from_micros(hook.last_success_at_us),
+        last_failure_at=timestamp_from_micros(hook.last_failure_at_us),
         last_error=hook.last_error,
         failed_delivery_count=hook.failed_count,
     )
@@ -100,7 +108,7 @@ def delivery_to_proto(delivery: Delivery) -> notify_pb2.WebhookDelivery:
         attempt_count=delivery.attempts,
         last_http_status=delivery.http_status,
         last_error=delivery.error,
-        next_attempt_at=timestamp(delivery.next_at_us) if delivery.status == "RETRYING" else None,
-        created_at=timestamp(delivery.created_at_us),
-        updated_at=timestamp(delivery.updated_at_us),
+        next_attempt_at=timestamp_from_micros(delivery.next_at_us) if delivery.status == RETRYING else None,
+        created_at=timestamp_from_micros(delivery.created_at_us),
+        updated_at=timestamp_from_micros(delivery.updated_at_us),
     )

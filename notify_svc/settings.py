@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from common.settings import SERVICE_PORTS, KafkaSettings, RedisSettings, ServiceSettings
-from notify_svc.domain import IPNetwork, WebhookPolicy, parse_ports
+from notify_svc.domain.webhooks import IPNetwork, WebhookPolicy, parse_ports
 
 DAY = 24 * 3600
 

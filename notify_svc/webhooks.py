@@ -1,281 +1,104 @@
-"""Webhooks: checking a target, and the two background workers that deliver.
-
-* :class:`Fanout` reads the ``notify:webhook-fanout`` stream (written by the
-  same Lua step that stores a notification, so nothing stored is missed) as a
-  Redis consumer group, and creates one delivery per interested webhook
-  (idempotently: the delivery id is derived from notification, position and
-  webhook).  Entries a crashed worker left unacknowledged are reclaimed.
-* :class:`Deliverer` claims due deliveries from the ``notify:webhook-due``
-  schedule (a lease: a crashed worker's claims come back), POSTs them signed,
-  and records the outcome: succeeded, retrying at ``base * 2^(n-1)`` seconds,
-  or failed after the last attempt.  Neither worker runs on the consumer's path.
-
-A receiver may see a delivery twice (a worker dying between the POST and the
-record); ``X-Shop-Delivery`` is the id to deduplicate on.
-"""
+"""The use cases of webhooks: registering, listing and deleting a user's
+webhooks, and listing a webhook's deliveries.  (Delivering them over HTTP is
+``webhook_delivery.py``.)"""
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import logging
-import os
-import socket
-import time
+import secrets
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import httpx
-from opentelemetry import trace
-from prometheus_client import Counter
-
-from common.errors import FieldViolation, InvalidArgumentError
-from common.waits import wait_for_either, wait_or_stop
-from notify_svc import convert, domain
-from notify_svc.store import FanoutEntry, Store, now_us
-
-log = logging.getLogger("shop.notify.webhooks")
-tracer = trace.get_tracer("shop.notify")
-
-ATTEMPTS = Counter("notify_webhook_attempts_total", "Webhook POSTs, by outcome (succeeded, error)", ["outcome"])
-DELIVERED = Counter(
-    "notify_notifications_delivered_total", "Notifications delivered, by channel (live stream, webhook)", ["channel"]
+from common.errors import NotFoundError, ResourceExhaustedError
+from common.paging import page_size
+from common.ratelimit import Limiter, Window
+from notify_svc.domain import feed
+from notify_svc.domain.webhooks import (
+    Delivery,
+    StatusFilter,
+    Webhook,
+    WebhookPolicy,
+    owned,
+    validate_registration,
+    webhook_id,
 )
-FAILED = Counter("notify_webhook_failures_total", "Webhook deliveries recorded as failed after their last attempt")
-
-USER_AGENT = "shop-webhooks/1"
-
-
-async def resolve(host: str, port: int) -> list[domain.IPAddress]:
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        return []
-    return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos))
+from notify_svc.store import Store
+from notify_svc.store.limits import now_us
+from notify_svc.webhook_delivery import check_target
 
 
 @dataclass(frozen=True)
-class CheckedTarget:
-    """A webhook URL and the one address it was checked at: the POST goes there."""
+class Registration:
+    """What a user asks to register: ``kinds`` None where a value is no kind."""
 
-    target: domain.WebhookTarget
-    address: domain.IPAddress
-
-    def request(self) -> tuple[httpx.URL, str, dict[str, Any]]:
-        """The URL to connect to (the address in place of the name), the Host
-        header, and the TLS server name (SNI, and the name the certificate is
-        checked against): the original name, so no second lookup happens."""
-        original = httpx.URL(self.target.url)
-        pinned = original.copy_with(host=str(self.address))
-        return pinned, original.netloc.decode("ascii"), {"sni_hostname": original.host}
+    url: str
+    description: str
+    kinds: Sequence[str | None]
 
 
-async def check_target(url: str, policy: domain.WebhookPolicy) -> CheckedTarget:
-    """A webhook URL that may be used now: well-formed, on an allowed port, and
-    resolving (once) only to allowed addresses; the address to connect to."""
-    target = domain.validate_webhook_url(url, policy)
-    try:
-        addresses: list[domain.IPAddress] = [ipaddress.ip_address(target.host)]
-    except ValueError:
-        addresses = await resolve(target.host, target.port)
-    if not addresses:
-        raise InvalidArgumentError(
-            "the webhook URL's host does not resolve",
-            [FieldViolation("url", f"{target.host} has no address")],
-            reason=domain.VALIDATION_FAILED,
-        )
-    if not all(policy.address_allowed(address) for address in addresses):
-        raise domain.forbidden_host(target.host)
-    return CheckedTarget(target, addresses[0])
+@dataclass(frozen=True)
+class DeliveryPage:
+    deliveries: list[Delivery]
+    next_page_token: str
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-class Fanout:
-    def __init__(self, store: Store, *, wake: asyncio.Event, reclaim_idle: float = 60.0) -> None:
-        self.store = store
-        self.wake = wake
-        self.reclaim_idle = reclaim_idle
-        self.name = worker_name()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.2
-        last_reclaim = 0.0
-        grouped = False
-        while not stop.is_set():
-            try:
-                if not grouped:
-                    await self.store.ensure_fanout_group()
-                    grouped = True
-                if time.monotonic() - last_reclaim > self.reclaim_idle / 2:
-                    last_reclaim = time.monotonic()
-                    await self.handle(
-                        await self.store.reclaim_fanout(self.name, min_idle_ms=int(self.reclaim_idle * 1000), count=100)
-                    )
-                await self.handle(await self.store.read_fanout(self.name, count=100, block_ms=500))
-                backoff = 0.2
-            except Exception as exc:
-                log.warning("webhook fan-out failed; retrying in %.1fs", backoff, exc_info=exc)
-                grouped = False
-                await wait_or_stop(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    async def handle(self, entries: list[FanoutEntry]) -> None:
-        created = 0
-        for entry in entries:
-            hooks = await (self.store.webhooks_of(entry.user_id) if entry.user_id else self.store.all_webhooks())
-            hooks = [hook for hook in hooks if domain.wants(hook.kinds, entry.kind)]
-            if not hooks:
-                continue
-            note = await self.store.notification_document(entry.user_id, entry.notification_id)
-            if note is None:  # fell off the feed already
-                continue
-            body = convert.webhook_body(note)
-            for hook in hooks:
-                delivery = domain.delivery_id(entry.notification_id, entry.position, hook.id)
-                created += await self.store.create_delivery(delivery, hook.id, entry.notification_id, body)
-        await self.store.ack_fanout([entry.entry_id for entry in entries])
-        if created:
-            self.wake.set()
-
-
-class Deliverer:
+class Webhooks:
     def __init__(
         self,
         store: Store,
         *,
-        wake: asyncio.Event,
-        policy: domain.WebhookPolicy,
-        max_attempts: int,
-        retry_base: float,
-        retry_max: float,
-        timeout: float,
-        concurrency: int,
+        policy: WebhookPolicy,
+        limiter: Limiter | None = None,
+        window: Window | None = None,
     ) -> None:
         self.store = store
-        self.wake = wake
         self.policy = policy
-        self.max_attempts = max_attempts
-        self.retry_base = retry_base
-        self.retry_max = retry_max
-        self.timeout = timeout
-        self.concurrency = concurrency
-        self._running: set[asyncio.Task[None]] = set()
+        # Webhook registrations per user (a window).
+        self.limiter = limiter
+        self.window = window
 
-    async def run(self, stop: asyncio.Event) -> None:
-        # No connection is kept: each POST goes to the address just checked for its
-        # name (a kept one would carry another name's requests to it).  No redirect
-        # is followed, and no proxy from the environment is used (trust_env=False).
-        limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=0)
-        async with httpx.AsyncClient(
-            timeout=self.timeout, follow_redirects=False, limits=limits, trust_env=False
-        ) as client:
-            backoff = 0.2
-            try:
-                while not stop.is_set():
-                    self.wake.clear()
-                    try:
-                        wait = await self._claim(client)
-                        backoff = 0.2
-                    except Exception as exc:
-                        log.warning("webhook deliveries failed; retrying in %.1fs", backoff, exc_info=exc)
-                        wait = backoff
-                        backoff = min(backoff * 2, 5.0)
-                    await wait_for_either(stop, self.wake, wait)
-            finally:
-                if self._running:  # let attempts in flight record their outcome
-                    await asyncio.wait(self._running, timeout=self.timeout + 1)
-                for task in self._running:
-                    task.cancel()
-
-    async def _claim(self, client: httpx.AsyncClient) -> float:
-        """Start the due attempts there is room for; return how long to wait."""
-        free = self.concurrency - len(self._running)
-        if free > 0:
-            for delivery_id in await self.store.claim_due(lease=self.timeout + 30, limit=free):
-                task = asyncio.create_task(self._attempt(client, delivery_id))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
-            if len(self._running) >= self.concurrency:
-                return 0.05
-        else:
-            return 0.05
-        due = await self.store.next_due_in()
-        return 1.0 if due is None else min(max(due, 0.01), 1.0)
-
-    async def _attempt(self, client: httpx.AsyncClient, delivery_id: str) -> None:
-        try:
-            delivery = await self.store.delivery(delivery_id)
-            hook = await self.store.webhook(delivery.webhook_id) if delivery else None
-            if delivery is None or hook is None:  # deleted meanwhile: pending retries are dropped
-                await self.store.drop_delivery(delivery_id)
-                return
-            if delivery.status in ("SUCCEEDED", "FAILED"):  # a stale claim: keep the record
-                await self.store.unschedule(delivery_id)
-                return
-            attempt = delivery.attempts + 1
-            status, error = await self._post(
-                client, hook.url, hook.id, hook.secret, delivery.id, delivery.body, attempt
+    async def register(self, user: str, registration: Registration) -> Webhook:
+        """Register a webhook for ``user``; the webhook, with its signing secret."""
+        kinds, description = validate_registration(registration.kinds, registration.description)
+        with self.store.available():
+            if self.limiter is not None and self.window is not None:
+                await self.limiter.hit(self.window, user, "you registered too many webhooks lately; try again later")
+            target = (await check_target(registration.url, self.policy)).target
+            hook = Webhook(
+                id=str(uuid.uuid4()),
+                user_id=user,
+                url=target.url,
+                description=description,
+                kinds=kinds,
+                secret="whsec_" + secrets.token_urlsafe(32),
+                created_at_us=now_us(),
             )
-            if status is not None and 200 <= status < 300:
-                ATTEMPTS.labels("succeeded").inc()
-                DELIVERED.labels("webhook").inc()
-                await self.store.record_attempt(delivery, status="SUCCEEDED", attempts=attempt, http_status=status,
-                                                error="")  # fmt: skip
-                return
-            ATTEMPTS.labels("error").inc()
-            message = domain.describe_error(status, error)
-            if attempt >= self.max_attempts:
-                FAILED.inc()
-                log.warning(
-                    "webhook delivery failed for good",
-                    extra={"delivery_id": delivery.id, "webhook_id": hook.id, "attempts": attempt, "error": message},
+            if not await self.store.webhooks.add(hook):
+                limit = self.store.limits.webhook_limit
+                raise ResourceExhaustedError(
+                    f"you have {limit} webhooks already; delete one first",
+                    reason="LIMIT_REACHED",
+                    metadata={"limit": str(limit)},
                 )
-                await self.store.record_attempt(delivery, status="FAILED", attempts=attempt, http_status=status or 0,
-                                                error=message)  # fmt: skip
-                return
-            delay = domain.retry_delay(attempt, self.retry_base, self.retry_max)
-            await self.store.record_attempt(
-                delivery, status="RETRYING", attempts=attempt, http_status=status or 0, error=message,
-                next_attempt_us=now_us() + int(delay * 1_000_000),
-            )  # fmt: skip
-        except Exception as exc:
-            log.warning("webhook attempt could not be recorded", exc_info=exc, extra={"delivery_id": delivery_id})
+        return hook
 
-    async def _post(
-        self, client: httpx.AsyncClient, url: str, webhook_id: str, secret: str, delivery_id: str, body: bytes,
-        attempt: int,
-    ) -> tuple[int | None, str | None]:  # fmt: skip
-        try:  # again: the name may resolve elsewhere now than at registration
-            checked = await check_target(url, self.policy)
-        except InvalidArgumentError as exc:
-            return None, exc.violations[0].description if exc.violations else exc.message
-        pinned, host, extensions = checked.request()
-        stamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "X-Shop-Timestamp": str(stamp),
-            "X-Shop-Signature": domain.sign(secret, stamp, body),
-            "X-Shop-Delivery": delivery_id,
-            "X-Shop-Webhook": webhook_id,
-            "X-Shop-Attempt": str(attempt),
-            "Host": host,
-        }
-        with tracer.start_as_current_span("webhook POST", kind=trace.SpanKind.CLIENT) as span:
-            span.set_attribute("http.request.method", "POST")
-            span.set_attribute("shop.webhook.id", webhook_id)
-            span.set_attribute("shop.webhook.attempt", attempt)
-            try:
-                async with client.stream(
-                    "POST", pinned, content=body, headers=headers, extensions=extensions
-                ) as response:
-                    span.set_attribute("http.response.status_code", response.status_code)
-                    return response.status_code, None  # the body is not read: only the status counts
-            except httpx.TimeoutException:
-                return None, "timeout"
-            except httpx.HTTPError as exc:
-                return None, f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
+    async def of_user(self, user: str) -> list[Webhook]:
+        with self.store.available():
+            return await self.store.webhooks.of_user(user)
+
+    async def delete(self, user: str, ident: str) -> None:
+        with self.store.available():
+            if not await self.store.webhooks.delete(user, webhook_id(ident)):
+                raise NotFoundError("no such webhook")
+
+    async def deliveries(self, user: str, ident: str, *, size: int, token: str, status: StatusFilter) -> DeliveryPage:
+        """A webhook's deliveries, newest first, optionally of one status."""
+        hook_id = webhook_id(ident)
+        with self.store.available():
+            owned(await self.store.webhooks.get(hook_id), user)
+            limit = page_size(size)
+            wanted = status.checked()
+            scope = feed.deliveries_scope(hook_id, wanted)
+            before = feed.page_position(token, scope)
+            found, next_before = await self.store.deliveries.page(hook_id, before=before, limit=limit, status=wanted)
+        return DeliveryPage(found, feed.page_token(next_before, scope))

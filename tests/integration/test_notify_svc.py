@@ -37,9 +37,10 @@ from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port
 from devstack.servers import Redis
-from notify_svc.domain import WebhookPolicy, parse_ports
-from notify_svc.store import Delivery, Store, Webhook, now_us
-from notify_svc.webhooks import Deliverer
+from notify_svc.domain.webhooks import Delivery, RetryPolicy, Webhook, WebhookPolicy, parse_ports
+from notify_svc.store import Store
+from notify_svc.store.limits import now_us
+from notify_svc.webhook_delivery import Deliverer
 from tests import tokens
 from tests.kafka_helpers import consume, kafka_settings
 from tests.waiting import Receiver, eventually
@@ -68,7 +69,7 @@ def signer(notify: Cluster) -> TokenSigner:
 @pytest.fixture(scope="module")
 async def stub(notify: Cluster) -> AsyncIterator[Stub]:
     async with notify.channel("notify_svc") as channel:
-        yield notify_pb2_grpc.NotificationServiceStub(channel)  # type: ignore[misc]
+        yield notify_pb2_grpc.NotificationServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ async def feed_of(stub: Stub, user: User, count: int, timeout: float = 30.0) -> 
 
     items = await eventually(ready, timeout, f"{count} notifications")
     assert len(items) == count, [n.title for n in items]
-    return items  # type: ignore[no-any-return]
+    return items
 
 
 async def fails(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
@@ -282,10 +283,10 @@ async def test_an_announcement_reaches_everyone_and_is_stored_once(
         assert not note.read
     # Stored once: one document in the shared announcements, no copy in any user's feed.
     assert await redis.zscore("notify:announcements", announcement_id) is not None
-    assert await redis.hexists("notify:announcements:docs", announcement_id)  # type: ignore[misc]
+    assert await redis.hexists("notify:announcements:docs", announcement_id)
     copies = [
         key async for key in redis.scan_iter(match="notify:user:*:docs") if await redis.hexists(key, announcement_id)
-    ]  # type: ignore[misc]
+    ]
     assert copies == []
     # Read state is per user.
     before = await unread(stub, bob)
@@ -608,7 +609,7 @@ async def final_delivery(stub: Stub, user: User, webhook_id: str) -> N.WebhookDe
         done = [d for d in found if d.status in (N.WEBHOOK_DELIVERY_STATUS_SUCCEEDED, N.WEBHOOK_DELIVERY_STATUS_FAILED)]
         return done[0] if done else None
 
-    return await eventually(finished, what="a finished delivery")  # type: ignore[no-any-return]
+    return await eventually(finished, what="a finished delivery")
 
 
 async def test_a_webhook_gets_the_notification_signed(stub: Stub, shop: Shop, signer: TokenSigner) -> None:
@@ -766,16 +767,16 @@ async def deliver_once(store: Store, policy: WebhookPolicy, url: str) -> Deliver
     """One delivery to ``url`` by a deliverer of this process with ``policy``; its finished record."""
     hook = Webhook(id=str(uuid.uuid4()), user_id=str(uuid.uuid4()), url=url, description="", kinds=[],
                    secret="whsec_x", created_at_us=now_us())  # fmt: skip
-    assert await store.add_webhook(hook)
+    assert await store.webhooks.add(hook)
     delivery_id = str(uuid.uuid4())
-    assert await store.create_delivery(delivery_id, hook.id, str(uuid.uuid4()), b"{}")
+    assert await store.deliveries.create(delivery_id, hook.id, str(uuid.uuid4()), b"{}")
     stop = asyncio.Event()
-    deliverer = Deliverer(store, wake=asyncio.Event(), policy=policy, max_attempts=1, retry_base=0.1, retry_max=0.1,
-                          timeout=2, concurrency=2)  # fmt: skip
+    retry = RetryPolicy(max_attempts=1, base=0.1, cap=0.1)
+    deliverer = Deliverer(store, wake=asyncio.Event(), policy=policy, retry=retry, timeout=2, concurrency=2)
     running = asyncio.create_task(deliverer.run(stop))
 
     async def finished() -> Delivery | None:
-        found = await store.delivery(delivery_id)
+        found = await store.deliveries.get(delivery_id)
         return found if found is not None and found.status in ("FAILED", "SUCCEEDED") else None
 
     try:

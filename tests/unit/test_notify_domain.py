@@ -1,5 +1,6 @@
-"""The rules of notifications (notify_svc/domain.py): who is told what, folding
-likes, paging cursors, webhook targets, backoff and signatures."""
+"""The rules of notifications (notify_svc/domain/, and the event readers of
+notify_svc/events.py): who is told what, folding likes, page tokens, webhook
+targets, backoff and signatures."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ import ipaddress
 import uuid
 
 import pytest
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from shop.common.v1 import money_pb2
 from shop.events.v1 import comment_events_pb2, order_events_pb2, platform_events_pb2
 
 from common.errors import InvalidArgumentError
+from common.paging import encode_page_token, page_size
+from common.validation import VALIDATION_FAILED
 from notify_svc import domain
-from notify_svc.webhooks import check_target
+from notify_svc.domain import drafts, feed, webhooks
+from notify_svc.events import draft_of
+from notify_svc.webhook_delivery import check_target
 
 NOW = 1_700_000_000_000_000
 EUR = money_pb2.Money(amount_minor=4599, currency_code="EUR")
@@ -25,8 +31,8 @@ def stamp(seconds: int) -> Timestamp:
     return Timestamp(seconds=seconds)
 
 
-def draft(event: object, event_id: str = "e-1") -> domain.Draft:
-    made = domain.from_event(event_id, event, NOW)  # type: ignore[arg-type]
+def draft(event: Message, event_id: str = "e-1") -> drafts.Draft:
+    made = draft_of(event_id, event, NOW)
     assert made is not None
     return made
 
@@ -78,15 +84,15 @@ def test_ids_are_stable_per_event_and_recipient_and_times_come_from_the_event() 
 
 
 def test_events_without_a_recipient_are_invalid_and_some_events_notify_nobody() -> None:
-    with pytest.raises(domain.InvalidEventError, match="user_id"):
-        domain.from_event("e", order_events_pb2.OrderPaid(order_id="o"), NOW)
-    with pytest.raises(domain.InvalidEventError, match="parent_author_id"):
-        domain.from_event("e", comment_events_pb2.CommentReplied(comment_id="c"), NOW)
-    assert domain.from_event("e", comment_events_pb2.CommentCreated(comment_id="c", author_id="a"), NOW) is None
+    with pytest.raises(drafts.InvalidEventError, match="user_id"):
+        draft_of("e", order_events_pb2.OrderPaid(order_id="o"), NOW)
+    with pytest.raises(drafts.InvalidEventError, match="parent_author_id"):
+        draft_of("e", comment_events_pb2.CommentReplied(comment_id="c"), NOW)
+    assert draft_of("e", comment_events_pb2.CommentCreated(comment_id="c", author_id="a"), NOW) is None
     own_reply = comment_events_pb2.CommentReplied(comment_id="c", parent_author_id="a", author_id="a")
-    assert domain.from_event("e", own_reply, NOW) is None
+    assert draft_of("e", own_reply, NOW) is None
     own_like = comment_events_pb2.CommentLiked(comment_id="c", comment_author_id="a", liker_id="a")
-    assert domain.from_event("e", own_like, NOW) is None
+    assert draft_of("e", own_like, NOW) is None
 
 
 def test_a_reply_notifies_the_parents_author() -> None:
@@ -119,7 +125,7 @@ def test_an_announcement_is_for_everyone_under_its_own_id() -> None:
 # --- folding likes ----------------------------------------------------------------------------------
 
 
-def like(liker: str, name: str, count: int, event_id: str, at: int = 0) -> domain.Draft:
+def like(liker: str, name: str, count: int, event_id: str, at: int = 0) -> drafts.Draft:
     event = comment_events_pb2.CommentLiked(
         comment_id="c1", product_id="p", comment_author_id="author", liker_id=liker, liker_display_name=name,
         like_count=count, occurred_at=stamp(at) if at else None,
@@ -133,20 +139,20 @@ def test_likes_fold_into_one_notification() -> None:
     note = first.notification
     assert (note.title, note.folded_count) == ("Ann liked your comment", 1)
     second = like("u2", "Bob", 2, "e2", at=20)
-    note = domain.fold_like(note, second.notification, ("u2", "Bob"))
+    note = drafts.fold_like(note, second.notification, ("u2", "Bob"))
     assert note.title == "Bob and Ann liked your comment"
     third = like("u3", "Cyd", 3, "e3", at=30)
-    note = domain.fold_like(note, third.notification, ("u3", "Cyd"))
+    note = drafts.fold_like(note, third.notification, ("u3", "Cyd"))
     assert (note.title, note.body) == ("3 people liked your comment", "Cyd, Bob and 1 other liked your comment.")
     assert note.id == first.notification.id and note.source_event_id == "e1"
     assert note.folded_count == 3 and note.data["like_count"] == "3"
     assert note.created_at_us == 30_000_000
     # The same person again (unlike, like): one more event, not one more person.
-    again = domain.fold_like(note, like("u1", "Ann", 3, "e4").notification, ("u1", "Ann"))
+    again = drafts.fold_like(note, like("u1", "Ann", 3, "e4").notification, ("u1", "Ann"))
     assert again.folded_count == 4
     assert again.title == "3 people liked your comment"
     assert again.body == "Ann, Cyd and 1 other liked your comment."
-    fourth = domain.fold_like(again, like("u4", "Dee", 4, "e5").notification, ("u4", "Dee"))
+    fourth = drafts.fold_like(again, like("u4", "Dee", 4, "e5").notification, ("u4", "Dee"))
     assert fourth.body == "Dee, Ann and 2 others liked your comment."
 
 
@@ -162,96 +168,97 @@ def test_a_notification_survives_its_json_round_trip() -> None:
 
 
 def test_page_tokens_round_trip_and_are_bound_to_their_listing() -> None:
-    token = domain.encode_cursor(42, "feed")
-    assert domain.decode_cursor(token, "feed") == 42
-    assert domain.decode_cursor("", "feed") is None
-    for bad, scope in ((token, "feed:unread"), ("garbage!", "feed"), (domain.encode_cursor(0, "feed"), "feed")):
+    scope, unread = feed.feed_scope(unread_only=False), feed.feed_scope(unread_only=True)
+    token = feed.page_token(42, scope)
+    assert feed.page_position(token, scope) == 42
+    assert feed.page_position("", scope) is None
+    for bad, listing in ((token, unread), ("garbage!", scope), (encode_page_token({"p": 0}, scope), scope)):
         with pytest.raises(InvalidArgumentError) as raised:
-            domain.decode_cursor(bad, scope)
+            feed.page_position(bad, listing)
         assert raised.value.violations[0].field == "page.page_token"
 
 
 def test_page_sizes() -> None:
-    assert [domain.page_size(n) for n in (0, 1, 20, 100, 1000)] == [20, 1, 20, 100, 100]
+    assert [page_size(n) for n in (0, 1, 20, 100, 1000)] == [20, 1, 20, 100, 100]
     with pytest.raises(InvalidArgumentError):
-        domain.page_size(-1)
+        page_size(-1)
 
 
 def test_stream_positions() -> None:
-    assert domain.stream_position("") is None
-    assert domain.stream_position(" 17 ") == 17
+    assert feed.stream_position("") is None
+    assert feed.stream_position(" 17 ") == 17
     for bad in ("abc", "-1", "1.5", "9" * 19):
         with pytest.raises(InvalidArgumentError):
-            domain.stream_position(bad)
+            feed.stream_position(bad)
 
 
 def test_announcement_validation() -> None:
-    assert domain.validate_announcement(" Hi ", " there ", {"url": "/x"}) == ("Hi", "there", {"url": "/x"})
+    assert feed.validate_announcement(" Hi ", " there ", {"url": "/x"}) == ("Hi", "there", {"url": "/x"})
     with pytest.raises(InvalidArgumentError) as raised:
-        domain.validate_announcement("", "x" * 5001, {str(n): "v" for n in range(21)})
+        feed.validate_announcement("", "x" * 5001, {str(n): "v" for n in range(21)})
     assert [v.field for v in raised.value.violations] == ["title", "body", "data"]
 
 
 # --- webhooks ---------------------------------------------------------------------------------------
 
 
-DEVELOPMENT = domain.WebhookPolicy(https_only=False)
-PRODUCTION = domain.WebhookPolicy()
-LOOPBACK = domain.WebhookPolicy(
-    https_only=False, ports=domain.parse_ports("80,443,1024-65535"),
+DEVELOPMENT = webhooks.WebhookPolicy(https_only=False)
+PRODUCTION = webhooks.WebhookPolicy()
+LOOPBACK = webhooks.WebhookPolicy(
+    https_only=False, ports=webhooks.parse_ports("80,443,1024-65535"),
     allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),),
 )  # fmt: skip
 
 
 def test_webhook_urls_in_development_may_be_http_but_the_address_and_port_checks_stay() -> None:
-    assert domain.validate_webhook_url("http://hooks.example.com/x", DEVELOPMENT).port == 80
-    assert domain.validate_webhook_url("https://hooks.example.com/x", DEVELOPMENT).port == 443
+    assert webhooks.validate_webhook_url("http://hooks.example.com/x", DEVELOPMENT).port == 80
+    assert webhooks.validate_webhook_url("https://hooks.example.com/x", DEVELOPMENT).port == 443
     for bad in ("ftp://example.com/", "example.com/hook", "https://", "https://u:p@example.com/",
                 "https://example.com/#frag", "https://exa mple.com/", "https://example.com:99999/"):  # fmt: skip
         with pytest.raises(InvalidArgumentError) as raised:
-            domain.validate_webhook_url(bad, DEVELOPMENT)
+            webhooks.validate_webhook_url(bad, DEVELOPMENT)
         assert raised.value.violations[0].field == "url", bad
     with pytest.raises(InvalidArgumentError) as local:
-        domain.validate_webhook_url("http://127.0.0.1:9000/hook", DEVELOPMENT)
+        webhooks.validate_webhook_url("http://127.0.0.1:9000/hook", DEVELOPMENT)
     assert local.value.violations[0].description == "port 9000 is not allowed for webhooks (allowed: 80, 443)"
     with pytest.raises(InvalidArgumentError) as local:
-        domain.validate_webhook_url("http://127.0.0.1/hook", DEVELOPMENT)
-    assert local.value.reason == domain.WEBHOOK_ADDRESS_FORBIDDEN
+        webhooks.validate_webhook_url("http://127.0.0.1/hook", DEVELOPMENT)
+    assert local.value.reason == webhooks.WEBHOOK_ADDRESS_FORBIDDEN
 
 
 def test_an_explicit_allowance_lets_loopback_through_and_nothing_else() -> None:
-    target = domain.validate_webhook_url("http://127.0.0.1:9000/hook", LOOPBACK)
+    target = webhooks.validate_webhook_url("http://127.0.0.1:9000/hook", LOOPBACK)
     assert (target.host, target.port) == ("127.0.0.1", 9000)
     for host in ("10.1.2.3", "169.254.169.254", "[::1]", "192.168.0.10"):
         with pytest.raises(InvalidArgumentError) as raised:
-            domain.validate_webhook_url(f"http://{host}:9000/hook", LOOPBACK)
-        assert raised.value.reason == domain.WEBHOOK_ADDRESS_FORBIDDEN, host
+            webhooks.validate_webhook_url(f"http://{host}:9000/hook", LOOPBACK)
+        assert raised.value.reason == webhooks.WEBHOOK_ADDRESS_FORBIDDEN, host
     with pytest.raises(InvalidArgumentError, match="webhook URL is invalid"):
-        domain.validate_webhook_url("http://127.0.0.1:22/hook", LOOPBACK)
-    assert domain.parse_ports("80, 443,8000-8999") == ((80, 80), (443, 443), (8000, 8999))
+        webhooks.validate_webhook_url("http://127.0.0.1:22/hook", LOOPBACK)
+    assert webhooks.parse_ports("80, 443,8000-8999") == ((80, 80), (443, 443), (8000, 8999))
     for bad in ("", "http", "0", "443-80", "70000"):
         with pytest.raises(ValueError):
-            domain.parse_ports(bad)
+            webhooks.parse_ports(bad)
 
 
 def test_webhook_urls_outside_development_must_be_public_https() -> None:
-    assert domain.validate_webhook_url("https://93.184.215.14/hook", PRODUCTION).host == "93.184.215.14"
+    assert webhooks.validate_webhook_url("https://93.184.215.14/hook", PRODUCTION).host == "93.184.215.14"
     with pytest.raises(InvalidArgumentError) as raised:
-        domain.validate_webhook_url("http://hooks.example.com/", PRODUCTION)
-    assert raised.value.reason == domain.VALIDATION_FAILED
+        webhooks.validate_webhook_url("http://hooks.example.com/", PRODUCTION)
+    assert raised.value.reason == VALIDATION_FAILED
     for host in ("127.0.0.1", "10.1.2.3", "192.168.0.10", "172.16.5.4", "169.254.169.254", "[::1]", "[fe80::1]",
                  "[fd00::1]", "[::ffff:127.0.0.1]", "0.0.0.0"):  # fmt: skip
         with pytest.raises(InvalidArgumentError) as raised:
-            domain.validate_webhook_url(f"https://{host}/hook", PRODUCTION)
-        assert raised.value.reason == domain.WEBHOOK_ADDRESS_FORBIDDEN, host
+            webhooks.validate_webhook_url(f"https://{host}/hook", PRODUCTION)
+        assert raised.value.reason == webhooks.WEBHOOK_ADDRESS_FORBIDDEN, host
 
 
 def test_which_addresses_are_forbidden() -> None:
     forbidden = ["127.0.0.1", "10.0.0.1", "100.64.0.1", "169.254.0.1", "224.0.0.1", "::1", "fe80::1", "fc00::1",
                  "::ffff:10.0.0.1", "::"]  # fmt: skip
     public = ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111", "::ffff:1.1.1.1"]
-    assert all(domain.forbidden_address(ipaddress.ip_address(a)) for a in forbidden)
-    assert not any(domain.forbidden_address(ipaddress.ip_address(a)) for a in public)
+    assert all(webhooks.forbidden_address(ipaddress.ip_address(a)) for a in forbidden)
+    assert not any(webhooks.forbidden_address(ipaddress.ip_address(a)) for a in public)
 
 
 async def test_names_resolving_to_local_addresses_are_refused_in_every_mode() -> None:
@@ -261,7 +268,7 @@ async def test_names_resolving_to_local_addresses_are_refused_in_every_mode() ->
                     "https://localhost/hook", "https://LOCALHOST/hook"):  # fmt: skip
             with pytest.raises(InvalidArgumentError) as raised:
                 await check_target(url, policy)
-            assert raised.value.reason == domain.WEBHOOK_ADDRESS_FORBIDDEN, url
+            assert raised.value.reason == webhooks.WEBHOOK_ADDRESS_FORBIDDEN, url
         with pytest.raises(InvalidArgumentError, match="does not resolve"):
             await check_target("https://no-such-host.invalid/hook", policy)
     checked = await check_target("http://localhost:9000/hook", LOOPBACK)
@@ -273,17 +280,17 @@ async def test_names_resolving_to_local_addresses_are_refused_in_every_mode() ->
 
 def test_signatures_are_hmac_sha256_over_timestamp_and_body() -> None:
     body = b'{"id":"n1"}'
-    signature = domain.sign("whsec_test", 1700000000, body)
+    signature = webhooks.sign("whsec_test", 1700000000, body)
     expected = hmac.new(b"whsec_test", b'1700000000.{"id":"n1"}', hashlib.sha256).hexdigest()
     assert signature == f"sha256={expected}"
-    assert domain.verify_signature("whsec_test", "1700000000", body, signature, now=1700000100)
-    assert not domain.verify_signature("whsec_test", "1700000000", body + b" ", signature, now=1700000100)
-    assert not domain.verify_signature("other", "1700000000", body, signature, now=1700000100)
-    assert not domain.verify_signature("whsec_test", "1700000000", body, signature, now=1700001000)  # stale
+    assert webhooks.verify_signature("whsec_test", "1700000000", body, signature, now=1700000100)
+    assert not webhooks.verify_signature("whsec_test", "1700000000", body + b" ", signature, now=1700000100)
+    assert not webhooks.verify_signature("other", "1700000000", body, signature, now=1700000100)
+    assert not webhooks.verify_signature("whsec_test", "1700000000", body, signature, now=1700001000)  # stale
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
-    assert [domain.retry_delay(n, 5, 60) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
-    assert domain.wants([], domain.ORDER_PAID) and domain.wants([domain.ORDER_PAID], domain.ORDER_PAID)
-    assert not domain.wants([domain.ORDER_SHIPPED], domain.ORDER_PAID)
-    assert domain.delivery_id("n", 1, "w") == domain.delivery_id("n", 1, "w") != domain.delivery_id("n", 2, "w")
+    assert [webhooks.retry_delay(n, 5, 60) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
+    assert webhooks.wants([], domain.ORDER_PAID) and webhooks.wants([domain.ORDER_PAID], domain.ORDER_PAID)
+    assert not webhooks.wants([domain.ORDER_SHIPPED], domain.ORDER_PAID)
+    assert webhooks.delivery_id("n", 1, "w") == webhooks.delivery_id("n", 1, "w") != webhooks.delivery_id("n", 2, "w")
