@@ -370,3 +370,38 @@ def test_page_tokens_stay_short_for_any_name() -> None:
         token = listing.cursor_token(cursor, token_scope)
         assert len(token) <= paging.PAGE_TOKEN_MAX  # the edge accepts page tokens up to 512 characters
         assert query(sort="name_asc", page_token=token).after == cursor
+
+
+def test_a_hold_not_taken_says_why() -> None:
+    item = ReservationItem(P1, 3)
+    assert reservations.hold_failure(item, None) == ReservationFailure("not_found", P1)
+    held = reservations.StockLevel(stock=0, status=products.ACTIVE, held=True)
+    assert reservations.hold_failure(item, held) is None  # an earlier attempt of this reservation took it
+    archived = reservations.StockLevel(stock=10, status=products.ARCHIVED, held=False)
+    assert reservations.hold_failure(item, archived) == ReservationFailure("archived", P1)
+    short = reservations.StockLevel(stock=2, status=products.ACTIVE, held=False)
+    assert reservations.hold_failure(item, short) == ReservationFailure("out_of_stock", P1, requested=3, available=2)
+
+
+def test_a_category_is_named_by_id_or_slug() -> None:
+    value = str(uuid.uuid4())
+    assert categories.validate_key(categories.CategoryKey(id=value.upper())) == categories.CategoryKey(id=value)
+    assert categories.validate_key(categories.CategoryKey(slug="shoes")) == categories.CategoryKey(slug="shoes")
+    for key, field in (
+        (categories.CategoryKey(), "key"),
+        (categories.CategoryKey(id="x"), "id"),
+        (categories.CategoryKey(slug="Shoes"), "slug"),
+    ):
+        assert fields_of(raises(grpc.StatusCode.INVALID_ARGUMENT, categories.validate_key, key)) == [field]
+
+
+def test_category_pages_are_bound_to_their_parent() -> None:
+    parent = str(uuid.uuid4())
+    first = listing.validate_category_query(parent, 1, "")
+    found = [Category(str(uuid.uuid4()), name, name, parent, (parent,), NOW) for name in ("Boots", "Sandals")]
+    page, token = listing.category_page(first, found)
+    assert page == found[:1] and token
+    assert listing.validate_category_query(parent, 1, token).after == Cursor(key="boots", id=found[0].id)
+    error = raises(grpc.StatusCode.INVALID_ARGUMENT, listing.validate_category_query, None, 1, token)
+    assert fields_of(error) == ["page.page_token"]
+    assert listing.category_page(first, found[:1]) == (found[:1], "")
