@@ -11,6 +11,7 @@ from typing import Any
 from common.errors import FailedPreconditionError, FieldViolation
 from common.money import CURRENCY_EXPONENTS, MAX_AMOUNT_MINOR, Money, MoneyError
 from common.validation import Violations, invalid, require_uuid, uuid_problem
+from product_svc.domain.categories import CATEGORY_ID
 from product_svc.domain.images import Image
 from product_svc.domain.text import text_problem
 
@@ -23,7 +24,6 @@ ATTRIBUTE_VALUE_MAX = 500
 WEIGHT_MAX_GRAMS = 10_000_000  # ten tonnes per unit is a freight, not a parcel
 BATCH_MAX = 500
 PRODUCT_ID = "a product id"
-CATEGORY_ID = "a category id"
 INVALID_STATE = "INVALID_STATE"
 
 ACTIVE = "active"

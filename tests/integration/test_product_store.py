@@ -186,7 +186,7 @@ async def test_a_read_past_the_callers_deadline_is_deadline_exceeded(store: Stor
         after=None,
     )
     assert len((await store.products.page(query))[0]) == 1
-    # What server.within_deadline does with a gRPC call's remaining time.
+    # What Store.deadline does with a gRPC call's remaining time.
     with pymongo.timeout(0.000001), pytest.raises(DeadlineExceededError, match="deadline"):
         await store.products.page(query)
 
