@@ -18,8 +18,9 @@ from typing import Any
 import pymongo
 
 from common.money import Money
-from product_svc import domain
-from product_svc.store import product_doc
+from product_svc.domain.products import ProductFields
+from product_svc.domain.text import sort_name
+from product_svc.store.products import product_doc
 
 DATABASE = "shop_product"  # product_svc's default SHOP_MONGO_DATABASE
 BATCH = 5_000
@@ -83,7 +84,7 @@ def _category(
     return {
         "_id": category_id,
         "name": name,
-        "name_key": domain.sort_name(name),
+        "name_key": sort_name(name),
         "slug": slug,
         "parent_id": parent,
         "ancestors": ancestors,
@@ -105,7 +106,7 @@ def seed_products(url: str, catalog: Catalog, count: int, *, stock: int | None =
         for n in range(first, first + count):
             adjective, noun = rng.choice(ADJECTIVES), rng.choice(NOUNS)
             units = stock if stock is not None else (0 if rng.random() < 0.1 else rng.randint(1, 500))
-            fields = domain.ProductFields(
+            fields = ProductFields(
                 name=f"{adjective.title()} {noun} {n:06d}",
                 description=f"A {adjective} {noun} for everyday use, seeded by the benchmark.",
                 category_id=rng.choice(catalog.leaves),

@@ -24,7 +24,9 @@ from common.clients import mongo_client
 from common.errors import UnavailableError
 from common.grpc_server import GrpcServer, serve
 from common.settings import redact_url
+from product_svc.catalog import Catalog, ImageLimits
 from product_svc.images import ImageStorage
+from product_svc.reservations import Reservations
 from product_svc.server import ProductService
 from product_svc.settings import ProductSettings
 from product_svc.store import Store
@@ -36,11 +38,11 @@ log = logging.getLogger("shop.product")
 HOLD_SCAN_EVERY = 10
 
 
-async def _recovery(store: Store, settings: ProductSettings) -> None:
+async def _recovery(reservations: Reservations, settings: ProductSettings) -> None:
     older_than = timedelta(seconds=settings.reservation_pending_timeout)
     for sweep in itertools.count():
         try:
-            await store.recover(older_than, scan_holds=sweep % HOLD_SCAN_EVERY == 0)
+            await reservations.recover(older_than, scan_holds=sweep % HOLD_SCAN_EVERY == 0)
         except Exception as exc:  # the next round tries again
             log.warning("the reservation recovery sweep failed", exc_info=exc)
         await asyncio.sleep(settings.recovery_interval)
@@ -67,11 +69,12 @@ async def run(settings: ProductSettings, *, stopping: asyncio.Event | None = Non
         except UnavailableError:  # the catalog still serves; uploads retry the bucket
             log.warning("object storage is not reachable at start; image uploads fail until it is")
 
+        limits = ImageLimits(max_bytes=settings.image_max_bytes, max_count=settings.image_max_count)
+        reservations = Reservations(store)
         servicer = ProductService(
-            store=store,
-            images=images,
-            image_max_bytes=settings.image_max_bytes,
-            image_max_count=settings.image_max_count,
+            catalog=Catalog(store=store, images=images, limits=limits),
+            reservations=reservations,
+            image_url=images.url,
         )
         server = GrpcServer(settings)
         server.add(
@@ -79,7 +82,7 @@ async def run(settings: ProductSettings, *, stopping: asyncio.Event | None = Non
             servicer,
             product_pb2.DESCRIPTOR.services_by_name["ProductService"],
         )
-        recovery = asyncio.create_task(_recovery(store, settings))
+        recovery = asyncio.create_task(_recovery(reservations, settings))
         await serve(server, stopping=stopping)
         return 0
     finally:

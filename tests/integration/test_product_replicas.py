@@ -23,7 +23,8 @@ from common.clients import mongo_client
 from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port
-from product_svc import domain
+from product_svc.domain import reservations
+from product_svc.reservations import Reservations
 from product_svc.store import Store
 from tests.callers import CallerStub
 from tests.catalog_helpers import held
@@ -178,15 +179,15 @@ async def test_the_recovery_sweeps_of_both_replicas_undo_an_abandoned_reservatio
         store = Store(client["shop_product"])
         abandoned = [str(uuid.uuid4()) for _ in range(3)]
         for rid in abandoned:
-            await store.reserve(rid, [domain.ReservationItem(product_id, 1)])
+            await Reservations(store).reserve_items(rid, [reservations.ReservationItem(product_id, 1)])
             # A caller that crashed midway: the record back to pending, the hold still taken.
-            await store.reservations.update_one({"_id": rid}, {"$set": {"state": domain.PENDING}})
+            await store.reservations.collection.update_one({"_id": rid}, {"$set": {"state": reservations.PENDING}})
         assert (await product(products[0], product_id)).stock == 2
 
         # Both replicas sweep every second and roll back what is pending for over 3 s.
         async def swept() -> bool:
-            docs = await store.reservations.find({"_id": {"$in": abandoned}}).to_list()
-            return all(doc["state"] == domain.FAILED for doc in docs)
+            docs = await store.reservations.collection.find({"_id": {"$in": abandoned}}).to_list()
+            return all(doc["state"] == reservations.FAILED for doc in docs)
 
         await eventually(swept, 20, "both sweeps to fail the abandoned reservations")
         await asyncio.sleep(2.5)  # a few more rounds of both sweeps

@@ -8,7 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pymongo
 import pytest
@@ -17,9 +17,17 @@ from common.clients import mongo_client
 from common.errors import DeadlineExceededError, FailedPreconditionError
 from devstack.cluster import Cluster
 from devstack.docstore import FerretDB
-from product_svc import domain
-from product_svc.domain import NewCategory, ProductInput, ProductQuery, ReservationItem
-from product_svc.store import Store, listing_index, to_millis
+from product_svc.catalog import Catalog, ImageLimits
+from product_svc.domain import listing, products, reservations
+from product_svc.domain.categories import NewCategory
+from product_svc.domain.listing import ProductQuery
+from product_svc.domain.products import ProductInput
+from product_svc.domain.reservations import ReservationItem
+from product_svc.images import ImageStorage
+from product_svc.reservations import Reservations
+from product_svc.store import Store
+from product_svc.store.listing import listing_index
+from product_svc.store.mongo import to_millis
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +63,26 @@ async def store(client: Any) -> AsyncIterator[Store]:
         await client.drop_database(name)
 
 
+class NoImages:
+    """The object storage of products without images."""
+
+    async def delete_quietly(self, keys: list[str]) -> None:
+        assert not keys
+
+
+def catalog(store: Store) -> Catalog:
+    images = cast(ImageStorage, NoImages())
+    return Catalog(store=store, images=images, limits=ImageLimits(max_bytes=1024, max_count=1))
+
+
 async def new_product(store: Store, stock: int) -> str:
-    category = await store.create_category(NewCategory(name="Shoes", slug=f"c-{uuid.uuid4().hex[:10]}", parent_id=None))
-    fields = domain.validate_new_product(
+    category = await store.categories.create(
+        NewCategory(name="Shoes", slug=f"c-{uuid.uuid4().hex[:10]}", parent_id=None), ()
+    )
+    fields = products.validate_new_product(
         ProductInput(name="Trail Runner", category_id=category.id, price=(1999, "EUR"), stock=stock)
     )
-    return (await store.create_product(fields)).id
+    return (await store.products.create(fields)).id
 
 
 async def test_the_local_server_is_ferretdb_v2(client: Any) -> None:
@@ -71,13 +93,13 @@ async def test_the_local_server_is_ferretdb_v2(client: Any) -> None:
 async def test_concurrent_holds_never_oversell(store: Store) -> None:
     product_id = await new_product(store, stock=10)
     results = await asyncio.gather(
-        *(store.reserve(str(uuid.uuid4()), [ReservationItem(product_id, 1)]) for _ in range(50)),
+        *(Reservations(store).reserve_items(str(uuid.uuid4()), [ReservationItem(product_id, 1)]) for _ in range(50)),
         return_exceptions=True,
     )
-    reserved = [r for r in results if isinstance(r, domain.Reservation)]
+    reserved = [r for r in results if isinstance(r, reservations.Reservation)]
     refused = [r for r in results if isinstance(r, FailedPreconditionError)]
     assert (len(reserved), len(refused)) == (10, 40), results
-    product = await store.product(product_id)
+    product = await store.products.get(product_id)
     assert product is not None
     assert product.stock == 0
     assert sorted(product.holds) == sorted(r.id for r in reserved)
@@ -86,44 +108,47 @@ async def test_concurrent_holds_never_oversell(store: Store) -> None:
 async def test_release_and_commit_move_each_hold_once(store: Store) -> None:
     product_id = await new_product(store, stock=10)
     kept, returned = str(uuid.uuid4()), str(uuid.uuid4())
-    await store.reserve(kept, [ReservationItem(product_id, 3)])
-    await store.reserve(returned, [ReservationItem(product_id, 4)])
+    await Reservations(store).reserve_items(kept, [ReservationItem(product_id, 3)])
+    await Reservations(store).reserve_items(returned, [ReservationItem(product_id, 4)])
     # Repeats (also concurrent ones) change nothing more.
-    await asyncio.gather(*(store.commit(kept) for _ in range(3)), *(store.release(returned) for _ in range(3)))
-    assert (await store.commit(kept)).state == domain.COMMITTED
-    assert (await store.release(returned)).state == domain.RELEASED
-    product = await store.product(product_id)
+    await asyncio.gather(
+        *(Reservations(store).commit(kept) for _ in range(3)),
+        *(Reservations(store).release(returned) for _ in range(3)),
+    )
+    assert (await Reservations(store).commit(kept)).state == reservations.COMMITTED
+    assert (await Reservations(store).release(returned)).state == reservations.RELEASED
+    product = await store.products.get(product_id)
     assert product is not None
     assert (product.stock, dict(product.holds)) == (7, {})
     # A committed reservation cannot be released, nor a released one committed.
     with pytest.raises(FailedPreconditionError):
-        await store.release(kept)
+        await Reservations(store).release(kept)
     with pytest.raises(FailedPreconditionError):
-        await store.commit(returned)
+        await Reservations(store).commit(returned)
 
 
 async def test_a_product_with_holds_is_not_deleted(store: Store) -> None:
     product_id = await new_product(store, stock=5)
     reservation_id = str(uuid.uuid4())
-    await store.reserve(reservation_id, [ReservationItem(product_id, 2)])
+    await Reservations(store).reserve_items(reservation_id, [ReservationItem(product_id, 2)])
     with pytest.raises(FailedPreconditionError, match="open stock reservation"):
-        await store.delete_product(product_id)
-    await store.release(reservation_id)
-    deleted = await store.delete_product(product_id)
+        await catalog(store).delete_product(product_id)
+    await Reservations(store).release(reservation_id)
+    deleted = await catalog(store).delete_product(product_id)
     assert deleted.id == product_id
-    assert await store.product(product_id) is None
+    assert await store.products.get(product_id) is None
 
 
 async def test_rewrites_and_batch_reads(store: Store) -> None:
     first, second = await new_product(store, stock=1), await new_product(store, stock=2)
-    renamed = await asyncio.gather(*(store.update_product(first, {"name": f"Name {i}"}) for i in range(5)))
+    renamed = await asyncio.gather(*(store.products.update(first, {"name": f"Name {i}"}) for i in range(5)))
     assert all(p is not None for p in renamed)
-    product = await store.product(first)
+    product = await store.products.get(first)
     assert product is not None
     assert product.name in {f"Name {i}" for i in range(5)}
-    assert await store.update_product(str(uuid.uuid4()), {"name": "nobody"}) is None
+    assert await store.products.update(str(uuid.uuid4()), {"name": "nobody"}) is None
     missing = str(uuid.uuid4())
-    found = await store.products_by_id([first, second, missing, first])
+    found = await store.products.by_ids([first, second, missing, first])
     assert sorted(found) == sorted([first, second])
     assert found[second].stock == 2
 
@@ -131,17 +156,17 @@ async def test_rewrites_and_batch_reads(store: Store) -> None:
 async def test_a_pending_reservation_is_rolled_back_by_recovery(store: Store) -> None:
     product_id = await new_product(store, stock=5)
     reservation_id = str(uuid.uuid4())
-    await store.reserve(reservation_id, [ReservationItem(product_id, 2)])
+    await Reservations(store).reserve_items(reservation_id, [ReservationItem(product_id, 2)])
     # Play a crash midway: the record back to pending, the hold still taken.
-    await store.reservations.update_one({"_id": reservation_id}, {"$set": {"state": domain.PENDING}})
+    await store.reservations.collection.update_one({"_id": reservation_id}, {"$set": {"state": reservations.PENDING}})
     await asyncio.sleep(0.01)  # strictly older than the cutoff of "now"
-    assert await store.recover(timedelta(0)) == 1
-    product = await store.product(product_id)
+    assert await Reservations(store).recover(timedelta(0)) == 1
+    product = await store.products.get(product_id)
     assert product is not None
     assert (product.stock, dict(product.holds)) == (5, {})
     # It is over for good: a late release answers the failed record and returns nothing twice.
-    assert (await store.release(reservation_id)).state == domain.FAILED
-    product = await store.product(product_id)
+    assert (await Reservations(store).release(reservation_id)).state == reservations.FAILED
+    product = await store.products.get(product_id)
     assert product is not None
     assert product.stock == 5
 
@@ -160,10 +185,10 @@ async def test_a_read_past_the_callers_deadline_is_deadline_exceeded(store: Stor
         page_size=10,
         after=None,
     )
-    assert len((await store.list_products(query))[0]) == 1
-    # What server.within_deadline does with a gRPC call's remaining time.
+    assert len((await store.products.page(query))[0]) == 1
+    # What Store.deadline does with a gRPC call's remaining time.
     with pymongo.timeout(0.000001), pytest.raises(DeadlineExceededError, match="deadline"):
-        await store.list_products(query)
+        await store.products.page(query)
 
 
 def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -195,7 +220,7 @@ LISTING_SHAPES: dict[str, dict[str, Any]] = {
 async def test_every_listing_shape_walks_its_index_in_order(store: Store, shape: str) -> None:
     """No listing scans the collection: each reads the index it is hinted to."""
     product_id = await new_product(store, stock=3)
-    product = await store.product(product_id)
+    product = await store.products.get(product_id)
     assert product is not None
     spec = dict(LISTING_SHAPES[shape])
     sort = spec.pop("sort")
@@ -211,10 +236,10 @@ async def test_every_listing_shape_walks_its_index_in_order(store: Store, shape:
         sort=sort,
         include_archived=spec.pop("include_archived", False),
         page_size=20,
-        after=domain.Cursor(key=str(to_millis(product.created_at)), id=product.id) if after else None,
+        after=listing.Cursor(key=str(to_millis(product.created_at)), id=product.id) if after else None,
     )
     assert not spec
-    plan = (await (await store.listing(query)).explain())["queryPlanner"]["Plan"]
+    plan = (await (await store.products.listing(query)).explain())["queryPlanner"]["Plan"]
     nodes = _nodes(plan)
     assert "Seq Scan" not in [node["Node Type"] for node in nodes], nodes
     wanted = _index_name(listing_index(query))
