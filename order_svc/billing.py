@@ -26,7 +26,14 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from common.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError, NotFoundError
+from common.errors import (
+    DomainError,
+    FailedPreconditionError,
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
 from common.events import ORDERS_TOPIC
 from common.validation import invalid
 from order_svc import domain, events
@@ -92,7 +99,7 @@ class Billing:
             await self.keys.lapse(claim)
         else:
             await self.keys.release(claim)
-        raise domain.refusal(payment, outcome_unknown=result is None or result.outcome is Outcome.UNKNOWN)
+        raise _refusal(payment, outcome_unknown=result is None or result.outcome is Outcome.UNKNOWN)
 
     async def _pay(
         self, caller: Caller, order_id: uuid.UUID, token: str, claim: Claim, render: Render
@@ -305,3 +312,33 @@ class Billing:
             return "the order is cancelled and its stock released", True
         await work.refund_payment(payment.id)
         return f"the payment is marked refunded; the order stays {order.status.value}", False
+
+
+def _refusal(payment: PaymentRecord, *, outcome_unknown: bool) -> DomainError:
+    """What a payment that was not approved answers (the same whether just
+    attempted or answered from its record); ``outcome_unknown``: the processor
+    gave no answer (or none was asked for)."""
+    metadata = {"payment_id": str(payment.id)}
+    if payment.status is PaymentStatus.DECLINED:
+        if payment.decline_reason == "INSUFFICIENT_FUNDS":
+            return FailedPreconditionError("the payment was declined: insufficient funds; the order is still payable",
+                                      reason="INSUFFICIENT_FUNDS", metadata=metadata)  # fmt: skip
+        return FailedPreconditionError(
+            "the payment was declined; the order is still payable with another payment method",
+            reason="PAYMENT_DECLINED", metadata=metadata,
+        )  # fmt: skip
+    if payment.status is PaymentStatus.PENDING:
+        if outcome_unknown:
+            return UnavailableError(
+                "the payment processor did not answer; the payment may have gone through: retry with the same"
+                " Idempotency-Key to learn its outcome (it is never charged twice)",
+                reason="PAYMENT_OUTCOME_UNKNOWN", metadata=metadata,
+            )  # fmt: skip
+        return FailedPreconditionError(
+            "the payment processor has not confirmed the payment yet; the order becomes PAID when it does",
+            reason="PAYMENT_PENDING", metadata=metadata,
+        )  # fmt: skip
+    if payment.status is PaymentStatus.FAILED:
+        return UnavailableError("the payment processor failed; nothing was charged, try again",
+                           reason="PAYMENT_PROCESSOR_ERROR", metadata=metadata)  # fmt: skip
+    return FailedPreconditionError(f"the payment is {payment.status.value}", reason="INVALID_STATE", metadata=metadata)

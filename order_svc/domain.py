@@ -18,13 +18,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from common.errors import (
-    DomainError,
     FailedPreconditionError,
     FieldViolation,
     InvalidArgumentError,
     NotFoundError,
     UnauthenticatedError,
-    UnavailableError,
 )
 from common.money import Money, MoneyError
 from common.validation import Address, Violations, control_problem, invalid, parse_uuid, validate_address
@@ -281,36 +279,6 @@ class OrderQuery:
     statuses: tuple[Status, ...] = ()
     created_after: datetime | None = None
     created_before: datetime | None = None
-
-
-def refusal(payment: PaymentRecord, *, outcome_unknown: bool) -> DomainError:
-    """What a payment that was not approved answers (the same whether just
-    attempted or answered from its record); ``outcome_unknown``: the processor
-    gave no answer (or none was asked for)."""
-    metadata = {"payment_id": str(payment.id)}
-    if payment.status is PaymentStatus.DECLINED:
-        if payment.decline_reason == "INSUFFICIENT_FUNDS":
-            return FailedPreconditionError("the payment was declined: insufficient funds; the order is still payable",
-                                      reason="INSUFFICIENT_FUNDS", metadata=metadata)  # fmt: skip
-        return FailedPreconditionError(
-            "the payment was declined; the order is still payable with another payment method",
-            reason="PAYMENT_DECLINED", metadata=metadata,
-        )  # fmt: skip
-    if payment.status is PaymentStatus.PENDING:
-        if outcome_unknown:
-            return UnavailableError(
-                "the payment processor did not answer; the payment may have gone through: retry with the same"
-                " Idempotency-Key to learn its outcome (it is never charged twice)",
-                reason="PAYMENT_OUTCOME_UNKNOWN", metadata=metadata,
-            )  # fmt: skip
-        return FailedPreconditionError(
-            "the payment processor has not confirmed the payment yet; the order becomes PAID when it does",
-            reason="PAYMENT_PENDING", metadata=metadata,
-        )  # fmt: skip
-    if payment.status is PaymentStatus.FAILED:
-        return UnavailableError("the payment processor failed; nothing was charged, try again",
-                           reason="PAYMENT_PROCESSOR_ERROR", metadata=metadata)  # fmt: skip
-    return FailedPreconditionError(f"the payment is {payment.status.value}", reason="INVALID_STATE", metadata=metadata)
 
 
 class Abandoned(StrEnum):
