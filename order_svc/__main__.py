@@ -24,17 +24,17 @@ from common.migrations import SchemaNotCurrentError, check_database
 from common.outbox import OutboxRelay
 from common.ratelimit import Limiter
 from common.tls import TlsFiles
-from order_svc.cart_server import CartService
-from order_svc.cart_store import CartStore
+from order_svc.billing import Billing
 from order_svc.carts import Carts
+from order_svc.clients import ProductClient
 from order_svc.orders import Orders
 from order_svc.payments import Processor, Processors
 from order_svc.payments.stripe_api import StripeEvents, StripeProcessor
 from order_svc.payments.testing import TestProcessor
-from order_svc.products import ProductClient
-from order_svc.server import OrderService
+from order_svc.server import CartService, OrderService
 from order_svc.settings import OrderSettings
 from order_svc.store import Store
+from order_svc.store.carts import CartStore
 
 log = logging.getLogger("shop.order")
 
@@ -74,7 +74,8 @@ async def run(settings: OrderSettings) -> int:
         secret = settings.stripe_webhook_secret
         stripe_events = StripeEvents(secret.get_secret_value()) if secret is not None else None
         limiter = Limiter(redis, prefix="shop:order")
-        orders = Orders(store, products, payment_processors, settings, stripe_events, limiter=limiter)
+        orders = Orders(store, products, payment_processors, settings, limiter=limiter)
+        billing = Billing(orders, stripe_events=stripe_events)
         carts = Carts(CartStore(redis), products, orders, settings)
         if settings.relay_enabled:
             producer = KafkaProducer(settings, **{"message.timeout.ms": 10_000})
@@ -84,7 +85,7 @@ async def run(settings: OrderSettings) -> int:
         server = GrpcServer(settings)
         server.add(
             order_pb2_grpc.add_OrderServiceServicer_to_server,
-            OrderService(orders),
+            OrderService(orders, billing),
             order_pb2.DESCRIPTOR.services_by_name["OrderService"],
         )
         server.add(

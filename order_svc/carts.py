@@ -29,12 +29,22 @@ from common.errors import (
 from common.money import Money
 from common.validation import Address, invalid, parse_uuid
 from order_svc import domain
-from order_svc.cart_store import CartStore, StoredLine
-from order_svc.domain import DELIVERY_DAYS, CatalogEntry, Item, ShippingMethod
-from order_svc.orders import Caller, CartRef, Keyed, Orders, Render
-from order_svc.products import ProductClient
+from order_svc.clients import ProductClient
+from order_svc.domain import (
+    DELIVERY_DAYS,
+    Caller,
+    CartRef,
+    CatalogEntry,
+    CheckoutLock,
+    Item,
+    Keyed,
+    OrderRecord,
+    ShippingMethod,
+    StoredLine,
+)
+from order_svc.orders import Orders, Placement, Render
 from order_svc.settings import OrderSettings
-from order_svc.store import OrderRecord
+from order_svc.store.carts import CartStore
 
 
 @dataclass(frozen=True)
@@ -205,7 +215,9 @@ class Carts:
             raise invalid(FieldViolation("product_id", f"a cart holds at most {self.settings.max_cart_lines} products"))
         entry = await self._sellable(who, product_id, current + quantity)
         await self._same_currency(who, entry)
-        added = await self.store.add(who.owner, product_id, quantity, cap, int(time.time() * 1000), self._ttl(who))
+        added = await self.store.add(
+            who.owner, product_id, quantity, cap=cap, now_ms=int(time.time() * 1000), ttl=self._ttl(who)
+        )
         if added is None:
             raise invalid(FieldViolation("quantity", f"at most {cap} of one product per cart"))
         return await self.get(who)
@@ -250,8 +262,8 @@ class Carts:
                 delta = min(wanted, limit) - have.get(line.product_id, 0)
                 if delta > 0:
                     await self.store.add(
-                        user.owner, line.product_id, delta, self.settings.max_line_quantity,
-                        line.added_ms or int(time.time() * 1000), self.settings.cart_ttl_seconds,
+                        user.owner, line.product_id, delta, cap=self.settings.max_line_quantity,
+                        now_ms=line.added_ms or int(time.time() * 1000), ttl=self.settings.cart_ttl_seconds,
                     )  # fmt: skip
             await self.store.clear(guest.owner)
         return await self.get(user), capped
@@ -276,7 +288,7 @@ class Carts:
     ) -> OrderRecord | bytes:
         if method is None:
             raise invalid(FieldViolation("shipping_method", "choose STANDARD or EXPRESS"))
-        replayed = await self.orders.replay(caller, "checkout", keyed)
+        replayed = await self.orders.keys.replay(caller.user_id, "checkout", keyed)
         if replayed is not None:
             return replayed  # a repeat of a checkout that made its order (the cart is empty by now)
         who = self.who(caller.user_id, "")
@@ -285,19 +297,19 @@ class Carts:
         holder = f"key:{keyed.key}" if keyed is not None else f"once:{uuid.uuid4()}"
         lease_ms = int(self.settings.idempotency_lease_seconds * 1000)
         taken = await self.store.lock_checkout(who.owner, holder, lease_ms)
-        if taken == "busy":
+        if taken is CheckoutLock.BUSY:
             raise AbortedError(
                 "this cart is being checked out by another request; its order is on the way (see your orders)",
                 reason="CART_CHECKOUT_IN_PROGRESS",
             )
         try:
-            return await self._checkout(caller, who, method, address, keyed, render)
+            return await self._checkout(caller, who, method, address, keyed=keyed, render=render)
         finally:
-            if taken == "taken":
+            if taken is CheckoutLock.TAKEN:
                 await self.store.unlock_checkout(who.owner, holder)
 
     async def _checkout(
-        self, caller: Caller, who: Who, method: ShippingMethod, address: Address, keyed: Keyed | None, render: Render
+        self, caller: Caller, who: Who, method: ShippingMethod, address: Address, *, keyed: Keyed | None, render: Render
     ) -> OrderRecord | bytes:
         stored, ttl, generation = await self.store.snapshot(who.owner)
         cart = await self._priced(who, stored, ttl)
@@ -313,7 +325,7 @@ class Carts:
         ordered = [(item.product_id, item.quantity) for item in items]
         try:
             result = await self.orders.create(
-                caller, items, address, method, keyed, render, scope="checkout", cart=CartRef(who.owner, generation)
+                Placement(caller, items, address, method, keyed, render, "checkout", CartRef(who.owner, generation))
             )
         except DomainError as exc:
             if exc.reason == "CART_ALREADY_CHECKED_OUT":

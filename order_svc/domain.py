@@ -1,7 +1,7 @@
-"""The rules of orders: plain Python, no I/O.
+"""The rules and aggregates of orders: plain Python, no I/O.
 
-The state machine, order validation, pricing and shipping, and the request
-fingerprints behind idempotency keys.
+The state machine, the order and payment aggregates, order validation, pricing
+and shipping, the idempotency-key rules, and guest cart tokens.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import hmac
 import string
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from common.errors import (
@@ -54,6 +55,10 @@ class CancelReason(StrEnum):
 class ShippingMethod(StrEnum):
     STANDARD = "STANDARD"
     EXPRESS = "EXPRESS"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 def check_transition(current: Status, target: Status) -> None:
@@ -204,14 +209,94 @@ def price(
     return Priced(lines=lines, subtotal=subtotal, shipping=shipping, total=total)
 
 
+# --- the aggregates -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: uuid.UUID
+    admin: bool = False
+
+
+class PaymentStatus(StrEnum):
+    APPROVED = "APPROVED"
+    DECLINED = "DECLINED"
+    FAILED = "FAILED"
+    REFUNDED = "REFUNDED"
+    # The processor has not said yet: its answer was lost, or it confirms later (a webhook).
+    PENDING = "PENDING"
+
+
+@dataclass
+class PaymentRecord:
+    id: uuid.UUID
+    order_id: uuid.UUID
+    amount: Money
+    status: PaymentStatus
+    decline_reason: str | None
+    provider_reference: str
+    created_at: datetime
+    refunded_at: datetime | None
+    processor: str = "test"
+
+
+@dataclass
+class OrderRecord:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    status: Status
+    currency: str
+    subtotal: Money
+    shipping: Money
+    total: Money
+    shipping_method: ShippingMethod
+    shipping_address: Address
+    carrier: str | None
+    tracking_number: str | None
+    cancel_reason: CancelReason | None
+    cancel_note: str | None
+    refunded: bool
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    paid_at: datetime | None
+    shipped_at: datetime | None
+    delivered_at: datetime | None
+    cancelled_at: datetime | None
+    lines: list[Line] = field(default_factory=list)
+    payments: list[PaymentRecord] = field(default_factory=list)
+
+    @property
+    def approved_payment(self) -> PaymentRecord | None:
+        return next((p for p in self.payments if p.status is PaymentStatus.APPROVED), None)
+
+
+@dataclass(frozen=True)
+class OrderQuery:
+    """Which orders a list shows (newest first)."""
+
+    user_id: uuid.UUID | None = None
+    statuses: tuple[Status, ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class Abandoned(StrEnum):
+    """What giving up an order that was not written did to its reservation's note."""
+
+    RELEASE_QUEUED = "RELEASE_QUEUED"  # the note was taken and the release queued
+    NO_NOTE = "NO_NOTE"  # no note: the order was written after all, or the sweeper took it
+    UNSETTLED = "UNSETTLED"  # the database could not say; the sweeper settles it
+
+
 # --- shipping an order ------------------------------------------------------------------
 
 
 def validate_shipment(carrier: str, tracking_number: str) -> tuple[str, str]:
     violations = Violations()
     cleaned = []
-    for name, value in (("carrier", carrier), ("tracking_number", tracking_number)):
-        value = value.strip()
+    for name, given in (("carrier", carrier), ("tracking_number", tracking_number)):
+        value = given.strip()
         if not 1 <= len(value) <= 100:
             violations.add(name, "must be 1 to 100 characters")
         elif any(ch not in string.printable or ch in "\r\n\t\x0b\x0c" for ch in value):
@@ -246,26 +331,125 @@ def fingerprint(request_bytes: bytes) -> str:
     return hashlib.sha256(request_bytes).hexdigest()
 
 
-class KeyReused(InvalidArgumentError):
+class KeyReusedError(InvalidArgumentError):
     """The same idempotency key with a different request (the edge answers 422)."""
 
 
-def key_reused() -> KeyReused:
-    return KeyReused(
+def key_reused() -> KeyReusedError:
+    return KeyReusedError(
         "this Idempotency-Key was already used with a different request; use a new key for a new request",
         reason="IDEMPOTENCY_KEY_REUSED",
     )
 
 
+@dataclass(frozen=True)
+class Keyed:
+    """An idempotency key with the fingerprint of its request."""
+
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """Where an idempotency key lives: one buyer's key in one scope ("create", "checkout", "pay:<order>")."""
+
+    user_id: uuid.UUID
+    scope: str
+    key: str
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """What an idempotency key's row holds."""
+
+    request_hash: str
+    resource_id: uuid.UUID
+    done: bool
+    response: bytes | None
+    locked_until: datetime
+
+
+class ClaimVerdict(StrEnum):
+    """What a request finds when its key is already there."""
+
+    MISMATCH = "MISMATCH"  # the key was used for another request
+    REPLAY = "REPLAY"  # that request completed: answer with its response
+    BUSY = "BUSY"  # that request is running right now
+    TAKE_OVER = "TAKE_OVER"  # its holder outlived its lease (it died, or is too slow to wait for)
+
+
+def judge_claim(stored: StoredKey, request_hash: str, moment: datetime) -> ClaimVerdict:
+    if stored.request_hash != request_hash:
+        return ClaimVerdict.MISMATCH
+    if stored.done:
+        return ClaimVerdict.REPLAY
+    if stored.locked_until > moment:
+        return ClaimVerdict.BUSY
+    return ClaimVerdict.TAKE_OVER
+
+
+def replay_of(stored: StoredKey | None, request_hash: str) -> bytes | None:
+    """The response of a completed request with the key (None: there is none);
+    KeyReusedError when the key was used for another request."""
+    if stored is None or not stored.done:
+        return None
+    if stored.request_hash != request_hash:
+        raise key_reused()
+    return bytes(stored.response or b"")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a request holding an idempotency key must do."""
+
+    resource_id: uuid.UUID
+    replay: bytes | None = None  # the stored response of a completed request
+    busy: bool = False  # another request with this key is running right now
+    noted: bool = False  # the pending-reservation note for resource_id was written with the claim
+    holder: uuid.UUID | None = None  # this claim's token (None: no key, a replay, or busy)
+    ref: KeyRef | None = None  # the key claimed (None: the request named none)
+
+    @property
+    def held(self) -> KeyRef | None:
+        """The key this claim holds (None: it holds none)."""
+        return self.ref if self.holder is not None else None
+
+
 # --- guest carts ---------------------------------------------------------------------------
 
 
-class BadCartToken(UnauthenticatedError):
+@dataclass(frozen=True)
+class CartRef:
+    """The cart a checkout orders, as of one generation (order_svc/store/carts.py)."""
+
+    owner: str
+    generation: str
+
+
+@dataclass(frozen=True)
+class StoredLine:
+    """A cart line as kept: the product, how many, and when it was first added (ms)."""
+
+    product_id: str
+    quantity: int
+    added_ms: int
+
+
+class CheckoutLock(StrEnum):
+    """What a checkout finds at its cart's checkout lock."""
+
+    TAKEN = "TAKEN"  # this checkout took it
+    HELD = "HELD"  # this checkout's holder has it already (a repeat of the same request)
+    BUSY = "BUSY"  # another checkout has it
+
+
+class BadCartTokenError(UnauthenticatedError):
     pass
 
 
-def bad_cart_token(why: str) -> BadCartToken:
-    return BadCartToken(f"the guest cart token is {why}; start a new cart", reason="INVALID_CART_TOKEN")
+def bad_cart_token(why: str) -> BadCartTokenError:
+    return BadCartTokenError(f"the guest cart token is {why}; start a new cart", reason="INVALID_CART_TOKEN")
 
 
 def sign_cart_token(secret: bytes, guest_id: uuid.UUID, expires: int) -> str:
@@ -276,7 +460,7 @@ def sign_cart_token(secret: bytes, guest_id: uuid.UUID, expires: int) -> str:
 
 
 def verify_cart_token(secret: bytes, token: str, now: float) -> tuple[uuid.UUID, int]:
-    """(guest cart id, expiry) of a token; BadCartToken when forged, malformed or expired."""
+    """(guest cart id, expiry) of a token; BadCartTokenError when forged, malformed or expired."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (ValueError, binascii.Error):

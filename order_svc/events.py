@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
-from shop.common.v1 import money_pb2
 from shop.events.v1 import order_events_pb2 as ev
 
-from common.money import Money
-from order_svc.domain import CancelReason, Line
-from order_svc.store import OrderRecord
+from common.convert import money_to_proto, optional_timestamp, timestamp
+from order_svc.domain import CancelReason, Line, OrderRecord
 
 CANCEL_REASONS = {
     CancelReason.CUSTOMER: ev.ORDER_CANCEL_REASON_CUSTOMER,
@@ -19,24 +14,14 @@ CANCEL_REASONS = {
 }
 
 
-def money(value: Money) -> money_pb2.Money:
-    return money_pb2.Money(amount_minor=value.amount_minor, currency_code=value.currency)
-
-
-def stamp(moment: datetime) -> Timestamp:
-    result = Timestamp()
-    result.FromDatetime(moment)
-    return result
-
-
 def _lines(lines: list[Line]) -> list[ev.OrderEventLine]:
     return [
         ev.OrderEventLine(
             product_id=line.product_id,
             product_name=line.product_name,
             quantity=line.quantity,
-            unit_price=money(line.unit_price),
-            line_total=money(line.line_total),
+            unit_price=money_to_proto(line.unit_price),
+            line_total=money_to_proto(line.line_total),
         )
         for line in lines
     ]
@@ -47,11 +32,11 @@ def created(order: OrderRecord) -> ev.OrderCreated:
         order_id=str(order.id),
         user_id=str(order.user_id),
         lines=_lines(order.lines),
-        subtotal=money(order.subtotal),
-        shipping=money(order.shipping),
-        total=money(order.total),
-        expires_at=stamp(order.expires_at) if order.expires_at else None,
-        occurred_at=stamp(order.created_at),
+        subtotal=money_to_proto(order.subtotal),
+        shipping=money_to_proto(order.shipping),
+        total=money_to_proto(order.total),
+        expires_at=optional_timestamp(order.expires_at),
+        occurred_at=timestamp(order.created_at),
     )
 
 
@@ -61,8 +46,8 @@ def paid(order: OrderRecord, payment_id: str) -> ev.OrderPaid:
         order_id=str(order.id),
         user_id=str(order.user_id),
         payment_id=payment_id,
-        amount=money(order.total),
-        occurred_at=stamp(order.paid_at),
+        amount=money_to_proto(order.total),
+        occurred_at=timestamp(order.paid_at),
     )
 
 
@@ -73,9 +58,9 @@ def cancelled(order: OrderRecord) -> ev.OrderCancelled:
         user_id=str(order.user_id),
         reason=CANCEL_REASONS[order.cancel_reason],
         refunded=order.refunded,
-        refund_amount=money(order.total) if order.refunded else None,
+        refund_amount=money_to_proto(order.total) if order.refunded else None,
         lines=_lines(order.lines),
-        occurred_at=stamp(order.cancelled_at),
+        occurred_at=timestamp(order.cancelled_at),
     )
 
 
@@ -86,7 +71,7 @@ def shipped(order: OrderRecord) -> ev.OrderShipped:
         user_id=str(order.user_id),
         carrier=order.carrier or "",
         tracking_number=order.tracking_number or "",
-        occurred_at=stamp(order.shipped_at),
+        occurred_at=timestamp(order.shipped_at),
     )
 
 
@@ -96,5 +81,5 @@ def delivered(order: OrderRecord) -> ev.OrderDelivered:
         order_id=str(order.id),
         user_id=str(order.user_id),
         product_ids=[line.product_id for line in order.lines],
-        occurred_at=stamp(order.delivered_at),
+        occurred_at=timestamp(order.delivered_at),
     )

@@ -24,7 +24,7 @@ from devstack.cluster import Cluster
 SERVICERS = {
     "ProductServiceStub": "product_svc.server:ProductService",
     "OrderServiceStub": "order_svc.server:OrderService",
-    "CartServiceStub": "order_svc.cart_server:CartService",
+    "CartServiceStub": "order_svc.server:CartService",
     "UserServiceStub": "user_svc.server:UserService",
     "CommentServiceStub": "comment_svc.server:CommentService",
     "NotificationServiceStub": "notify_svc.server:NotificationService",

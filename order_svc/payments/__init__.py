@@ -74,7 +74,7 @@ class UnknownPaymentMethodError(ValueError):
     """The token names no payment method the processor knows."""
 
 
-class RefundFailed(UnavailableError):
+class RefundFailedError(UnavailableError):
     """The processor did not confirm a refund; nothing changed here, try again."""
 
 
@@ -85,7 +85,7 @@ class Processor(Protocol):
 
     async def refund(self, reference: str, amount: Money, payment_id: uuid.UUID) -> str:
         """Refund the whole charge ``reference``; the refund's reference.  Raises
-        :class:`RefundFailed` when the processor does not confirm it."""
+        :class:`RefundFailedError` when the processor does not confirm it."""
         ...
 
     async def close(self) -> None: ...
@@ -102,7 +102,7 @@ class Processors:
     def of(self, name: str) -> Processor:
         found = self.by_name.get(name)
         if found is None:
-            raise RefundFailed(
+            raise RefundFailedError(
                 f"the payment went through the {name!r} processor, which this deployment does not configure",
                 reason="PAYMENT_PROCESSOR_ERROR",
             )

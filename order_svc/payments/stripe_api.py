@@ -39,7 +39,7 @@ from order_svc.payments import (
     EventKind,
     Outcome,
     PaymentEvent,
-    RefundFailed,
+    RefundFailedError,
     UnknownPaymentMethodError,
 )
 
@@ -77,6 +77,18 @@ def outcome_of(intent: stripe.PaymentIntent) -> ChargeResult:
         decline_reason=_decline_reason(error.get("code"), error.get("decline_code")),
         detail=f"PaymentIntent {status}" + (f": {message}" if message else ""),
     )
+
+
+def _refused_request(exc: stripe.InvalidRequestError) -> ChargeResult:
+    """What a charge request Stripe refused as invalid comes to."""
+    if exc.param == "payment_method" or (exc.code or "").startswith("payment_method"):
+        raise UnknownPaymentMethodError(
+            f"the payment processor does not accept this payment method: {exc.user_message}"
+        ) from exc
+    if exc.http_status == 409:  # a concurrent request with the same key is still running
+        return ChargeResult(Outcome.UNKNOWN, detail=exc.user_message or "idempotent request in progress")
+    log.warning("Stripe refused the charge request", extra={"error": str(exc), "param": exc.param})
+    return ChargeResult(Outcome.FAILED, decline_reason=DeclineReason.PROCESSOR_ERROR, detail=str(exc))
 
 
 class StripeProcessor:
@@ -119,14 +131,7 @@ class StripeProcessor:
             # The key was used with other parameters: the earlier request may have charged.
             return ChargeResult(Outcome.UNKNOWN, detail=f"idempotency error: {exc.user_message}")
         except stripe.InvalidRequestError as exc:
-            if exc.param == "payment_method" or (exc.code or "").startswith("payment_method"):
-                raise UnknownPaymentMethodError(
-                    f"the payment processor does not accept this payment method: {exc.user_message}"
-                ) from exc
-            if exc.http_status == 409:  # a concurrent request with the same key is still running
-                return ChargeResult(Outcome.UNKNOWN, detail=exc.user_message or "idempotent request in progress")
-            log.warning("Stripe refused the charge request", extra={"error": str(exc), "param": exc.param})
-            return ChargeResult(Outcome.FAILED, decline_reason=DeclineReason.PROCESSOR_ERROR, detail=str(exc))
+            return _refused_request(exc)
         except (stripe.AuthenticationError, stripe.PermissionError, stripe.RateLimitError) as exc:
             log.warning("Stripe refused the charge request", extra={"error": str(exc)})
             return ChargeResult(Outcome.FAILED, decline_reason=DeclineReason.PROCESSOR_ERROR, detail=str(exc))
@@ -147,13 +152,13 @@ class StripeProcessor:
                 {"idempotency_key": idempotency_key("refund", payment_id)},
             )
         except stripe.StripeError as exc:
-            raise RefundFailed(
+            raise RefundFailedError(
                 f"the payment processor did not confirm the refund ({exc.user_message or type(exc).__name__});"
                 " nothing changed, try again",
                 reason="PAYMENT_PROCESSOR_ERROR",
             ) from exc
         if refund.status in ("failed", "canceled"):
-            raise RefundFailed(f"the payment processor refused the refund ({refund.status})",
+            raise RefundFailedError(f"the payment processor refused the refund ({refund.status})",
                                reason="PAYMENT_PROCESSOR_ERROR")  # fmt: skip
         return refund.id
 

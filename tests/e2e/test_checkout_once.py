@@ -17,14 +17,14 @@ from common import events
 from common.clients import pg_engine, redis_client
 from common.validation import Address
 from devstack.cluster import Cluster
-from order_svc.cart_store import CartStore
-from order_svc.domain import Item, ShippingMethod
-from order_svc.orders import Caller, CartRef, Orders
+from order_svc.clients import ProductClient
+from order_svc.domain import Caller, CartRef, Item, ShippingMethod
+from order_svc.orders import Orders, Placement
 from order_svc.payments import Processors
 from order_svc.payments.testing import TestProcessor
-from order_svc.products import ProductClient
 from order_svc.settings import OrderSettings
 from order_svc.store import Store
+from order_svc.store.carts import CartStore
 from tests.e2e.helpers import admin_session, assert_problem, bearer, register
 from tests.kafka_helpers import consume
 
@@ -133,10 +133,10 @@ async def test_a_checkout_that_died_after_its_order_cannot_make_a_second(
     owner = f"u:{buyer['user']['id']}"
     lines, _, generation = await carts.snapshot(owner)
     assert generation and [(line.product_id, line.quantity) for line in lines] == [(item, 3)]
-    dead = await orders.create(
+    dead = await orders.create(Placement(
         Caller(uuid.UUID(buyer["user"]["id"])), [Item(item, 3)], Address(**ADDRESS), ShippingMethod.STANDARD,
         None, lambda _: b"", scope="checkout", cart=CartRef(owner, generation),
-    )  # fmt: skip
+    ))  # fmt: skip
     assert not isinstance(dead, bytes)
     assert await stock(http, item) == 7
 

@@ -21,13 +21,13 @@ from common.errors import AbortedError, problem_from_rpc_error
 from common.validation import Address
 from devstack.cluster import Cluster
 from order_svc import domain as order_domain
-from order_svc.domain import Item, ShippingMethod
-from order_svc.orders import Caller, Keyed, Orders
+from order_svc.clients import ProductClient
+from order_svc.domain import Caller, Claim, Item, Keyed, KeyRef, ShippingMethod
+from order_svc.orders import Orders, Placement
 from order_svc.payments import Processors
 from order_svc.payments.testing import TestProcessor
-from order_svc.products import ProductClient
 from order_svc.settings import OrderSettings
-from order_svc.store import Claim, Store
+from order_svc.store import Store
 from tests.callers import CallerStub
 from tests.kafka_helpers import consume
 from tests.tokens import Identities
@@ -385,7 +385,9 @@ async def test_an_orphaned_reservation_is_released(shop: Shop, postgres) -> None
     assert await stock_becomes(shop, product, 5) == 5
 
 
-async def dead_holder(shop: Shop, postgres, user_id: str, key: str, retry: order_pb2.CreateOrderRequest, product: str):
+async def dead_holder(
+    shop: Shop, postgres, user_id: str, key: str, *, retry: order_pb2.CreateOrderRequest, product: str
+):
     """The state a request leaves when it dies holding ``key`` after reserving 2
     of ``product``: its claim, with the lease run out, and its note, dated in the
     future so that the sweeper leaves it alone until it is dated back (:func:`date_note`)."""
@@ -439,7 +441,7 @@ async def test_a_retry_refused_after_taking_over_a_dead_requests_key_keeps_its_n
     retry = order_pb2.CreateOrderRequest(
         items=[order_pb2.OrderItem(product_id=str(uuid.uuid4()), quantity=1)], shipping_address=ADDRESS
     )
-    dead = await dead_holder(shop, postgres, user_id, key, retry, product)
+    dead = await dead_holder(shop, postgres, user_id, key, retry=retry, product=product)
     assert await shop.stock(product) == 3
     retry.idempotency_key = key
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
@@ -460,7 +462,7 @@ async def test_a_retry_that_takes_over_a_dead_requests_key_orders_under_its_own_
     retry = order_pb2.CreateOrderRequest(
         items=[order_pb2.OrderItem(product_id=product, quantity=1)], shipping_address=ADDRESS
     )
-    dead = await dead_holder(shop, postgres, user_id, key, retry, product)
+    dead = await dead_holder(shop, postgres, user_id, key, retry=retry, product=product)
     retry.idempotency_key = key
     placed = (await shop.orders.CreateOrder(retry, metadata=buyer)).order
     assert placed.id != dead and placed.status == order_pb2.ORDER_STATUS_PENDING_PAYMENT
@@ -490,8 +492,9 @@ async def test_a_holder_whose_key_was_taken_over_takes_its_order_back(shop: Shop
     product = await shop.product(stock=5)
     caller, key = Caller(uuid.uuid4()), f"checkout-{uuid.uuid4()}"
     store = orders.store
-    slow = await store.claim_key(caller.user_id, "create", key, "hash", uuid.uuid4(), lease=0, reserving=True)
-    retry = await store.claim_key(caller.user_id, "create", key, "hash", uuid.uuid4(), lease=60, reserving=True)
+    ref = KeyRef(caller.user_id, "create", key)
+    slow = await orders.keys.claim_once(ref, "hash", lease=0, reserving=True)
+    retry = await orders.keys.claim_once(ref, "hash", lease=60, reserving=True)
     assert isinstance(slow, Claim) and isinstance(retry, Claim)
     for claim in (slow, retry):
         date_note(postgres, claim.resource_id, past=False)
@@ -503,18 +506,19 @@ async def test_a_holder_whose_key_was_taken_over_takes_its_order_back(shop: Shop
     try:
         with pytest.raises(AbortedError, match="a retry took the key over"):
             await orders._place(
-                caller, slow, [Item(product, 2)], address, ShippingMethod.STANDARD, keyed, lambda _: b"slow", "create"
+                Placement(caller, [Item(product, 2)], address, ShippingMethod.STANDARD, keyed, lambda _: b"slow"), slow
             )
         assert await shop.stock(product) == 5
-        assert await store.get(slow.resource_id) is None
+        assert await store.order(slow.resource_id) is None
         assert (note_of(postgres, str(slow.resource_id)), note_of(postgres, str(retry.resource_id))) == (0, 1)
         assert slow.holder is not None and retry.holder is not None
-        await store.release_key(caller.user_id, "create", key, slow.holder)  # what create does next
+        await orders.keys.release(slow)  # what create does next
         assert key_rows(postgres, caller.user_id) == [(retry.resource_id, False)]
     finally:
         assert retry.holder is not None
-        await store.release_key(caller.user_id, "create", key, retry.holder)
-        await store.drop_pending_reservation(retry.resource_id)
+        await orders.keys.release(retry)
+        async with store.unit_of_work() as work:
+            await work.take_pending_reservation(retry.resource_id)
 
 
 async def test_compensating_a_written_order_keeps_its_stock(shop: Shop, postgres, orders: Orders) -> None:

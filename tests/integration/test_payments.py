@@ -34,13 +34,15 @@ from devstack.cluster import Cluster
 from devstack.process import free_port
 from devstack.stripe_mock import DEV_SECRET_KEY, INSUFFICIENT_FUNDS, StripeMock
 from order_svc import domain as order_domain
-from order_svc.orders import Caller, Keyed, Orders
-from order_svc.payments import Charge, DeclineReason, Outcome, Processors, RefundFailed
+from order_svc.billing import Billing
+from order_svc.clients import ProductClient
+from order_svc.domain import Caller, Claim, Keyed, KeyRef, PaymentStatus
+from order_svc.orders import Orders
+from order_svc.payments import Charge, DeclineReason, Outcome, Processors, RefundFailedError
 from order_svc.payments.stripe_api import StripeProcessor, idempotency_key
 from order_svc.payments.testing import TestProcessor
-from order_svc.products import ProductClient
 from order_svc.settings import OrderSettings
-from order_svc.store import Claim, PaymentStatus, Store
+from order_svc.store import Store
 from tests.integration.test_order_svc import Shop
 from tests.schema_helpers import schema_drift
 
@@ -138,7 +140,7 @@ async def test_stripe_errors_become_outcomes(stripe_mock: StripeMock) -> None:
     try:
         refused = await wrong_key.charge(charge())
         lost = await nobody.charge(charge())
-        with pytest.raises(RefundFailed):
+        with pytest.raises(RefundFailedError):
             await nobody.refund("pi_123", EUR_25, uuid.uuid4())
     finally:
         await wrong_key.close()
@@ -162,6 +164,9 @@ class InProcess:
     def orders(self, *processors: object) -> Orders:
         chosen = Processors(*processors)  # type: ignore[arg-type]
         return Orders(Store(self.engine), ProductClient(self.channel, 5.0), chosen, self.settings)
+
+    def billing(self, *processors: object) -> Billing:
+        return Billing(self.orders(*processors))
 
     async def close(self) -> None:
         await self.channel.close()
@@ -204,13 +209,13 @@ async def test_paid_through_stripe_and_refunded_through_stripe(
     shop: Shop, postgres, local: InProcess, stripe: StripeProcessor
 ) -> None:
     caller, _, order = await placed(shop)
-    orders = local.orders(stripe)
-    paid = await orders.pay(caller, uuid.UUID(order.id), "pm_card_visa", None, render)
+    billing = local.billing(stripe)
+    paid = await billing.pay(caller, uuid.UUID(order.id), "pm_card_visa", None, render)
     assert not isinstance(paid, bytes)
     record, payment = paid
     assert record.status.value == "PAID" and payment.processor == "stripe"
     assert payment.provider_reference.startswith("pi_")
-    cancelled = await orders.cancel(caller, uuid.UUID(order.id), "changed my mind")
+    cancelled = await billing.orders.cancel(caller, uuid.UUID(order.id), "changed my mind")
     assert cancelled.refunded and cancelled.status.value == "CANCELLED"
     assert payment_rows(postgres, order.id) == [(payment.id, "REFUNDED", "stripe")]
 
@@ -223,7 +228,7 @@ async def test_a_payment_is_refunded_by_the_processor_that_took_it(
     caller, _, order = await placed(shop)
     user = shop.ids.metadata(str(caller.user_id))
     await shop.pay(user, order.id, "tok_approve")  # the cluster's order_svc: the test processor
-    with pytest.raises(RefundFailed):
+    with pytest.raises(RefundFailedError):
         await local.orders(stripe).cancel(caller, uuid.UUID(order.id), "")
     assert [row[1:] for row in payment_rows(postgres, order.id)] == [("APPROVED", "test")]
     cancelled = await local.orders(stripe, TestProcessor()).cancel(caller, uuid.UUID(order.id), "")
@@ -239,7 +244,7 @@ async def test_no_answer_keeps_the_key_and_its_retry_settles_the_same_payment(
     nobody = StripeProcessor(DEV_SECRET_KEY, f"http://127.0.0.1:{free_port()}", max_network_retries=0)
     try:
         with pytest.raises(UnavailableError) as lost:
-            await local.orders(nobody).pay(caller, order_id, "pm_card_visa", keyed, render)
+            await local.billing(nobody).pay(caller, order_id, "pm_card_visa", keyed, render)
     finally:
         await nobody.close()
     assert lost.value.reason == "PAYMENT_OUTCOME_UNKNOWN"
@@ -247,9 +252,9 @@ async def test_no_answer_keeps_the_key_and_its_retry_settles_the_same_payment(
     assert status == "PENDING"
     assert key_rows(postgres, caller.user_id) == [(payment_id, False)]  # kept for the retry
     with pytest.raises(FailedPreconditionError) as other:  # another key must not charge beside it
-        await local.orders(stripe).pay(caller, order_id, "pm_card_visa", Keyed("other", "h"), render)
+        await local.billing(stripe).pay(caller, order_id, "pm_card_visa", Keyed("other", "h"), render)
     assert other.value.reason == "PAYMENT_PENDING"
-    retried = await local.orders(stripe).pay(caller, order_id, "pm_card_visa", keyed, render)
+    retried = await local.billing(stripe).pay(caller, order_id, "pm_card_visa", keyed, render)
     assert not isinstance(retried, bytes) and retried[1].id == payment_id
     assert payment_rows(postgres, order.id) == [(payment_id, "APPROVED", "stripe")]
     assert key_rows(postgres, caller.user_id) == [(payment_id, True)]
@@ -258,11 +263,11 @@ async def test_no_answer_keeps_the_key_and_its_retry_settles_the_same_payment(
 # --- takeovers of a payment key -------------------------------------------------------------------
 
 
-async def two_holders(orders: Orders, caller: Caller, order_id: uuid.UUID, key: str) -> tuple[Claim, Claim]:
+async def two_holders(billing: Billing, caller: Caller, order_id: uuid.UUID, key: str) -> tuple[Claim, Claim]:
     """A holder whose lease ran out while it was charging, and the retry that took its key over."""
-    scope = f"pay:{order_id}"
-    slow = await orders.store.claim_key(caller.user_id, scope, key, "h", uuid.uuid4(), lease=0)
-    retry = await orders.store.claim_key(caller.user_id, scope, key, "h", uuid.uuid4(), lease=60)
+    ref = KeyRef(caller.user_id, f"pay:{order_id}", key)
+    slow = await billing.keys.claim_once(ref, "h", lease=0)
+    retry = await billing.keys.claim_once(ref, "h", lease=60)
     assert isinstance(slow, Claim) and isinstance(retry, Claim)
     assert retry.resource_id == slow.resource_id and retry.holder != slow.holder  # same payment, own holder
     return slow, retry
@@ -270,29 +275,27 @@ async def two_holders(orders: Orders, caller: Caller, order_id: uuid.UUID, key: 
 
 async def test_a_lapsed_holder_cannot_free_the_new_holders_key(shop: Shop, postgres, local: InProcess) -> None:
     caller, _, order = await placed(shop)
-    orders, order_id, key = local.orders(TestProcessor()), uuid.UUID(order.id), f"pay-{uuid.uuid4()}"
-    slow, retry = await two_holders(orders, caller, order_id, key)
-    keyed = Keyed(key, "h")
-    _, declined, _ = await orders._pay(caller, order_id, "tok_decline", slow, keyed, render)
+    billing, order_id, key = local.billing(TestProcessor()), uuid.UUID(order.id), f"pay-{uuid.uuid4()}"
+    slow, retry = await two_holders(billing, caller, order_id, key)
+    _, declined, _ = await billing._pay(caller, order_id, "tok_decline", slow, render)
     assert declined.status is PaymentStatus.DECLINED  # recorded; pay reports it, then frees its key:
     assert slow.holder is not None
-    await orders.store.release_key(caller.user_id, f"pay:{order_id}", key, slow.holder)
+    await billing.keys.release(slow)
     assert key_rows(postgres, caller.user_id) == [(retry.resource_id, False)]  # still the retry's
     # The retry finds the decline recorded under its payment id: the same answer, never INTERNAL.
-    _, payment, result = await orders._pay(caller, order_id, "tok_decline", retry, keyed, render)
+    _, payment, result = await billing._pay(caller, order_id, "tok_decline", retry, render)
     assert result is None and payment.status is PaymentStatus.DECLINED
     assert [row[:2] for row in payment_rows(postgres, order.id)] == [(retry.resource_id, "DECLINED")]
 
 
 async def test_a_second_pay_answers_from_the_recorded_payment(shop: Shop, postgres, local: InProcess) -> None:
     caller, _, order = await placed(shop)
-    orders, order_id, key = local.orders(TestProcessor()), uuid.UUID(order.id), f"pay-{uuid.uuid4()}"
-    slow, retry = await two_holders(orders, caller, order_id, key)
-    keyed = Keyed(key, "h")
-    first, charged, _ = await orders._pay(caller, order_id, "tok_approve", slow, keyed, render)
+    billing, order_id, key = local.billing(TestProcessor()), uuid.UUID(order.id), f"pay-{uuid.uuid4()}"
+    slow, retry = await two_holders(billing, caller, order_id, key)
+    first, charged, _ = await billing._pay(caller, order_id, "tok_approve", slow, render)
     assert first.status.value == "PAID"
     assert key_rows(postgres, caller.user_id) == [(retry.resource_id, False)]  # the slow one could not complete it
-    again, answered, result = await orders._pay(caller, order_id, "tok_approve", retry, keyed, render)
+    again, answered, result = await billing._pay(caller, order_id, "tok_approve", retry, render)
     assert result is None and answered.id == charged.id and again.status.value == "PAID"
     assert key_rows(postgres, caller.user_id) == [(charged.id, True)]
     assert [row[:2] for row in payment_rows(postgres, order.id)] == [(charged.id, "APPROVED")]
@@ -346,12 +349,12 @@ async def test_a_retry_of_a_dead_payers_key_answers_from_its_payment(shop: Shop,
 async def test_an_unknown_payment_method_is_bad_input(shop: Shop, local: InProcess) -> None:
     caller, _, order = await placed(shop)
     with pytest.raises(InvalidArgumentError) as bad:
-        await local.orders(TestProcessor()).pay(caller, uuid.UUID(order.id), "pm_nothing", None, render)
+        await local.billing(TestProcessor()).pay(caller, uuid.UUID(order.id), "pm_nothing", None, render)
     assert isinstance(bad.value, DomainError) and bad.value.violations[0].field == "payment_method_token"
 
 
 async def test_order_migrations_match_the_store_tables(stack: Cluster) -> None:
     """Migration 0002 (holders, processors, processor events, cart checkouts) is what store.py declares."""
-    from order_svc.store import metadata
+    from order_svc.store.tables import metadata
 
     assert schema_drift(stack.postgres.url("shop_order"), metadata) == []

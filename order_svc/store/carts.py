@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+
+from order_svc.domain import CheckoutLock, StoredLine
 
 # KEYS: q, t, g.  ARGV: product, delta, cap, now_ms, ttl_s, generation.  -> new quantity, or -1 over the cap.
 _ADD = """
@@ -96,13 +97,6 @@ return 0
 """
 
 
-@dataclass(frozen=True)
-class StoredLine:
-    product_id: str
-    quantity: int
-    added_ms: int
-
-
 def _generation() -> str:
     return uuid.uuid4().hex
 
@@ -150,7 +144,7 @@ class CartStore:
     async def ttl(self, owner: str) -> int:
         return int(await self.redis.ttl(self._keys(owner)[0]))
 
-    async def add(self, owner: str, product_id: str, delta: int, cap: int, now_ms: int, ttl: int) -> int | None:
+    async def add(self, owner: str, product_id: str, delta: int, *, cap: int, now_ms: int, ttl: int) -> int | None:
         result = int(await self._add(keys=self._keys(owner), args=[product_id, delta, cap, now_ms, ttl, _generation()]))
         return None if result < 0 else result
 
@@ -177,16 +171,16 @@ class CartStore:
     def _lock_key(owner: str) -> str:
         return f"cart:{owner}:checkout"
 
-    async def lock_checkout(self, owner: str, holder: str, lease_ms: int) -> str:
-        """Take the cart's checkout lock for ``holder``: "taken", "held" (``holder``
-        already has it: a repeat of the same request) or "busy" (another has it)."""
+    async def lock_checkout(self, owner: str, holder: str, lease_ms: int) -> CheckoutLock:
+        """Take the cart's checkout lock for ``holder`` (TAKEN), or find it held by
+        ``holder`` already (HELD: a repeat of the same request) or by another (BUSY)."""
         key = self._lock_key(owner)
         if await self.redis.set(key, holder, nx=True, px=lease_ms):
-            return "taken"
+            return CheckoutLock.TAKEN
         current = await self.redis.get(key)
         if current is not None and (current.decode() if isinstance(current, bytes) else current) == holder:
-            return "held"
-        return "busy"
+            return CheckoutLock.HELD
+        return CheckoutLock.BUSY
 
     async def unlock_checkout(self, owner: str, holder: str) -> None:
         await self._unlock(keys=[self._lock_key(owner)], args=[holder])
