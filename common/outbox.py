@@ -25,7 +25,6 @@ from typing import Any
 
 import psycopg
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import context as otel_context, trace
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import (
@@ -47,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from common import events
+from common import convert, events
 from common.clients import KafkaProducer
 from common.waits import wait_for_either, wait_or_stop
 
@@ -96,9 +95,7 @@ def drop_outbox(connection: Any) -> None:
 async def add_event(conn: AsyncConnection, outbox: Table, *, topic: str, key: str, message: Message) -> str:
     """Write an event in the caller's transaction; returns its event id."""
     if "committed_at" in message.DESCRIPTOR.fields_by_name:
-        stamp = Timestamp()
-        stamp.GetCurrentTime()
-        message.committed_at.CopyFrom(stamp)  # type: ignore[attr-defined]
+        message.committed_at.CopyFrom(convert.now())  # type: ignore[attr-defined]
     event_id = events.new_event_id()
     inserted = (
         outbox.insert()

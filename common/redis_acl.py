@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Service -> what it may touch (order_svc/cart_store.py, notify_svc/store.py, and each
+# Service -> what it may touch (order_svc/store/carts.py, notify_svc/store/keys.py, and each
 # service's limits under ``shop:<area>:``, common/ratelimit.py).  A service that starts keeping
 # data in Redis gets its line here.
 REDIS_ACCESS: dict[str, str] = {

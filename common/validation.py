@@ -1,4 +1,4 @@
-"""Input rules shared by the services: field violations, addresses, ids, paging.
+"""Input rules shared by the services: field violations, free text, addresses, ids (paging: common/paging.py).
 
 Validation failures raise :class:`~common.errors.InvalidArgumentError` with one
 :class:`~common.errors.FieldViolation` per bad field (paths relative to the
@@ -7,15 +7,10 @@ request message, e.g. ``shipping_address.city``) and reason ``VALIDATION_FAILED`
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 from common.errors import FieldViolation, InvalidArgumentError
 
@@ -173,7 +168,7 @@ def validate_address(address: Address, path: str, violations: Violations) -> Add
     return Address(**values)
 
 
-# --- ids and paging ---------------------------------------------------------------
+# --- ids ---------------------------------------------------------------------------
 
 
 def parse_uuid(value: str) -> uuid.UUID | None:
@@ -198,52 +193,3 @@ def require_uuid(value: str, path: str, what: str = "an id") -> uuid.UUID:
     if parsed is None:
         raise invalid(FieldViolation(path, uuid_problem(value, what) or f"must be {what} (UUID)"))
     return parsed
-
-
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
-
-
-def page_size(requested: int, path: str = "page.page_size") -> int:
-    if requested < 0:
-        raise invalid(FieldViolation(path, "must not be negative"))
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Position after the last item of a page, in (created_at, id) descending order."""
-
-    created_at: datetime
-    id: uuid.UUID
-
-
-def filters_key(*filters: object) -> str:
-    """A short fingerprint of the list filters a page token belongs to."""
-    return hashlib.sha256(json.dumps([str(f) for f in filters]).encode()).hexdigest()[:12]
-
-
-def encode_page_token(cursor: Cursor, filters: str) -> str:
-    micros = round(cursor.created_at.timestamp() * 1_000_000)
-    payload = json.dumps({"v": 1, "t": micros, "i": cursor.id.hex, "f": filters}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str, filters: str, path: str = "page.page_token") -> Cursor | None:
-    """The cursor in ``token`` (None for an empty token); INVALID_ARGUMENT when it is
-    malformed or was issued for other filters."""
-    if not token:
-        return None
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if data.get("v") != 1:
-            raise ValueError("version")
-        seconds, micros = divmod(int(data["t"]), 1_000_000)
-        created_at = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=micros)
-        cursor = Cursor(created_at=created_at, id=uuid.UUID(hex=str(data["i"])))
-        issued_for = str(data["f"])
-    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise invalid(FieldViolation(path, "is not a page token from this list")) from None
-    if issued_for != filters:
-        raise invalid(FieldViolation(path, "belongs to a list with other filters; start again without a token"))
-    return cursor
