@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
@@ -67,6 +67,7 @@ from comment_svc import domain
 from comment_svc.domain import Comment, Cursor, Edit, NewComment, RatingDelta, RatingSummary, Sort
 from common.events import COMMENTS_TOPIC
 from common.outbox import add_event, outbox_table
+from common.unit_of_work import unit_of_work
 
 log = logging.getLogger("shop.comment.store")
 
@@ -340,11 +341,9 @@ class Store:
         # one round trip, without the BEGIN and ROLLBACK of an implicit transaction.
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[Work]:
+    def unit_of_work(self) -> AbstractAsyncContextManager[Work]:
         """A transaction of writes: ``async with store.unit_of_work() as work: ...``."""
-        async with self._engine.begin() as conn:
-            yield Work(conn)
+        return unit_of_work(self._engine, Work)
 
     # -- reads
     async def get_comment(self, comment_id: uuid.UUID) -> Comment | None:

@@ -13,8 +13,8 @@ them (the last admin, a refresh token's validity) are the domain's.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +42,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from common.errors import AlreadyExistsError
+from common.unit_of_work import unit_of_work
 from user_svc.domain.accounts import ADMIN, CUSTOMER, Profile, SavedAddress, User, UserCursor
 from user_svc.domain.sessions import NewRefreshToken, RefreshToken
 
@@ -258,11 +259,9 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[Work]:
+    def unit_of_work(self) -> AbstractAsyncContextManager[Work]:
         """One transaction: committed when the block ends, rolled back when it raises."""
-        async with self.engine.begin() as conn:
-            yield Work(conn)
+        return unit_of_work(self.engine, Work)
 
     # -- single steps, each a transaction of its own
     async def user_by_id(self, user_id: uuid.UUID) -> User | None:

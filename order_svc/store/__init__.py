@@ -16,12 +16,12 @@ atomic on its own.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common.unit_of_work import unit_of_work
 from order_svc.domain import Abandoned, OrderRecord
 from order_svc.store.keys import KeyRows
 from order_svc.store.orders import OrderRows
@@ -40,10 +40,9 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[Work]:
-        async with self.engine.begin() as conn:
-            yield Work(conn)
+    def unit_of_work(self) -> AbstractAsyncContextManager[Work]:
+        """One transaction: committed when the block ends, rolled back when it raises."""
+        return unit_of_work(self.engine, Work)
 
     async def order(self, order_id: uuid.UUID) -> OrderRecord | None:
         """The order with its lines and payments, read on its own."""
