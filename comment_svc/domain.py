@@ -361,7 +361,7 @@ class Cursor:
 
 def cursor_token(cursor: Cursor, listing: Listing) -> str:
     """The page token (common/paging.py) holding ``cursor`` for this list."""
-    position: dict[str, paging.Scalar] = {"t": paging.micros(cursor.created_at), "i": cursor.id.hex}
+    position = paging.created_position(cursor.created_at, cursor.id)
     if cursor.like_count is not None:
         position["l"] = cursor.like_count
     return paging.encode_page_token(position, listing.scope)
@@ -376,7 +376,8 @@ def read_cursor(token: str, listing: Listing, path: str = paging.PAGE_TOKEN_PATH
     likes = position.optional_integer("l")
     if (likes is not None) != listing.by_likes:
         raise paging.not_a_token(path)
-    return Cursor(created_at=position.moment("t"), id=position.identifier("i"), like_count=likes)
+    created_at, comment_id = position.created()
+    return Cursor(created_at=created_at, id=comment_id, like_count=likes)
 
 
 @dataclass(frozen=True)

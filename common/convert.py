@@ -48,6 +48,18 @@ def datetime_of(stamp: Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
+def optional_datetime_of(stamp: Timestamp) -> datetime | None:
+    """A Timestamp as an aware UTC datetime; unset (zero) as None."""
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return datetime_of(stamp)
+
+
+def micros_of(stamp: Timestamp) -> int:
+    """A Timestamp as microseconds since the epoch; unset as 0 (the inverse of timestamp_from_micros)."""
+    return int(stamp.ToMicroseconds()) if stamp.seconds or stamp.nanos else 0
+
+
 def money_to_proto(value: Money) -> money_pb2.Money:
     return money_pb2.Money(amount_minor=value.amount_minor, currency_code=value.currency)
 

@@ -59,6 +59,12 @@ def from_micros(value: int) -> datetime:
     return _EPOCH + value * _MICROSECOND
 
 
+def created_position(created_at: datetime, item_id: uuid.UUID) -> dict[str, Scalar]:
+    """The position after an item in (created_at, id) order, the order most lists page in;
+    read back with :meth:`Position.created`."""
+    return {"t": micros(created_at), "i": item_id.hex}
+
+
 def encode_page_token(position: Mapping[str, Scalar], token_scope: str) -> str:
     payload = json.dumps(
         {"v": _VERSION, "s": token_scope, "p": dict(position)}, separators=(",", ":"), ensure_ascii=False
@@ -107,6 +113,10 @@ class Position:
             return from_micros(self.integer(key))
         except OverflowError:
             raise not_a_token(self._path) from None
+
+    def created(self) -> tuple[datetime, uuid.UUID]:
+        """The (created_at, id) of a :func:`created_position`."""
+        return self.moment("t"), self.identifier("i")
 
     def has(self, key: str) -> bool:
         return self._values.get(key) is not None

@@ -40,6 +40,13 @@ NAMED_FIELDS = 3  # fields the message names; the violations list them all (with
 
 
 def invalid(*violations: FieldViolation) -> InvalidArgumentError:
+    """One INVALID_ARGUMENT for all the violations: its message names the fields
+    (and says what is wrong when there is one)."""
+    if len(violations) == 1:
+        (only,) = violations
+        return InvalidArgumentError(
+            f"invalid {only.field}: {only.description}", violations=[only], reason=VALIDATION_FAILED
+        )
     names = list(dict.fromkeys(v.field for v in violations))
     fields = ", ".join(names[:NAMED_FIELDS])
     if len(names) > NAMED_FIELDS:

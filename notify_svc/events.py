@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 from prometheus_client import Counter
 from shop.events.v1 import comment_events_pb2, order_events_pb2, platform_events_pb2
@@ -23,7 +22,7 @@ from shop.events.v1 import comment_events_pb2, order_events_pb2, platform_events
 from common import events
 from common.clients import KafkaProducer
 from common.consumer import ConsumedEvent
-from common.convert import money_parts, timestamp_from_micros
+from common.convert import micros_of, money_parts, timestamp_from_micros
 from common.errors import UnavailableError
 from notify_svc.domain import drafts
 from notify_svc.domain.drafts import CommentRef, Draft, Source
@@ -80,15 +79,11 @@ def draft_of(event_id: str, event: Message, now: int) -> Draft | None:
     stamped: Any = event  # every event these readers know carries both times
     source = Source(
         event_id=event_id,
-        occurred_us=_micros(stamped.occurred_at),
-        committed_us=_micros(stamped.committed_at),
+        occurred_us=micros_of(stamped.occurred_at),
+        committed_us=micros_of(stamped.committed_at),
         now_us=now,
     )
     return reader(source, event)
-
-
-def _micros(stamp: Timestamp) -> int:
-    return int(stamp.ToMicroseconds()) if stamp.seconds or stamp.nanos else 0
 
 
 def _order_created(source: Source, event: order_events_pb2.OrderCreated) -> Draft:

@@ -4,13 +4,12 @@ Money and Address through common.convert."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 
 from google.protobuf.message import Message
 from shop.common.v1 import money_pb2, paging_pb2
 from shop.order.v1 import cart_pb2, order_pb2
 
-from common.convert import address_to_proto, datetime_of, money_to_proto, optional_timestamp
+from common.convert import address_to_proto, money_to_proto, optional_timestamp
 from common.money import Money
 from order_svc import domain
 from order_svc.carts import PricedCart, Quote
@@ -49,10 +48,6 @@ def method_of(value: int) -> ShippingMethod:
 
 def statuses_of(values: Iterable[order_pb2.OrderStatus.ValueType]) -> tuple[Status, ...]:
     return tuple(STATUS_OF_PROTO[value] for value in values if value in STATUS_OF_PROTO)
-
-
-def optional_datetime(message: Message, name: str) -> datetime | None:
-    return datetime_of(getattr(message, name)) if message.HasField(name) else None
 
 
 def page_response(token: str) -> paging_pb2.PageResponse:

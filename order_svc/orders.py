@@ -256,13 +256,13 @@ class Orders:
         limit = paging.page_size(size)
         scope = paging.scope(name, query.user_id, ",".join(query.statuses), query.created_after, query.created_before)
         position = paging.decode_page_token(token, scope)
-        after = (position.moment("t"), position.identifier("id")) if position is not None else None
+        after = position.created() if position is not None else None
         async with self.store.unit_of_work() as work:
             orders = await work.page(query, limit=limit + 1, after=after)
         if len(orders) <= limit:
             return orders, ""
         last = orders[limit - 1]
-        return orders[:limit], paging.encode_page_token({"t": paging.micros(last.created_at), "id": last.id.hex}, scope)
+        return orders[:limit], paging.encode_page_token(paging.created_position(last.created_at, last.id), scope)
 
     async def purchased(self, caller: Caller, user_id: uuid.UUID, product_id: uuid.UUID) -> datetime | None:
         """When the user first received the product (None: never)."""

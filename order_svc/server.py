@@ -8,7 +8,7 @@ import uuid
 from shop.order.v1 import cart_pb2, cart_pb2_grpc, order_pb2, order_pb2_grpc
 
 from common.auth import current_principal, require_admin, require_user
-from common.convert import address_from_proto, optional_timestamp
+from common.convert import address_from_proto, optional_datetime_of, optional_timestamp
 from common.grpc_server import Context
 from common.identity import callers
 from common.validation import require_uuid
@@ -72,8 +72,8 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
         query = OrderQuery(
             user_id=require_uuid(request.user_id, "user_id", "a user id") if request.HasField("user_id") else None,
             statuses=convert.statuses_of(request.statuses),
-            created_after=convert.optional_datetime(request, "created_after"),
-            created_before=convert.optional_datetime(request, "created_before"),
+            created_after=optional_datetime_of(request.created_after),
+            created_before=optional_datetime_of(request.created_before),
         )
         orders, token = await self.orders.page("all", query, request.page.page_size, request.page.page_token)
         return order_pb2.ListOrdersResponse(

@@ -15,9 +15,10 @@ from shop.order.v1 import cart_pb2, order_pb2
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from common.convert import optional_datetime_of
 from edge.api import Api, Contract
 from edge.clients import call_options, clients
-from edge.routes.models import Address, Money, Strict, Uuid, optional_datetime_of
+from edge.routes.models import Address, Money, Strict, Uuid
 from edge.routes.orders import Order, idempotency_key
 
 api = Api(upstreams=["order_svc"])

@@ -15,12 +15,13 @@ from pydantic import BaseModel, Field
 from shop.comment.v1 import comment_pb2
 from starlette.requests import Request
 
+from common.convert import optional_datetime_of
 from common.errors import FieldViolation
 from edge.api import Api, Contract
 from edge.clients import call_options, clients
 from edge.problems import HttpProblemError, renaming_fields
 from edge.ratings import RatingCache
-from edge.routes.models import PageQuery, Strict, Uuid, optional_datetime_of
+from edge.routes.models import PageQuery, Strict, Uuid
 
 api = Api(upstreams=["comment_svc"])
 log = logging.getLogger("shop.edge.comments")

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 from shop.common.v1 import address_pb2, money_pb2, paging_pb2
-
-from common.convert import datetime_of
 
 
 class Format:
@@ -84,10 +80,3 @@ class PageQuery(BaseModel):
 
     def page(self) -> paging_pb2.PageRequest:
         return paging_pb2.PageRequest(page_size=self.page_size, page_token=self.page_token)
-
-
-def optional_datetime_of(value: Timestamp) -> datetime | None:
-    """A Timestamp as an aware UTC datetime; unset (zero) as None."""
-    if not value.seconds and not value.nanos:
-        return None
-    return datetime_of(value)

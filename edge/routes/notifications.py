@@ -16,10 +16,11 @@ from shop.notify.v1 import notify_pb2
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from common.convert import optional_datetime_of
 from edge.api import Api, Contract
 from edge.clients import call_options, clients
 from edge.problems import HttpProblemError
-from edge.routes.models import PageQuery, Strict, Uuid, optional_datetime_of
+from edge.routes.models import PageQuery, Strict, Uuid
 
 api = Api(upstreams=["notify_svc"])
 

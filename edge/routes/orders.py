@@ -9,11 +9,11 @@ from pydantic import BaseModel, Field
 from shop.order.v1 import order_pb2
 from starlette.requests import Request
 
-from common.convert import optional_timestamp
+from common.convert import optional_datetime_of, optional_timestamp
 from edge.api import Api, Contract
 from edge.clients import call_options, clients
 from edge.problems import HttpProblemError
-from edge.routes.models import Address, Money, PageQuery, Strict, Uuid, optional_datetime_of
+from edge.routes.models import Address, Money, PageQuery, Strict, Uuid
 
 api = Api(upstreams=["order_svc"])
 

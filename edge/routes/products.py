@@ -14,13 +14,14 @@ from shop.common.v1 import money_pb2
 from shop.product.v1 import product_pb2
 from starlette.requests import Request
 
+from common.convert import optional_datetime_of
 from common.errors import FieldViolation
 from edge.api import Api, Contract
 from edge.bodies import UploadedFile
 from edge.clients import call_options, clients
 from edge.problems import HttpProblemError, renaming_fields
 from edge.routes.comments import RatingSummary, rating_summary
-from edge.routes.models import Money, PageQuery, Strict, Uuid, optional_datetime_of
+from edge.routes.models import Money, PageQuery, Strict, Uuid
 
 api = Api(upstreams=["product_svc"])
 

@@ -13,10 +13,11 @@ from shop.order.v1 import cart_pb2
 from shop.user.v1 import user_pb2
 from starlette.requests import Request
 
+from common.convert import optional_datetime_of
 from edge.api import Api, Contract
 from edge.clients import call_options, client_address, clients
 from edge.problems import HttpProblemError
-from edge.routes.models import Address, EmailText, PageQuery, Strict, Uuid, optional_datetime_of
+from edge.routes.models import Address, EmailText, PageQuery, Strict, Uuid
 
 api = Api(upstreams=["user_svc"])
 log = logging.getLogger("shop.edge")

@@ -39,7 +39,6 @@ FANOUT = "notify:webhook-fanout"
 FANOUT_GROUP = "fanout"
 DELIVERY_SEQ = "notify:delivery-seq"
 DUE = "notify:webhook-due"
-FANOUT_MAXLEN = 100_000
 
 
 def event_key(event_id: str) -> str:

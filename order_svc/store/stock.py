@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -66,6 +66,3 @@ class StockRows:
         await self.conn.execute(
             delete(stock_actions).where(stock_actions.c.order_id == order_id, stock_actions.c.action == action)
         )
-
-    async def count_stock_actions(self) -> int:
-        return int(await self.conn.scalar(select(func.count()).select_from(stock_actions)) or 0)

@@ -46,7 +46,6 @@ RELEASING = "releasing"
 RELEASED = "released"
 COMMITTING = "committing"
 COMMITTED = "committed"
-RESERVATION_STATES = (PENDING, RESERVED, FAILED, RELEASING, RELEASED, COMMITTING, COMMITTED)
 # A record in one of these is an interrupted transition the recovery sweep finishes.
 UNFINISHED = (PENDING, RELEASING, COMMITTING)
 # A record in one of these holds no stock any more.

@@ -412,11 +412,12 @@ def list_scope(query: str, role: str | None) -> str:
 
 
 def encode_cursor(cursor: UserCursor, scope: str) -> str:
-    return paging.encode_page_token({"t": paging.micros(cursor.created_at), "i": cursor.id.hex}, scope)
+    return paging.encode_page_token(paging.created_position(cursor.created_at, cursor.id), scope)
 
 
 def decode_cursor(token: str, scope: str) -> UserCursor | None:
     position = paging.decode_page_token(token, scope)
     if position is None:
         return None
-    return UserCursor(created_at=position.moment("t"), id=position.identifier("i"))
+    created_at, user_id = position.created()
+    return UserCursor(created_at=created_at, id=user_id)
