@@ -5,7 +5,7 @@ topics, users and ACLs.
 
     python -m common.kafka_acl      apply them (Compose's kafka_setup job)
 
-devstack's broker applies them as soon as it is ready (devstack/servers.py Kafka).  A
+devstack's broker applies them as soon as it is ready (devstack/servers/kafka.py Kafka).  A
 managed Kafka gets the same users and grants from whoever runs it: :data:`SHOP_ACCESS` is
 what to grant.  Applying is idempotent: each user's password is set (again), missing topics
 are created, ACLs that exist already stay as they are.

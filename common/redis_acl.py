@@ -3,7 +3,7 @@ key patterns (``~``) and pub/sub channels (``&``) of its own key layout and no a
 dangerous command (CONFIG, FLUSHALL, KEYS, DEBUG, ...); the ``default`` user is off (no one
 signs in as it).
 
-devstack writes it for the local cluster (devstack/servers.py ``Redis``), the compose stack's
+devstack writes it for the local cluster (devstack/servers/redis.py ``Redis``), the compose stack's
 ``redis_users`` job for its Redis; a managed Redis gets the same rules (README "Data stores
 with credentials").
 """

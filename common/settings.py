@@ -184,13 +184,13 @@ class ServiceSettings(CommonSettings, TlsSettings):
 class PostgresSettings(_Settings):
     # SQLAlchemy URL; each service overrides the default with its own database and the login
     # role that owns it (never a superuser).  Its password is in the URL: the local cluster
-    # makes one per role and hands each service its URL (devstack/servers.py Postgres).
+    # makes one per role and hands each service its URL (devstack/servers/postgres.py Postgres).
     database_url: str = "postgresql+psycopg://127.0.0.1:5432/postgres"
 
 
 class RedisSettings(_Settings):
     # redis://<user>:<password>@host:port/db: each service signs in as its own ACL user,
-    # allowed its own key prefixes only (devstack/servers.py REDIS_ACCESS).
+    # allowed its own key prefixes only (common/redis_acl.py REDIS_ACCESS).
     redis_url: str = "redis://127.0.0.1:6379/0"
 
 

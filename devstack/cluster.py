@@ -22,7 +22,8 @@ from common.settings import SERVICE_PORTS
 from devstack.docstore import DocumentPostgres, FerretDB
 from devstack.paths import REPO
 from devstack.process import Process, free_port, port_open
-from devstack.servers import S3, Jaeger, Kafka, Postgres, Redis, Server, binary
+from devstack.servers import S3, Jaeger, Kafka, Postgres, Redis, Server
+from devstack.servers.base import binary
 from devstack.stripe_mock import StripeMock
 from devstack.zipkin import Zipkin
 

@@ -16,7 +16,9 @@ from urllib.parse import quote
 
 from devstack.credentials import passwords
 from devstack.process import port_open
-from devstack.servers import UNSAFE_FAST_POSTGRES, Postgres, Server, binary, pg_bindir
+from devstack.servers import Postgres, Server
+from devstack.servers.base import binary
+from devstack.servers.postgres import UNSAFE_FAST_POSTGRES, pg_bindir
 
 # The document store's users: product_svc, and devstack's own (readiness, the tests' look
 # into the catalog).  FerretDB 2.5 checks who a client is, not what it may do: every signed-in

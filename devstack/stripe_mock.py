@@ -26,7 +26,8 @@ from typing import Any
 
 from common.settings import DEV_SECRETS
 from devstack.paths import BIN
-from devstack.servers import Server, binary
+from devstack.servers import Server
+from devstack.servers.base import binary
 
 # What a PaymentIntent looks like after a confirmation that succeeded.
 SUCCEEDED: dict[str, Any] = {

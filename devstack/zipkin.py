@@ -14,7 +14,7 @@ import json
 import urllib.request
 
 from devstack.paths import CACHE
-from devstack.servers import ZIPKIN_TOPIC, OnKafka
+from devstack.servers.kafka import ZIPKIN_TOPIC, OnKafka
 
 ZIPKIN_VERSION = "3.6.1"
 TOPIC = ZIPKIN_TOPIC

@@ -44,7 +44,9 @@ from common.settings import SERVICE_PORTS, CommonSettings, KafkaSettings, Postgr
 from devstack.cluster import Cluster
 from devstack.paths import REPO
 from devstack.process import Process, free_port, tail
-from devstack.servers import S3, Kafka, Postgres, binary, pg_bindir
+from devstack.servers import S3, Kafka, Postgres
+from devstack.servers.base import binary
+from devstack.servers.postgres import pg_bindir
 from tests import deploy_helpers as d
 from tests.kafka_helpers import kafka_settings
 

@@ -1,6 +1,6 @@
 """Kafka with users, against the real broker: only order_svc's user writes shop.orders.v1.
 
-The broker (devstack/servers.py Kafka) takes SASL/SCRAM-SHA-512 logins and denies what no
+The broker (devstack/servers/kafka.py Kafka) takes SASL/SCRAM-SHA-512 logins and denies what no
 ACL allows (common/kafka_acl.py).  Each attempt goes through the shop's own producer
 (common/clients.py KafkaProducer); whether an event reached the topic is read back as the
 admin.

@@ -25,7 +25,8 @@ from sqlalchemy.engine import make_url
 
 from devstack.cluster import Cluster
 from devstack.docstore import FerretDB
-from devstack.servers import S3, S3_ACCESS_KEY, S3_SECRET_KEY, Postgres, Redis
+from devstack.servers import S3, Postgres, Redis
+from devstack.servers.s3 import S3_ACCESS_KEY, S3_SECRET_KEY
 
 Mongo = pymongo.MongoClient[dict[str, Any]]
 STORE_USERS = ("user_svc", "product_svc", "order_svc", "comment_svc", "notify_svc")
