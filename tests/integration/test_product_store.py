@@ -8,15 +8,17 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import pymongo
 import pytest
+from pydantic import SecretStr
 
 from common.clients import mongo_client
 from common.errors import DeadlineExceededError, FailedPreconditionError
 from devstack.cluster import Cluster
 from devstack.docstore import FerretDB
+from devstack.servers import S3
 from product_svc.catalog import Catalog, ImageLimits
 from product_svc.domain import listing, products, reservations
 from product_svc.domain.categories import NewCategory
@@ -25,6 +27,7 @@ from product_svc.domain.products import ProductInput
 from product_svc.domain.reservations import ReservationItem
 from product_svc.images import ImageStorage
 from product_svc.reservations import Reservations
+from product_svc.settings import ProductSettings
 from product_svc.store import Store
 from product_svc.store.listing import listing_index
 from product_svc.store.mongo import to_millis
@@ -63,15 +66,23 @@ async def store(client: Any) -> AsyncIterator[Store]:
         await client.drop_database(name)
 
 
-class NoImages:
-    """The object storage of products without images."""
+@pytest.fixture(scope="module")
+def images(services) -> ImageStorage:
+    """The real object storage of the test cluster (MinIO), as product_svc's user."""
+    cluster: Cluster = services("product_svc")
+    server = cluster.servers["s3"]
+    assert isinstance(server, S3)
+    env = server.admin_env()
+    return ImageStorage(
+        ProductSettings(
+            s3_endpoint=env["SHOP_S3_ENDPOINT"],
+            s3_access_key=env["SHOP_S3_ACCESS_KEY"],
+            s3_secret_key=SecretStr(env["SHOP_S3_SECRET_KEY"]),
+        )
+    )
 
-    async def delete_quietly(self, keys: list[str]) -> None:
-        assert not keys
 
-
-def catalog(store: Store) -> Catalog:
-    images = cast(ImageStorage, NoImages())
+def catalog(store: Store, images: ImageStorage) -> Catalog:
     return Catalog(store=store, images=images, limits=ImageLimits(max_bytes=1024, max_count=1))
 
 
@@ -127,14 +138,14 @@ async def test_release_and_commit_move_each_hold_once(store: Store) -> None:
         await Reservations(store).commit(returned)
 
 
-async def test_a_product_with_holds_is_not_deleted(store: Store) -> None:
+async def test_a_product_with_holds_is_not_deleted(store: Store, images: ImageStorage) -> None:
     product_id = await new_product(store, stock=5)
     reservation_id = str(uuid.uuid4())
     await Reservations(store).reserve_items(reservation_id, [ReservationItem(product_id, 2)])
     with pytest.raises(FailedPreconditionError, match="open stock reservation"):
-        await catalog(store).delete_product(product_id)
+        await catalog(store, images).delete_product(product_id)
     await Reservations(store).release(reservation_id)
-    deleted = await catalog(store).delete_product(product_id)
+    deleted = await catalog(store, images).delete_product(product_id)
     assert deleted.id == product_id
     assert await store.products.get(product_id) is None
 
