@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 
+from common import paging
 from common.auth import Principal
 from common.errors import FieldViolation
 from common.validation import invalid, parse_uuid, require_uuid
@@ -80,10 +81,12 @@ class Accounts:
     # -- administration
     async def list_users(self, query: UserQuery) -> UserPage:
         """Newest first, one page; the page token is bound to the query and role."""
-        scope = rules.list_scope(query.query, query.role)
+        size = paging.page_size(query.page_size)
+        text = rules.list_query(query.query)
+        scope = rules.list_scope(text, query.role)
         after = rules.decode_cursor(query.page_token, scope)
-        rows = await self.store.list_users(limit=query.page_size + 1, after=after, query=query.query, role=query.role)
-        page, more = rows[: query.page_size], len(rows) > query.page_size
+        rows = await self.store.list_users(limit=size + 1, after=after, query=text, role=query.role)
+        page, more = rows[:size], len(rows) > size
         next_token = rules.encode_cursor(UserCursor(page[-1].created_at, page[-1].id), scope) if more and page else ""
         return UserPage(users=page, next_page_token=next_token)
 

@@ -9,12 +9,11 @@ import uuid
 from shop.common.v1 import paging_pb2
 from shop.user.v1 import user_pb2
 
-from common import convert, paging
+from common import convert
 from common.errors import FieldViolation
 from common.grpc_server import Context
 from common.identity import current_caller
 from common.validation import invalid, require_uuid
-from user_svc.domain import accounts
 from user_svc.domain.accounts import ADMIN, CUSTOMER, Profile, SavedAddress, User, UserPage, UserQuery
 from user_svc.domain.sessions import ClientOrigin, IssuedTokens
 
@@ -82,10 +81,11 @@ def user_to_proto(user: User) -> user_pb2.User:
 
 
 def users_query(request: user_pb2.ListUsersRequest) -> UserQuery:
-    size = paging.page_size(request.page.page_size)
-    query = accounts.list_query(request.query)
     return UserQuery(
-        page_size=size, page_token=request.page.page_token, query=query, role=role_filter_from_proto(request.role)
+        page_size=request.page.page_size,
+        page_token=request.page.page_token,
+        query=request.query,
+        role=role_filter_from_proto(request.role),
     )
 
 

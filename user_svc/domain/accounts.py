@@ -385,8 +385,9 @@ class UserCursor:
 
 @dataclass(frozen=True)
 class UserQuery:
-    """A page of the user list: at most ``page_size`` users after ``page_token``,
-    whose email or display name starts with ``query``, of one role or all."""
+    """A request for a page of the user list, as asked (the use case checks it): at
+    most ``page_size`` users after ``page_token``, whose email or display name starts
+    with ``query``, of one role or all."""
 
     page_size: int
     page_token: str
