@@ -319,9 +319,8 @@ def batch_product_ids(raw: Sequence[str]) -> list[uuid.UUID]:
 
 
 def reply_limit(requested: int, path: str = "reply_limit") -> int:
-    if requested < 0:
-        raise invalid(FieldViolation(path, "must not be negative"))
-    return min(requested or REPLY_LIMIT_DEFAULT, REPLY_LIMIT_MAX)
+    """Replies shown under each comment of a page: a page size of its own."""
+    return paging.page_size(requested, path, default=REPLY_LIMIT_DEFAULT, maximum=REPLY_LIMIT_MAX)
 
 
 @dataclass(frozen=True)

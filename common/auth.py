@@ -80,12 +80,16 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._path = path
-        self._seen = _file_signature(path) if path else None
+        self._seen: tuple[int, int, int] | None = None
 
     @classmethod
     def from_file(cls, path: str | None, *, issuer: str, audience: str) -> TokenVerifier:
-        pem = Path(path).read_bytes() if path else None
-        return cls(pem, issuer=issuer, audience=audience, path=path)
+        if path is None:
+            return cls(None, issuer=issuer, audience=audience)
+        seen = _file_signature(path)  # before the read: a change in between is read again on the next call
+        verifier = cls(Path(path).read_bytes(), issuer=issuer, audience=audience, path=path)
+        verifier._seen = seen
+        return verifier
 
     def key_set(self) -> dict[str, ed25519.Ed25519PublicKey]:
         """The key set now, by kid."""

@@ -37,11 +37,13 @@ _MICROSECOND = timedelta(microseconds=1)
 Scalar = int | str | None
 
 
-def page_size(requested: int, path: str = PAGE_SIZE_PATH) -> int:
+def page_size(
+    requested: int, path: str = PAGE_SIZE_PATH, *, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE
+) -> int:
     """The page size to use: 0 means the default, larger than the maximum means the maximum."""
     if requested < 0:
         raise invalid(FieldViolation(path, "must not be negative"))
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    return min(requested or default, maximum)
 
 
 def scope(*parts: object) -> str:
@@ -117,9 +119,6 @@ class Position:
     def created(self) -> tuple[datetime, uuid.UUID]:
         """The (created_at, id) of a :func:`created_position`."""
         return self.moment("t"), self.identifier("i")
-
-    def has(self, key: str) -> bool:
-        return self._values.get(key) is not None
 
 
 def decode_page_token(token: str, token_scope: str, path: str = PAGE_TOKEN_PATH) -> Position | None:

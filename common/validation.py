@@ -196,7 +196,7 @@ def uuid_problem(value: str, what: str = "an id") -> str | None:
 
 def require_uuid(value: str, path: str, what: str = "an id") -> uuid.UUID:
     """The UUID in ``value``; INVALID_ARGUMENT on ``path`` when it is missing or malformed."""
-    parsed = parse_uuid(value)
-    if parsed is None:
-        raise invalid(FieldViolation(path, uuid_problem(value, what) or f"must be {what} (UUID)"))
-    return parsed
+    problem = uuid_problem(value, what)
+    if problem is not None:
+        raise invalid(FieldViolation(path, problem))
+    return uuid.UUID(value.strip())

@@ -85,17 +85,12 @@ def parse_json(raw: bytes) -> Any:
         raw = raw[3:]  # a UTF-8 byte order mark: RFC 8259 lets a parser ignore it
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
         raise HttpProblemError(400, "the body must be JSON in UTF-8 (it looks like UTF-16 or UTF-32)")
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise HttpProblemError(
-            400, f"the body is not valid UTF-8 (byte {exc.start} is not): send JSON in UTF-8"
-        ) from exc
     if not raw.strip():
         return None
     try:
         return from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
+        _refuse_invalid_utf8(raw)  # the parser refuses it too, with a message less to the point
         message = str(exc)
         for found, detail in _JSON_PROBLEMS.items():
             if found in message:
@@ -107,6 +102,15 @@ def parse_json(raw: bytes) -> Any:
         else:
             raise HttpProblemError(400, "NaN and Infinity are not JSON numbers: send finite numbers") from exc
         raise HttpProblemError(400, f"the body is not valid JSON: {message}") from exc
+
+
+def _refuse_invalid_utf8(raw: bytes) -> None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HttpProblemError(
+            400, f"the body is not valid UTF-8 (byte {exc.start} is not): send JSON in UTF-8"
+        ) from exc
 
 
 async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
