@@ -118,7 +118,7 @@ class Billing:
             recorded = next((p for p in order.payments if p.id == payment_id), None)
             if recorded is not None and recorded.status is PaymentStatus.APPROVED:
                 # An earlier holder of this key (or the processor's webhook) recorded it: answer from the record.
-                await self._complete(work, claim, render(order))
+                await self.keys.complete(work, claim, render(order))
                 return order, recorded, None
             if recorded is not None and recorded.status in (PaymentStatus.DECLINED, PaymentStatus.FAILED):
                 return order, recorded, None  # the same refusal, not a second attempt under one id
@@ -141,7 +141,7 @@ class Billing:
             paid = await self._mark_paid(work, order_id, payment_id)
             # False when a retry took the key over meanwhile: the charge stands, and
             # the retry answers from this record.
-            await self._complete(work, claim, render(paid))
+            await self.keys.complete(work, claim, render(paid))
             return paid, payment, result
 
     async def _charge(
@@ -169,12 +169,6 @@ class Billing:
             await work.update_payment(payment)
         PAYMENTS.labels(result.outcome.value).inc()
         return payment, result
-
-    @staticmethod
-    async def _complete(work: Work, claim: Claim, response: bytes) -> None:
-        ref = claim.held
-        if ref is not None and claim.holder is not None:
-            await work.complete_key(ref, claim.holder, response)
 
     @staticmethod
     async def _mark_paid(work: Work, order_id: uuid.UUID, payment_id: uuid.UUID) -> OrderRecord:

@@ -23,7 +23,7 @@ from datetime import timedelta
 from common.errors import AbortedError
 from order_svc import domain
 from order_svc.domain import Claim, ClaimVerdict, Keyed, KeyRef, now
-from order_svc.store import Store
+from order_svc.store import Store, Work
 
 
 class Keys:
@@ -86,6 +86,13 @@ class Keys:
         async with self.store.unit_of_work() as work:
             stored = await work.done_key(KeyRef(user_id, scope, keyed.key))
         return domain.replay_of(stored, keyed.request_hash)
+
+    @staticmethod
+    async def complete(work: Work, claim: Claim, response: bytes) -> bool:
+        """Keep the response under the claimed key, in the caller's transaction; False
+        when a retry took the key over meanwhile (True when the request named no key)."""
+        ref = claim.held
+        return ref is None or claim.holder is None or await work.complete_key(ref, claim.holder, response)
 
     async def release(self, claim: Claim) -> None:
         """Forget the claimed key of a request that failed, so a retry runs again; a

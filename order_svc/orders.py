@@ -197,12 +197,7 @@ class Orders:
                         metadata={"order_id": str(earlier)},
                     )
             await work.add_event(ORDERS_TOPIC, str(order_id), events.created(order))
-            ref = claim.held
-            if (
-                ref is not None
-                and claim.holder is not None
-                and not await work.complete_key(ref, claim.holder, placement.render(order))
-            ):
+            if not await self.keys.complete(work, claim, placement.render(order)):
                 raise AbortedError(
                     "this request outlived its Idempotency-Key's lease and a retry took the key over;"
                     " nothing was ordered here, the retry's outcome stands"
@@ -275,13 +270,11 @@ class Orders:
 
     async def cancel(self, caller: Caller, order_id: uuid.UUID, note: str) -> OrderRecord:
         note = domain.validate_note(note)
-        reason = CancelReason.CUSTOMER if not caller.admin else CancelReason.ADMIN
         async with self.store.unit_of_work() as work:
             order = await work.lock_order(order_id)
             if order is None or not (caller.admin or order.user_id == caller.user_id):
                 raise NotFoundError(f"no order {order_id}")
-            if order.user_id == caller.user_id:
-                reason = CancelReason.CUSTOMER
+            reason = CancelReason.CUSTOMER if order.user_id == caller.user_id else CancelReason.ADMIN
             if order.status is Status.CANCELLED:
                 cancelled = await work.order(order_id)
                 assert cancelled is not None

@@ -100,34 +100,23 @@ class Catalog:
             return await self._product(product_id)
 
     async def _product(self, product_id: str) -> Product:
-        product = await self.store.products.get(str(require_uuid(product_id, "product_id", PRODUCT_ID)))
-        if product is None:
-            raise NotFoundError(f"no product {product_id}")
-        return product
+        return _found(await self.store.products.get(_product_id(product_id)), product_id)
 
     async def update_product(self, product_id: str, paths: Sequence[str], given: ProductInput) -> Product:
-        canonical = str(require_uuid(product_id, "product.id", PRODUCT_ID))
+        canonical = _product_id(product_id, "product.id")
         changes = products.validate_update(paths, given)
         if "category_id" in changes:
             await self._require_category(changes["category_id"])
-        product = await self.store.products.update(canonical, changes)
-        if product is None:
-            raise NotFoundError(f"no product {canonical}")
-        return product
+        return _found(await self.store.products.update(canonical, changes), canonical)
 
     async def archive_product(self, product_id: str) -> Product:
-        canonical = str(require_uuid(product_id, "product_id", PRODUCT_ID))
-        product = await self.store.products.archive(canonical)
-        if product is None:
-            raise NotFoundError(f"no product {canonical}")
-        return product
+        canonical = _product_id(product_id)
+        return _found(await self.store.products.archive(canonical), canonical)
 
     async def delete_product(self, product_id: str) -> Product:
         """Delete a product without open reservations (and its image objects); answers what was deleted."""
-        canonical = str(require_uuid(product_id, "product_id", PRODUCT_ID))
-        product = await self.store.products.get(canonical)
-        if product is None:
-            raise NotFoundError(f"no product {canonical}")
+        canonical = _product_id(product_id)
+        product = _found(await self.store.products.get(canonical), canonical)
         if not product.holds:
             if await self.store.products.delete_unheld(canonical):
                 await self.images.delete_quietly([image.key for image in product.images])
@@ -154,7 +143,7 @@ class Catalog:
 
     async def add_image(self, upload: Upload) -> tuple[Image, Product]:
         """Store the object, then list it on the product; the object goes again when the listing fails."""
-        product_id = str(require_uuid(upload.product_id, "product_id", PRODUCT_ID))
+        product_id = _product_id(upload.product_id)
         content_type = images.check_image(upload.content, self.limits.max_bytes)
         product = await self._product(product_id)
         if len(product.images) >= self.limits.max_count:
@@ -189,7 +178,15 @@ class Catalog:
         # The object first: a retry after a failure in between finds the image
         # still listed and completes; the reverse order could orphan the object.
         await self.images.delete(image.key)
-        updated = await self.store.products.remove_image(product.id, canonical)
-        if updated is None:
-            raise NotFoundError(f"no product {product.id}")
-        return updated
+        return _found(await self.store.products.remove_image(product.id, canonical), product.id)
+
+
+def _product_id(value: str, path: str = "product_id") -> str:
+    """A product id as the store keeps it (canonical UUID text); INVALID_ARGUMENT on ``path`` otherwise."""
+    return str(require_uuid(value, path, PRODUCT_ID))
+
+
+def _found(product: Product | None, product_id: str) -> Product:
+    if product is None:
+        raise NotFoundError(f"no product {product_id}")
+    return product

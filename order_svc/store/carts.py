@@ -141,9 +141,6 @@ class CartStore:
         ordered = sorted(lines, key=lambda line: (line.added_ms, line.product_id))
         return ordered, int(ttl), generation.decode() if generation else ""
 
-    async def ttl(self, owner: str) -> int:
-        return int(await self.redis.ttl(self._keys(owner)[0]))
-
     async def add(self, owner: str, product_id: str, delta: int, *, cap: int, now_ms: int, ttl: int) -> int | None:
         result = int(await self._add(keys=self._keys(owner), args=[product_id, delta, cap, now_ms, ttl, _generation()]))
         return None if result < 0 else result
